@@ -32,7 +32,7 @@ _INSTALL_HINT = (
 
 
 def default_data_dir() -> Path:
-    """Where the CLI keeps its embedded server: ``$LLAMALOG_EMBEDDED_DIR``, else the XDG data dir."""
+    """Where the CLI keeps its embedded server: ``$LLAMALOG_EMBEDDED_DIR``, else XDG data."""
     explicit = os.environ.get("LLAMALOG_EMBEDDED_DIR")
     if explicit:
         return Path(explicit).expanduser()

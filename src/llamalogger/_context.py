@@ -1,0 +1,302 @@
+"""The job context: which job the running code belongs to, kept in a ContextVar.
+
+A ContextVar gives every thread its own value and every asyncio task a copy of the
+context it was created in, which is exactly the isolation DESIGN §3 (invariant 6) asks
+for. Plain threads start with an empty context; ``bind_job`` carries the current one in.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import random
+import time
+from collections.abc import Callable, Generator, Mapping
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, cast
+
+import attrs
+
+__all__ = [
+    "HEADER_JOB_ID",
+    "HEADER_JOB_NAME",
+    "HEADER_PARENT_JOB_ID",
+    "HEADER_ROOT_JOB_ID",
+    "MAX_JOB_ID_LENGTH",
+    "JobContext",
+    "JobScope",
+    "bind_job",
+    "current_job",
+    "new_job_id",
+    "validate_job_id",
+]
+
+MAX_JOB_ID_LENGTH = 100  # the width of the varchar(100) job columns
+
+HEADER_JOB_ID = "llamalog-job-id"
+HEADER_PARENT_JOB_ID = "llamalog-parent-job-id"
+HEADER_ROOT_JOB_ID = "llamalog-root-job-id"
+HEADER_JOB_NAME = "llamalog-job-name"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def validate_job_id(value: object, what: str = "job_id") -> str:
+    """Return ``value`` if it is a valid job id, else raise ``ValueError`` naming the problem."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > MAX_JOB_ID_LENGTH:
+        raise ValueError(
+            f"{what} is {len(value)} characters long; at most {MAX_JOB_ID_LENGTH} are allowed"
+        )
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} contains a lone surrogate, not valid Unicode") from None
+    return value
+
+
+def new_job_id() -> str:
+    """A UUIDv7-style id: 48 bits of Unix milliseconds, then sub-millisecond time, then random.
+
+    The 12 bits after the version carry the fraction of the millisecond (RFC 9562,
+    method 3), so ids generated in one process sort in creation order to ~250 ns.
+    ``random`` is reseeded in forked children by the standard library, so children
+    never repeat their parent's ids.
+    """
+    ns = time.time_ns()
+    ms, sub_ms = divmod(ns, 1_000_000)
+    frac = (sub_ms * 4096) // 1_000_000
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | frac << 64
+    value |= 0b10 << 62 | random.getrandbits(62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@attrs.frozen
+class JobContext:
+    """One job: its id, name and place in the hierarchy.
+
+    ``root_job_id`` is the id of the outermost job of the tree (its own id for a
+    root job); ``parent_job_id`` is the job directly above it, ``None`` for a root.
+    """
+
+    job_id: str = attrs.field(validator=lambda _i, _a, v: validate_job_id(v))
+    name: str | None = None
+    parent_job_id: str | None = attrs.field(default=None)
+    root_job_id: str = attrs.field()
+
+    @root_job_id.default
+    def _root_defaults_to_self(self) -> str:
+        return self.job_id
+
+    @parent_job_id.validator
+    def _check_parent(self, _attribute: object, value: str | None) -> None:
+        if value is not None:
+            validate_job_id(value, "parent_job_id")
+
+    @root_job_id.validator
+    def _check_root(self, _attribute: object, value: str) -> None:
+        validate_job_id(value, "root_job_id")
+
+    def child(self, name: str | None = None, job_id: str | None = None) -> JobContext:
+        """The context of a job started inside this one."""
+        return JobContext(
+            job_id=new_job_id() if job_id is None else job_id,
+            name=name,
+            parent_job_id=self.job_id,
+            root_job_id=self.root_job_id,
+        )
+
+    def to_headers(self) -> dict[str, str]:
+        """Plain string headers that carry this job to another process or a queue message."""
+        headers = {HEADER_JOB_ID: self.job_id, HEADER_ROOT_JOB_ID: self.root_job_id}
+        if self.parent_job_id is not None:
+            headers[HEADER_PARENT_JOB_ID] = self.parent_job_id
+        if self.name is not None:
+            headers[HEADER_JOB_NAME] = self.name
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> JobContext:
+        """Rebuild a context from ``to_headers()`` output (keys are matched case-insensitively).
+
+        Raises ``ValueError`` when the job id header is missing or an id is invalid.
+        """
+        lowered = {str(key).lower(): value for key, value in headers.items()}
+        if HEADER_JOB_ID not in lowered:
+            raise ValueError(f"headers carry no {HEADER_JOB_ID!r}")
+        job_id = lowered[HEADER_JOB_ID]
+        return cls(
+            job_id=job_id,
+            name=lowered.get(HEADER_JOB_NAME),
+            parent_job_id=lowered.get(HEADER_PARENT_JOB_ID),
+            root_job_id=lowered.get(HEADER_ROOT_JOB_ID, job_id),
+        )
+
+
+_current: ContextVar[JobContext | None] = ContextVar("llamalogger_job", default=None)
+
+
+def current_job() -> JobContext | None:
+    """The job the calling code runs in, or ``None`` outside any job."""
+    return _current.get()
+
+
+def bind_job(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap ``fn`` so that it runs in (a copy of) the caller's current context.
+
+    Threads do not inherit context variables; use this to carry the current job into
+    ``threading.Thread(target=bind_job(work))`` or ``executor.submit(bind_job(work), x)``.
+    Each call runs in its own copy, so concurrent calls never share a context.
+    """
+    snapshot = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run_in_job(*args: P.args, **kwargs: P.kwargs) -> R:
+        return snapshot.copy().run(fn, *args, **kwargs)
+
+    return run_in_job
+
+
+class JobScope:
+    """What ``LlamaLogger.job()`` returns: a context manager and a decorator.
+
+    As a context manager it enters a new job (a root job, or a child of the enclosing
+    job or of an explicit ``parent``) and restores the previous context on exit, however
+    the block is left. As a decorator, every call of the function runs in a job of its
+    own; sync functions, ``async def`` functions and generator functions are supported.
+    """
+
+    __slots__ = ("_entered", "_job_id", "_name", "_parent")
+
+    def __init__(self, name: str | None, job_id: str | None, parent: JobContext | None) -> None:
+        if job_id is not None:
+            validate_job_id(job_id)
+        if parent is not None and not isinstance(parent, JobContext):
+            raise TypeError(
+                f"parent must be a JobContext (see JobContext.from_headers), "
+                f"not {type(parent).__name__}"
+            )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"job name must be a str, not {type(name).__name__}")
+        self._name = name
+        self._job_id = job_id
+        self._parent = parent
+        # One (token, previous) pair per active entry; a stack so that the same scope
+        # object can be re-entered, e.g. by recursion through a decorated function.
+        self._entered: list[tuple[contextvars.Token[JobContext | None], JobContext | None]] = []
+
+    def _new_context(self) -> JobContext:
+        job_id = new_job_id() if self._job_id is None else self._job_id
+        enclosing = self._parent if self._parent is not None else _current.get()
+        if enclosing is None:
+            return JobContext(job_id=job_id, name=self._name)
+        return enclosing.child(self._name, job_id)
+
+    def __enter__(self) -> JobContext:
+        previous = _current.get()
+        context = self._new_context()
+        self._entered.append((_current.set(context), previous))
+        return context
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token, previous = self._entered.pop()
+        try:
+            _current.reset(token)
+        except ValueError:
+            # The block is left from another context than it was entered in (a generator
+            # closed by the garbage collector elsewhere): restore by value instead.
+            _current.set(previous)
+
+    async def __aenter__(self) -> JobContext:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _fresh(self) -> JobScope:
+        return JobScope(self._name, self._job_id, self._parent)
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                "async generator functions cannot be decorated with job(); "
+                "use `with logger.job(...)` inside the generator instead"
+            )
+        if inspect.iscoroutinefunction(fn):
+            return cast(Callable[P, R], self._wrap_coroutine(fn))
+        if inspect.isgeneratorfunction(fn):
+            return cast(Callable[P, R], self._wrap_generator(fn))
+
+        @functools.wraps(fn)
+        def run_in_job(*args: P.args, **kwargs: P.kwargs) -> R:
+            with self._fresh():
+                return fn(*args, **kwargs)
+
+        return run_in_job
+
+    def _wrap_coroutine(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        @functools.wraps(fn)
+        async def run_in_job(*args: P.args, **kwargs: P.kwargs) -> Any:
+            with self._fresh():
+                return await fn(*args, **kwargs)
+
+        return run_in_job
+
+    def _wrap_generator(
+        self, fn: Callable[P, Generator[Any, Any, Any]]
+    ) -> Callable[P, Generator[Any, Any, Any]]:
+        @functools.wraps(fn)
+        def run_in_job(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
+            # Each step of the generator runs in a private context that holds the job, so
+            # the job is current while the generator body runs and never leaks to the
+            # consumer between yields (a plain `with` around `yield` would leak it).
+            private = contextvars.copy_context()
+            private.run(self._fresh().__enter__)
+            inner = private.run(fn, *args, **kwargs)
+            return (yield from _StepInContext(inner, private))
+
+        return run_in_job
+
+    def __repr__(self) -> str:
+        return f"<JobScope name={self._name!r} job_id={self._job_id!r}>"
+
+
+class _StepInContext(Generator[Any, Any, Any]):
+    """A generator that forwards every step of ``inner`` into ``context``."""
+
+    __slots__ = ("_context", "_inner")
+
+    def __init__(self, inner: Generator[Any, Any, Any], context: contextvars.Context) -> None:
+        self._inner = inner
+        self._context = context
+
+    def send(self, value: Any) -> Any:
+        return self._context.run(self._inner.send, value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._context.run(self._inner.throw, typ)
+        return self._context.run(self._inner.throw, typ, val, tb)
+
+    def close(self) -> None:
+        self._context.run(self._inner.close)

@@ -1,0 +1,217 @@
+"""``LlamaLogger``: the facade that ties the job context, records and the writer together."""
+
+from __future__ import annotations
+
+import os
+import time
+from types import TracebackType
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from ._context import JobContext, JobScope, _current
+from ._errors import ConfigurationError
+from ._postgres import BatchSink, masked_conninfo
+from ._records import LEVELS, Category, Record, coerce_entity
+from ._writer import FullPolicy, Writer
+
+__all__ = ["LlamaLogger"]
+
+_CATEGORY_BY_NAME = {category.value: category.value for category in Category}
+
+
+def _category_value(category: object) -> str:
+    if isinstance(category, str):
+        value = _CATEGORY_BY_NAME.get(category.upper())
+        if value is not None:
+            return value
+    known = ", ".join(_CATEGORY_BY_NAME)
+    raise ValueError(f"unknown category {category!r:.60}; use a Category ({known})")
+
+
+def _message_text(message: object) -> str:
+    try:
+        return str(message)
+    except Exception as exc:
+        return f"<unprintable {type(message).__name__}: {type(exc).__name__}>"
+
+
+class LlamaLogger:
+    """Records catalogue events as rows of ``{schema}.llama_log``, written in the background.
+
+    ``LlamaLogger(dsn)`` owns a connection pool; ``LlamaLogger(pool=pool)`` shares an
+    existing ``psycopg_pool.ConnectionPool``; ``LlamaLogger()`` reads ``LLAMALOG_DSN``.
+    The schema defaults to ``$LLAMALOG_SCHEMA`` or ``llamalog``.
+
+    Logging calls only queue the event: they never wait for the database and never
+    raise because of it. ``flush()`` waits for what was logged; ``close()`` (or leaving
+    a ``with LlamaLogger(...)`` block, or interpreter exit) writes the rest and stops.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: ConnectionPool[Any] | None = None,
+        schema: str | None = None,
+        queue_size: int = 100_000,
+        batch_size: int = 5_000,
+        flush_interval: float = 0.2,
+        on_full: FullPolicy = "drop",
+        block_timeout: float = 1.0,
+        exit_timeout: float = 10.0,
+        pool_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if dsn is not None and pool is not None:
+            raise ConfigurationError("pass either a DSN or a pool, not both")
+        if dsn is None and pool is None:
+            dsn = os.environ.get("LLAMALOG_DSN") or None
+            if dsn is None:
+                raise ConfigurationError(
+                    "no database given: pass a DSN or pool=, or set LLAMALOG_DSN"
+                )
+        if schema is None:
+            schema = os.environ.get("LLAMALOG_SCHEMA") or "llamalog"
+        self._target = masked_conninfo(dsn) if dsn is not None else "<shared pool>"
+        self._sink = BatchSink(conninfo=dsn, pool=pool, schema=schema, pool_kwargs=pool_kwargs)
+        self.schema = self._sink.schema
+        self._sink.open()
+        self._writer = Writer(
+            self._sink,
+            queue_size=queue_size,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            on_full=on_full,
+            block_timeout=block_timeout,
+            exit_timeout=exit_timeout,
+        )
+
+    # --- jobs --------------------------------------------------------------------
+
+    def job(
+        self,
+        name: str | None = None,
+        *,
+        job_id: str | None = None,
+        parent: JobContext | None = None,
+    ) -> JobScope:
+        """A job: ``with logger.job("import-album") as job:`` or ``@logger.job("enrich")``.
+
+        Inside another job it becomes that job's child; ``parent=`` (a ``JobContext``,
+        e.g. from ``JobContext.from_headers``) makes it the child of a job elsewhere.
+        ``job_id`` defaults to a new time-ordered id; an invalid one raises ``ValueError``.
+        """
+        return JobScope(name, job_id, parent)
+
+    # --- events (the hot path: no I/O, no formatting, no JSON) --------------------
+
+    def log(
+        self,
+        category: Category | str,
+        message: str,
+        *,
+        entity: object = None,
+        related: object = None,
+        level: str = "info",
+        **details: Any,
+    ) -> None:
+        """Record one event in the current job.
+
+        ``entity`` is the subject and ``related`` the object of the event, each a
+        ``(type, id)`` pair or an ``Entity``; keyword arguments go to ``details`` (jsonb).
+        Bad arguments (unknown category or level, malformed entity) raise ``ValueError``;
+        anything about the data itself is sanitised in the background, never raised.
+        """
+        try:
+            category_value = _CATEGORY_BY_NAME[category]
+        except (KeyError, TypeError):
+            category_value = _category_value(category)
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}")
+        if type(message) is not str:
+            message = _message_text(message)
+        entity_type = entity_id = related_type = related_id = None
+        if entity is not None:
+            entity_type, entity_id = coerce_entity(entity)
+        if related is not None:
+            related_type, related_id = coerce_entity(related, "related")
+        job = _current.get()
+        if job is None:
+            record = Record(
+                time.time(), category_value, level, message, None, None, None, None,
+                entity_type, entity_id, related_type, related_id, details or None,
+            )  # fmt: skip
+        else:
+            record = Record(
+                time.time(), category_value, level, message,
+                job.job_id, job.parent_job_id, job.root_job_id, job.name,
+                entity_type, entity_id, related_type, related_id, details or None,
+            )  # fmt: skip
+        self._writer.put(record)
+
+    def created(
+        self, entity: object, message: str | None = None, *, level: str = "info", **details: Any
+    ) -> None:
+        """A ``CREATED`` event for ``entity``, e.g. ``logger.created(("album", 12))``."""
+        if message is None:
+            kind, ident = coerce_entity(entity)
+            message = f"{kind} {ident} created"
+        self.log(Category.CREATED, message, entity=entity, level=level, **details)
+
+    def linked(
+        self,
+        subject: object,
+        obj: object,
+        message: str | None = None,
+        *,
+        level: str = "info",
+        **details: Any,
+    ) -> None:
+        """A ``LINKED`` event: ``subject`` was linked to ``obj`` (artist 7 linked to track 9)."""
+        if message is None:
+            kind, ident = coerce_entity(subject)
+            other_kind, other_ident = coerce_entity(obj, "related")
+            message = f"{kind} {ident} linked to {other_kind} {other_ident}"
+        self.log(Category.LINKED, message, entity=subject, related=obj, level=level, **details)
+
+    # --- life cycle --------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything logged before this call is committed (or rejected).
+
+        Returns ``False`` if that took longer than ``timeout`` seconds.
+        """
+        return self._writer.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, stop the writer and close an owned pool. Safe to call twice.
+
+        If the database stays unreachable, gives up after ``timeout`` seconds (default
+        ``exit_timeout``) and counts what was left as dropped. Returns ``True`` when
+        nothing was left unwritten.
+        """
+        return self._writer.close(timeout)
+
+    def stats(self) -> dict[str, int]:
+        """Counters, read without waiting for the writer.
+
+        ``enqueued`` accepted by ``log()``; ``written`` committed; ``dropped`` lost (queue
+        full, logged after close, or unwritable at close); ``retried`` failed attempts
+        that were retried; ``rejected`` refused by the database and reported;
+        ``sanitised`` stored in a cleaned form; ``batches`` COPYs; ``queue_depth`` waiting.
+        """
+        return self._writer.stats()
+
+    def __enter__(self) -> LlamaLogger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LlamaLogger schema={self.schema!r} {self._target}>"

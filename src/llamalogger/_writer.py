@@ -1,0 +1,351 @@
+"""The background writer: a bounded queue, one daemon thread, batches, flush and close.
+
+Caller threads only append to a deque; the writer thread drains it in batches and
+hands each batch to a sink. All counters are written by the writer thread (or under
+its lock), so ``stats()`` is a cheap read.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from ._postgres import Failure, classify
+from ._records import Record, to_row
+
+__all__ = ["FullPolicy", "Sink", "Writer"]
+
+diagnostics = logging.getLogger("llamalogger")
+
+FullPolicy = Literal["drop", "block"]
+
+# Backoff between attempts to write a batch the server did not take: quick first
+# retries for a blip, capped so that a long outage costs one attempt every 5 s.
+_FIRST_RETRY_DELAY = 0.05
+_MAX_RETRY_DELAY = 5.0
+
+
+class Sink(Protocol):
+    """Where batches go; ``BatchSink`` writes them to PostgreSQL."""
+
+    def write(self, rows: Sequence[tuple[object, ...]]) -> None: ...
+
+    def after_fork_in_child(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+_exit_hook_installed = False
+
+
+def _close_all_at_exit() -> None:
+    for writer in list(_live_writers):
+        writer.close(timeout=writer.exit_timeout)
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_live_writers):
+        writer._after_fork_in_child()
+
+
+class Writer:
+    """Queues records and writes them in batches from one background thread."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        queue_size: int = 100_000,
+        batch_size: int = 5_000,
+        flush_interval: float = 0.2,
+        on_full: FullPolicy = "drop",
+        block_timeout: float = 1.0,
+        exit_timeout: float = 10.0,
+    ) -> None:
+        if queue_size < 1 or batch_size < 1:
+            raise ValueError("queue_size and batch_size must be at least 1")
+        if flush_interval <= 0:
+            raise ValueError("flush_interval must be positive")
+        if on_full not in ("drop", "block"):
+            raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
+        self._sink = sink
+        self._maxsize = queue_size
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._on_full = on_full
+        self._block_timeout = block_timeout
+        self.exit_timeout = exit_timeout
+
+        self._queue: collections.deque[Record] = collections.deque()
+        self._wake = threading.Event()
+        # Guards the counters below and the hand-over of records from queue to batch,
+        # so that flush() can tell exactly which records were logged before it.
+        self._lock = threading.Condition(threading.Lock())
+        self._taken = 0  # records moved from the queue into a batch
+        self._done = 0  # of those: written, rejected or given up on
+        self._written = 0
+        self._rejected = 0
+        self._retried = 0
+        self._sanitised = 0
+        self._dropped = 0
+        self._batches = 0
+        self._lost_at_close = 0
+        self._abandoned = 0  # taken into a batch, then given up on when close() ran out of time
+        self._warned_full = False
+        self._closing = False
+        self._closed = False
+        self._deadline: float | None = None  # when closing: give up retrying after this
+        self._thread: threading.Thread | None = None
+        self._start_thread()
+        _install_process_hooks()
+        _live_writers.add(self)
+
+    # --- caller side -------------------------------------------------------------
+
+    def put(self, record: Record) -> None:
+        """Queue ``record``; never raises, never blocks longer than the policy allows."""
+        queue = self._queue
+        if len(queue) >= self._maxsize or self._closing:
+            self._put_when_full(record)
+            return
+        queue.append(record)
+        if len(queue) >= self._batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _put_when_full(self, record: Record) -> None:
+        if self._closing:
+            self._drop("the logger is closed")
+            return
+        if self._on_full == "block":
+            self._wake.set()
+            deadline = time.monotonic() + self._block_timeout
+            while time.monotonic() < deadline:
+                time.sleep(0.001)
+                if len(self._queue) < self._maxsize:
+                    self._queue.append(record)
+                    return
+        self._drop(f"the queue is full ({self._maxsize} records)")
+
+    def _drop(self, reason: str) -> None:
+        with self._lock:
+            self._dropped += 1
+            warn = not self._warned_full
+            self._warned_full = True
+        if warn:
+            diagnostics.warning(
+                "llamalogger dropped an event because %s; further drops are only counted "
+                "in stats()['dropped']",
+                reason,
+            )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record queued before this call is written (or rejected).
+
+        Returns ``False`` if that did not happen within ``timeout`` seconds.
+        """
+        with self._lock:
+            target = self._taken + len(self._queue)
+            self._wake.set()
+            return self._lock.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, stop the thread and close the sink. Safe to call twice.
+
+        With the database unreachable, retrying stops after ``timeout`` seconds (default
+        ``exit_timeout``); records still queued then are counted as dropped and reported.
+        Returns ``True`` when everything queued was written or rejected.
+        """
+        if timeout is None:
+            timeout = self.exit_timeout
+        with self._lock:
+            if self._closed:
+                return self._lost_at_close == 0
+            self._closing = True
+            self._deadline = time.monotonic() + timeout
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            # The writer notices the deadline between attempts; one attempt can take up
+            # to the pool's connection timeout on top.
+            thread.join(timeout + 3.0)
+        with self._lock:
+            self._closed = True
+            leftover = len(self._queue)
+            self._queue.clear()
+            self._dropped += leftover
+            self._done += leftover
+            self._taken += leftover
+            self._lock.notify_all()
+            lost = self._lost_at_close = leftover + self._abandoned
+        if lost:
+            diagnostics.error(
+                "llamalogger closed with %d events not written (the database was unreachable "
+                "for the %.1fs close() waits); they are counted in stats()['dropped']",
+                lost,
+                timeout,
+            )
+        self._sink.close()
+        _live_writers.discard(self)
+        return lost == 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters: see ``LlamaLogger.stats()`` for their meaning."""
+        with self._lock:
+            depth = len(self._queue)
+            return {
+                "enqueued": self._taken + depth,
+                "written": self._written,
+                "dropped": self._dropped,
+                "retried": self._retried,
+                "rejected": self._rejected,
+                "sanitised": self._sanitised,
+                "batches": self._batches,
+                "queue_depth": depth,
+            }
+
+    # --- writer thread -----------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="llamalogger-writer", daemon=True)
+        self._thread.start()
+
+    def _take_batch(self) -> list[Record]:
+        queue = self._queue
+        with self._lock:
+            count = min(len(queue), self._batch_size)
+            batch = [queue.popleft() for _ in range(count)]
+            self._taken += count
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            while batch := self._take_batch():
+                self._write_batch(batch)
+            if self._closing:
+                return
+
+    def _write_batch(self, batch: list[Record]) -> None:
+        rows: list[tuple[object, ...]] = []
+        sanitised = 0
+        for record in batch:
+            row, changed = to_row(record)
+            rows.append(row)
+            sanitised += changed
+        written, rejected, given_up = self._write_rows(rows, batch)
+        with self._lock:
+            self._written += written
+            self._rejected += rejected
+            self._dropped += given_up
+            self._abandoned += given_up
+            self._sanitised += sanitised
+            self._done += len(batch)
+            self._batches += 1
+            self._lock.notify_all()
+
+    def _write_rows(
+        self, rows: list[tuple[object, ...]], records: list[Record]
+    ) -> tuple[int, int, int]:
+        """Write ``rows``; returns (written, rejected, given up at close)."""
+        delay = _FIRST_RETRY_DELAY
+        failing_since: float | None = None
+        while True:
+            try:
+                self._sink.write(rows)
+            except Exception as exc:
+                if classify(exc) is Failure.REJECT:
+                    return self._isolate_rejected(rows, records, exc)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    diagnostics.warning(
+                        "llamalogger cannot write to the database, retrying with backoff "
+                        "(events are kept): %s",
+                        _one_line(exc),
+                    )
+                with self._lock:
+                    self._retried += 1
+                if self._give_up_now(delay):
+                    return 0, 0, len(rows)
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
+            else:
+                if failing_since is not None:
+                    diagnostics.warning(
+                        "llamalogger reached the database again after %.1fs",
+                        time.monotonic() - failing_since,
+                    )
+                return len(rows), 0, 0
+
+    def _give_up_now(self, delay: float) -> bool:
+        """Sleep ``delay`` before the next attempt; True once closing has run out of time."""
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            delay = min(delay, remaining)
+        time.sleep(delay)
+        return False
+
+    def _isolate_rejected(
+        self, rows: list[tuple[object, ...]], records: list[Record], exc: BaseException
+    ) -> tuple[int, int, int]:
+        """Bisect a batch the server refused, so that only the bad rows are lost."""
+        if len(rows) == 1:
+            diagnostics.error(
+                "llamalogger: the database rejected an event (%s): %r",
+                _one_line(exc),
+                _describe(records[0]),
+            )
+            return 0, 1, 0
+        middle = len(rows) // 2
+        totals = (0, 0, 0)
+        for part_rows, part_records in (
+            (rows[:middle], records[:middle]),
+            (rows[middle:], records[middle:]),
+        ):
+            result = self._write_rows(part_rows, part_records)
+            totals = (totals[0] + result[0], totals[1] + result[1], totals[2] + result[2])
+        return totals
+
+    # --- process life ------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's queued records belong to the parent's writer: writing them here
+        # too would store them twice. The child starts empty with a pool of its own.
+        self._queue.clear()
+        self._lock = threading.Condition(threading.Lock())
+        self._wake = threading.Event()
+        self._taken = self._done = self._written = self._rejected = 0
+        self._retried = self._sanitised = self._dropped = self._batches = 0
+        self._warned_full = False
+        self._sink.after_fork_in_child()
+        if not self._closing:
+            self._start_thread()
+
+
+def _install_process_hooks() -> None:
+    global _exit_hook_installed  # noqa: PLW0603 - one process-wide registration
+    if not _exit_hook_installed:
+        _exit_hook_installed = True
+        atexit.register(_close_all_at_exit)
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _describe(record: Record) -> dict[str, object]:
+    described: dict[str, object] = dict(zip(Record._fields, record, strict=True))
+    described["message"] = str(described["message"])[:200]
+    described.pop("details", None)
+    return described
