@@ -18,7 +18,8 @@ import attrs
 import psycopg
 from psycopg import sql
 
-from ._errors import ConfigurationError, MigrationError
+from ._errors import MigrationError
+from ._postgres import validate_schema
 
 __all__ = [
     "LATEST_VERSION",
@@ -40,9 +41,6 @@ DEFAULT_SCHEMA = "llamalog"
 _ROOT_JOB_ID_VERSION = "0002"
 
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
-
-# PostgreSQL truncates identifiers beyond NAMEDATALEN - 1 bytes; refuse rather than truncate.
-_MAX_IDENTIFIER_BYTES = 63
 
 
 @attrs.frozen
@@ -101,7 +99,7 @@ def current_version(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA)
 
     Read-only; on a connection outside autocommit it leaves the transaction it opens to the caller.
     """
-    _check_schema(schema)
+    validate_schema(schema)
     exists = conn.execute(
         "SELECT EXISTS ("
         " SELECT FROM pg_catalog.pg_class AS c"
@@ -133,7 +131,7 @@ def migrate(
     Raises :class:`MigrationError` for an unknown target, a downgrade, or a schema newer than
     this package; :class:`ConfigurationError` for an invalid schema name.
     """
-    _check_schema(schema)
+    validate_schema(schema)
     migrations = available_migrations()
     known = [m.version for m in migrations]
     if target is None:
@@ -196,21 +194,9 @@ def backfill_root_job_id(
     conn: psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA
 ) -> BackfillReport:
     """Fill ``root_job_id`` where it is NULL in ``schema``'s rows and commit; safe to re-run."""
-    _check_schema(schema)
+    validate_schema(schema)
     with _autocommit(conn), conn.transaction():
         return _call_backfill(conn, schema)
-
-
-def _check_schema(schema: object) -> None:
-    if not isinstance(schema, str) or not schema:
-        raise ConfigurationError(f"schema must be a non-empty string, got {schema!r}")
-    if "\x00" in schema:
-        raise ConfigurationError("schema must not contain NUL characters")
-    if len(schema.encode("utf-8")) > _MAX_IDENTIFIER_BYTES:
-        raise ConfigurationError(
-            f"schema name {schema!r} is longer than PostgreSQL's "
-            f"{_MAX_IDENTIFIER_BYTES}-byte identifier limit"
-        )
 
 
 def _recorded_versions(conn: psycopg.Connection[Any], schema: str) -> set[str]:

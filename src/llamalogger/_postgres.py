@@ -16,7 +16,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ._errors import ConfigurationError
 from ._records import COLUMNS
 
-__all__ = ["BatchSink", "Failure", "classify", "masked_conninfo", "validate_schema"]
+__all__ = [
+    "BatchSink",
+    "Failure",
+    "classify",
+    "explain",
+    "masked_conninfo",
+    "validate_schema",
+]
 
 # Waiting longer for a connection than this only delays the retry loop's own backoff
 # and the reaction to close().
@@ -25,12 +32,17 @@ _MAX_IDENTIFIER_LENGTH = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
 def validate_schema(schema: object) -> str:
+    """``schema`` if it is a usable schema name, else ``ConfigurationError``."""
     if not isinstance(schema, str) or not schema:
         raise ConfigurationError(f"schema must be a non-empty str, not {schema!r}")
-    if len(schema.encode()) > _MAX_IDENTIFIER_LENGTH or "\x00" in schema:
+    # PostgreSQL would silently truncate a longer name; refuse it instead.
+    if len(schema.encode("utf-8", "surrogatepass")) > _MAX_IDENTIFIER_LENGTH:
         raise ConfigurationError(
-            f"schema name must be at most {_MAX_IDENTIFIER_LENGTH} bytes without NUL"
+            f"schema name {schema!r} is longer than PostgreSQL's "
+            f"{_MAX_IDENTIFIER_LENGTH}-byte identifier limit"
         )
+    if "\x00" in schema:
+        raise ConfigurationError("schema name must not contain NUL characters")
     return schema
 
 
@@ -61,6 +73,15 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, UnicodeEncodeError | ValueError | TypeError):
         return Failure.REJECT  # raised by the adapters while dumping one row
     return Failure.RETRY
+
+
+def explain(exc: BaseException) -> str:
+    """One line about ``exc`` for the diagnostics log, with a hint where one helps."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        text += " (is the schema migrated? run `llamalog migrate`)"
+    return text
 
 
 class BatchSink:

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from ._postgres import Failure, classify
+from ._postgres import Failure, classify, explain
 from ._records import Record, to_row
 
 __all__ = ["FullPolicy", "Sink", "Writer"]
@@ -269,7 +269,7 @@ class Writer:
                     diagnostics.warning(
                         "llamalogger cannot write to the database, retrying with backoff "
                         "(events are kept): %s",
-                        _one_line(exc),
+                        explain(exc),
                     )
                 with self._lock:
                     self._retried += 1
@@ -301,7 +301,7 @@ class Writer:
         if len(rows) == 1:
             diagnostics.error(
                 "llamalogger: the database rejected an event (%s): %r",
-                _one_line(exc),
+                explain(exc),
                 _describe(records[0]),
             )
             return 0, 1, 0
@@ -337,11 +337,6 @@ def _install_process_hooks() -> None:
         _exit_hook_installed = True
         atexit.register(_close_all_at_exit)
         os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _describe(record: Record) -> dict[str, object]:

@@ -14,10 +14,12 @@ from typing import Any
 
 import attrs
 import psycopg
+import psycopg.errors
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from ._errors import SchemaNotMigrated
 from ._postgres import validate_schema
 
 __all__ = ["JobNode", "job_tree", "logs_for_root"]
@@ -27,11 +29,17 @@ Connectable = psycopg.Connection[Any] | ConnectionPool[Any]
 
 @contextmanager
 def _connection(source: Connectable) -> Iterator[psycopg.Connection[Any]]:
-    if isinstance(source, ConnectionPool):
-        with source.connection() as conn:
-            yield conn
-    else:
-        yield source
+    """A connection from ``source``; a missing table becomes ``SchemaNotMigrated``."""
+    try:
+        if isinstance(source, ConnectionPool):
+            with source.connection() as conn:
+                yield conn
+        else:
+            yield source
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+        raise SchemaNotMigrated(
+            f"{exc.diag.message_primary or exc}: run `llamalog migrate` first"
+        ) from exc
 
 
 def _table(schema: str) -> sql.Composed:

@@ -1,0 +1,75 @@
+"""Process life: interpreter exit without close(), and fork()."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import textwrap
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from llamalogger import LlamaLogger
+
+
+def count_rows(dsn: str, schema: str, where: str = "true", params: tuple[object, ...] = ()) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.llama_log WHERE " + where).format(
+                sql.Identifier(schema)
+            ),
+            params,
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_interpreter_exit_without_close_writes_everything(dsn: str, schema: str) -> None:
+    """A script that never calls close() or flush() still gets every event stored."""
+    script = textwrap.dedent(
+        f"""
+        from llamalogger import LlamaLogger
+        logger = LlamaLogger({dsn!r}, schema={schema!r}, flush_interval=60)
+        with logger.job("short-lived-script"):
+            for number in range(2500):
+                logger.created(("track", number))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert count_rows(dsn, schema) == 2500
+
+
+def _child_logs(logger: LlamaLogger, queue: multiprocessing.Queue[object]) -> None:
+    with logger.job("in-child") as job:
+        for number in range(50):
+            logger.created(("track", f"child-{number}"))
+    closed = logger.close(timeout=10)
+    queue.put((job.root_job_id, closed, logger.stats()))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork start method is Linux-only here")
+def test_forked_child_logs_through_its_own_writer_and_nothing_is_written_twice(
+    dsn: str, schema: str
+) -> None:
+    """Records queued in the parent at fork time are written once, by the parent."""
+    context = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue[object] = context.Queue()
+    # A long interval keeps the parent's records queued while the child is forked.
+    with LlamaLogger(dsn, schema=schema, flush_interval=60) as logger:
+        with logger.job("in-parent"):
+            for number in range(100):
+                logger.created(("track", f"parent-{number}"))
+        assert logger.stats()["queue_depth"] == 100
+        child = context.Process(target=_child_logs, args=(logger, queue))
+        child.start()
+        root, child_closed, child_stats = queue.get(timeout=60)  # type: ignore[misc]
+        child.join(timeout=60)
+        assert child.exitcode == 0
+        assert logger.flush(timeout=10)
+    assert child_closed
+    assert child_stats["written"] == 50  # type: ignore[index]
+    assert count_rows(dsn, schema, "entity_id LIKE %s", ("parent-%",)) == 100
+    assert count_rows(dsn, schema, "entity_id LIKE %s", ("child-%",)) == 50
+    assert count_rows(dsn, schema, "root_job_id = %s", (root,)) == 50
