@@ -1,0 +1,158 @@
+"""Writer benchmarks, measured side by side in one run.
+
+    python benchmarks/bench_writer.py [--dsn DSN] [--events 200000]
+
+1. Caller cost: seconds per ``logger.linked(...)`` inside a job, against stdlib
+   ``logging`` into a ``QueueHandler`` (the usual "don't block the worker" set-up).
+2. End to end: events/s from the first log call until ``flush()`` returns, against a
+   raw binary COPY of equivalent rows in batches of 5,000 into an identical table, and
+   against one INSERT + commit per event (on a sample).
+
+Without --dsn / LLAMALOG_DSN it starts the embedded PostgreSQL. Prints measured numbers
+only; nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import logging
+import logging.handlers
+import os
+import queue
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import sql
+
+from llamalogger import LlamaLogger, migrate
+
+
+@contextlib.contextmanager
+def database(dsn: str | None) -> Iterator[str]:
+    dsn = dsn or os.environ.get("LLAMALOG_DSN")
+    if dsn:
+        yield dsn
+        return
+    from llamalogger.embedded import EmbeddedPostgres
+
+    with EmbeddedPostgres(ephemeral=True) as server:
+        yield server.dsn
+
+
+def caller_cost(dsn: str, schema: str, events: int) -> tuple[float, float]:
+    """Seconds per call: (llamalogger linked(), stdlib logging + QueueHandler)."""
+    with LlamaLogger(dsn, schema=schema, queue_size=events + 1) as logger:
+        with logger.job("bench"):
+            started = time.perf_counter()
+            for number in range(events):
+                logger.linked(("artist", 7), ("track", number), "artist linked to track")
+            ours = (time.perf_counter() - started) / events
+        logger.flush(timeout=300)
+
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    std = logging.getLogger("bench.stdlib")
+    std.propagate = False
+    std.setLevel(logging.INFO)
+    handler = logging.handlers.QueueHandler(records)
+    std.addHandler(handler)
+    listener = logging.handlers.QueueListener(records, logging.NullHandler())
+    listener.start()
+    try:
+        started = time.perf_counter()
+        for number in range(events):
+            std.info("artist %s linked to track %s", 7, number)
+        theirs = (time.perf_counter() - started) / events
+    finally:
+        listener.stop()
+        std.removeHandler(handler)
+    return ours, theirs
+
+
+def end_to_end(dsn: str, schema: str, events: int) -> float:
+    with LlamaLogger(dsn, schema=schema, queue_size=events + 1) as logger:
+        started = time.perf_counter()
+        with logger.job("bench-e2e"):
+            for number in range(events):
+                logger.linked(("artist", 7), ("track", number), "artist linked to track")
+        assert logger.flush(timeout=600)
+        return events / (time.perf_counter() - started)
+
+
+def raw_copy(dsn: str, table: sql.Composed, events: int, batch: int = 5000) -> float:
+    job = str(uuid.uuid4())
+    rows = [
+        (dt.datetime.now(dt.UTC), "LINKED", "info", "artist linked to track", job, None, job,
+         "bench-raw", "artist", "7", "track", str(n), None)
+        for n in range(events)
+    ]  # fmt: skip
+    columns = sql.SQL(
+        "(logged_at, category, level, message, job_id, parent_job_id, root_job_id, job_name,"
+        " entity_type, entity_id, related_type, related_id, details)"
+    )
+    types = ["timestamptz", "text", "text", "text", "varchar", "varchar", "varchar", "text",
+             "text", "text", "text", "text", "jsonb"]  # fmt: skip
+    started = time.perf_counter()
+    with psycopg.connect(dsn) as conn:
+        for offset in range(0, events, batch):
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    sql.SQL("COPY {} {} FROM STDIN (FORMAT BINARY)").format(table, columns)
+                ) as copy,
+            ):
+                copy.set_types(types)
+                for row in rows[offset : offset + batch]:
+                    copy.write_row(row)
+            conn.commit()
+    return events / (time.perf_counter() - started)
+
+
+def insert_per_event(dsn: str, table: sql.Composed, events: int) -> float:
+    query = sql.SQL(
+        "INSERT INTO {} (category, message, entity_type, entity_id) VALUES ('LINKED', %s, %s, %s)"
+    ).format(table)
+    started = time.perf_counter()
+    with psycopg.connect(dsn) as conn:
+        for number in range(events):
+            conn.execute(query, ("artist linked to track", "track", str(number)))
+            conn.commit()
+    return events / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn")
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with database(args.dsn) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            migrate(conn, schema=schema)
+            version = conn.execute("SHOW server_version").fetchone()
+        table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
+        try:
+            print(f"PostgreSQL {version[0] if version else '?'}, {args.events} events per run")
+            ours, theirs = caller_cost(dsn, schema, args.events)
+            print(f"caller cost: llamalogger linked() {ours * 1e6:.2f} us/call, "
+                  f"stdlib logging + QueueHandler {theirs * 1e6:.2f} us/call, "
+                  f"ratio {ours / theirs:.2f}x")  # fmt: skip
+            ours_rate = end_to_end(dsn, schema, args.events)
+            raw_rate = raw_copy(dsn, table, args.events)
+            insert_rate = insert_per_event(dsn, table, min(args.events, 5000))
+            print(
+                f"end to end: llamalogger {ours_rate:,.0f} events/s, raw binary COPY "
+                f"(5,000/batch) {raw_rate:,.0f} rows/s, ratio {ours_rate / raw_rate:.2f}x"
+            )
+            print(f"one INSERT + commit per event {insert_rate:,.0f} rows/s: llamalogger is "
+                  f"{ours_rate / insert_rate:.0f}x that")  # fmt: skip
+        finally:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+if __name__ == "__main__":
+    main()
