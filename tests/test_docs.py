@@ -26,9 +26,7 @@ def test_the_documents_have_snippets() -> None:
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda path: path.name)
-def test_snippets_run(
-    path: Path, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_snippets_run(path: Path, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLAMALOG_DSN", dsn)
     monkeypatch.setenv("LLAMALOG_SCHEMA", schema)
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}

@@ -1,4 +1,4 @@
-"""The ``llamalog`` command: ``migrate`` and ``demo``.
+"""The ``llamalog`` command: migrate, status, tree, history, tail and demo.
 
 Every command takes ``--dsn`` (default ``$LLAMALOG_DSN``); without either it starts the
 embedded PostgreSQL in its own data directory and says so. Errors print one line and
@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from ._errors import LlamaLogError
-from ._migrate import migrate
+from . import queries
+from ._errors import LlamaLogError, SchemaNotMigrated
+from ._migrate import LATEST_VERSION, current_version, migrate
 from ._postgres import masked_conninfo
+from ._render import render_event, render_tree
 
 __all__ = ["main"]
+
+
+class _NothingFound(LlamaLogError):
+    """A query the user asked for found nothing (unknown root, entity without events)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +53,28 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate_cmd = add("migrate", "apply the schema migrations this package ships")
     migrate_cmd.add_argument("--target", help="stop after this version (e.g. 0001)")
+
+    status = add("status", "schema version, row counts and the last events")
+    status.add_argument("-n", "--last", type=int, default=5, help="events to show (5)")
+
+    tree = add("tree", "the job tree of one import, with counts and durations")
+    tree.add_argument("root_job_id", metavar="ROOT_JOB_ID")
+    tree.add_argument("--json", action="store_true", help="print the tree as JSON")
+    tree.add_argument(
+        "--max-children", type=int, default=20, help="siblings shown before summarising (20)"
+    )
+
+    history = add("history", "every event about one entity, as subject or linked object")
+    history.add_argument("entity_type", metavar="TYPE")
+    history.add_argument("entity_id", metavar="ID")
+    history.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+    tail = add("tail", "print the last events, then follow new ones (Ctrl-C stops)")
+    tail.add_argument("--root", help="only events of this root job")
+    tail.add_argument("-n", "--last", type=int, default=10, help="events to show first (10)")
+    tail.add_argument("--no-follow", action="store_true", help="print and exit")
+    tail.add_argument("--interval", type=float, default=0.5, help="seconds between polls (0.5)")
+
     demo = add("demo", "log a simulated album import and print its job tree")
     demo.add_argument("--tracks", type=int, default=2000, help="tracks on the album (2000)")
     return parser
@@ -66,6 +98,27 @@ def _database(dsn: str | None) -> Iterator[str]:
         yield server.dsn
 
 
+@contextlib.contextmanager
+def _migrated(dsn: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to a schema that is migrated, else ``SchemaNotMigrated``."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        version = current_version(conn, schema)
+        if version is None:
+            raise SchemaNotMigrated(
+                f"schema {schema!r} is not migrated: run `llamalog migrate` first"
+            )
+        if version < LATEST_VERSION:
+            raise SchemaNotMigrated(
+                f"schema {schema!r} is at version {version}, this llamalog needs "
+                f"{LATEST_VERSION}: run `llamalog migrate`"
+            )
+        yield conn
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, default=str, ensure_ascii=False)
+
+
 def _cmd_migrate(args: argparse.Namespace, dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         result = migrate(conn, schema=args.schema, target=args.target)
@@ -78,9 +131,75 @@ def _cmd_migrate(args: argparse.Namespace, dsn: str) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace, dsn: str) -> int:
+    with _migrated(dsn, args.schema) as conn:
+        table = sql.SQL("{}.llama_log").format(sql.Identifier(args.schema))
+        counts = conn.execute(
+            sql.SQL("SELECT category::text, count(*) FROM {} GROUP BY 1 ORDER BY 2 DESC, 1").format(
+                table
+            )
+        ).fetchall()
+        roots = conn.execute(
+            sql.SQL("SELECT count(DISTINCT root_job_id) FROM {}").format(table)
+        ).fetchone()
+        last = queries.recent_events(conn, limit=args.last, schema=args.schema)
+        version = current_version(conn, args.schema)
+    total = sum(count for _, count in counts)
+    print(f"schema {args.schema}: version {version} (this llamalog: {LATEST_VERSION})")
+    by_category = ", ".join(f"{category} {count}" for category, count in counts)
+    print(f"events: {total}" + (f" ({by_category})" if counts else ""))
+    print(f"root jobs: {roots[0] if roots else 0}")
+    if last:
+        print(f"last {len(last)} events:")
+        for row in last:
+            print("  " + render_event(row))
+    return 0
+
+
+def _cmd_tree(args: argparse.Namespace, dsn: str) -> int:
+    with _migrated(dsn, args.schema) as conn:
+        tree = queries.job_tree(conn, args.root_job_id, schema=args.schema)
+    if tree is None:
+        raise _NothingFound(f"no events with root_job_id {args.root_job_id!r}")
+    if args.json:
+        print(json.dumps(tree.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for line in render_tree(tree, max_children=args.max_children):
+            print(line)
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace, dsn: str) -> int:
+    with _migrated(dsn, args.schema) as conn:
+        rows = queries.entity_history(conn, args.entity_type, args.entity_id, schema=args.schema)
+    if not rows:
+        raise _NothingFound(f"no events about {args.entity_type} {args.entity_id}")
+    for row in rows:
+        print(_json_line(row) if args.json else render_event(row))
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace, dsn: str) -> int:
+    with _migrated(dsn, args.schema) as conn:
+        rows = queries.recent_events(
+            conn, limit=args.last, root_job_id=args.root, schema=args.schema
+        )
+        last_id = rows[-1]["id"] if rows else 0
+        for row in rows:
+            print(render_event(row), flush=True)
+        while not args.no_follow:
+            time.sleep(args.interval)
+            rows = queries.recent_events(
+                conn, limit=1000, root_job_id=args.root, after_id=last_id, schema=args.schema
+            )
+            for row in rows:
+                print(render_event(row), flush=True)
+                last_id = row["id"]
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, dsn: str) -> int:
     from ._demo import run_demo
-    from ._tree_text import render_tree
 
     if args.tracks < 1:
         raise LlamaLogError("--tracks must be at least 1")
@@ -97,10 +216,18 @@ def _cmd_demo(args: argparse.Namespace, dsn: str) -> int:
         f"{result.events_per_second:,.0f} events/s"
         + ("" if result.flushed else " (flush timed out!)")
     )
+    print(f"see it again with: llamalog tree {result.root_job_id}")
     return 0 if result.flushed else 1
 
 
-_COMMANDS = {"migrate": _cmd_migrate, "demo": _cmd_demo}
+_COMMANDS: dict[str, Callable[[argparse.Namespace, str], int]] = {
+    "migrate": _cmd_migrate,
+    "status": _cmd_status,
+    "tree": _cmd_tree,
+    "history": _cmd_history,
+    "tail": _cmd_tail,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,8 +235,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _database(args.dsn) as dsn:
             return _COMMANDS[args.command](args, dsn)
-    except (LlamaLogError, psycopg.Error, OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except BrokenPipeError:  # `llamalog tail | head`: the reader left, nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps exit-time flush quiet
+        return 0
+    except (
+        LlamaLogError,
+        psycopg.Error,
+        OSError,
+        RuntimeError,
+        subprocess.SubprocessError,
+    ) as exc:
+        text = str(exc).strip()
+        message = text.splitlines()[0] if text else type(exc).__name__
         if args.dsn:
             message = message.replace(args.dsn, masked_conninfo(args.dsn))
         print(f"llamalog: error: {message}", file=sys.stderr)

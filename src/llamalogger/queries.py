@@ -1,14 +1,16 @@
-"""Hierarchy queries over ``llama_log``: one import's events and its tree of jobs.
+"""Hierarchy queries over ``llama_log``: an import's events, its job tree, a job's chain
+of ancestors, and an entity's history.
 
 Every function takes a psycopg connection (or a ``ConnectionPool``, from which it
-borrows one) and reads with a single indexed query on ``root_job_id``: the point of
-storing the root on every row is that no recursive SQL is needed.
+borrows one). The tree and the chain are read with one indexed query on ``root_job_id``
+and assembled in Python: storing the root on every row is what makes recursive SQL
+unnecessary.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +24,14 @@ from psycopg_pool import ConnectionPool
 from ._errors import SchemaNotMigrated
 from ._postgres import validate_schema
 
-__all__ = ["JobNode", "job_tree", "logs_for_root"]
+__all__ = [
+    "JobNode",
+    "entity_history",
+    "job_chain",
+    "job_tree",
+    "logs_for_root",
+    "recent_events",
+]
 
 Connectable = psycopg.Connection[Any] | ConnectionPool[Any]
 
@@ -68,6 +77,26 @@ class JobNode:
         for child in self.children:
             yield from child.walk()
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form: times as ISO 8601 strings, children nested."""
+        return {
+            "job_id": self.job_id,
+            "name": self.name,
+            "parent_job_id": self.parent_job_id,
+            "counts": dict(self.counts),
+            "events": self.events,
+            "first_at": self.first_at.isoformat(),
+            "last_at": self.last_at.isoformat(),
+            "children": [child.to_dict() for child in self.children],
+        }
+
+
+def _fetch_dicts(
+    source: Connectable, query: sql.Composed, params: Sequence[Any] | Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    with _connection(source) as conn, conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
 
 def logs_for_root(
     source: Connectable, root_job_id: str, *, schema: str = "llamalog"
@@ -76,8 +105,82 @@ def logs_for_root(
     query = sql.SQL("SELECT * FROM {} WHERE root_job_id = %s ORDER BY logged_at, id").format(
         _table(schema)
     )
-    with _connection(source) as conn, conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, (root_job_id,)).fetchall()
+    return _fetch_dicts(source, query, (root_job_id,))
+
+
+def entity_history(
+    source: Connectable, entity_type: str, entity_id: str | int, *, schema: str = "llamalog"
+) -> list[dict[str, Any]]:
+    """Every event about one entity, as the subject or as the object of a link, in logged
+    order; each row carries its ``job_id``, ``job_name`` and ``root_job_id``."""
+    # Two indexed branches rather than one OR, so each uses its own index.
+    query = sql.SQL(
+        """
+        SELECT * FROM {table} WHERE entity_type = %(type)s AND entity_id = %(id)s
+        UNION
+        SELECT * FROM {table} WHERE related_type = %(type)s AND related_id = %(id)s
+        ORDER BY logged_at, id
+        """
+    ).format(table=_table(schema))
+    return _fetch_dicts(source, query, {"type": entity_type, "id": str(entity_id)})
+
+
+def recent_events(
+    source: Connectable,
+    *,
+    limit: int = 10,
+    root_job_id: str | None = None,
+    after_id: int | None = None,
+    schema: str = "llamalog",
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` events (optionally of one root), oldest first.
+
+    With ``after_id``: the events inserted after that row id instead (at most ``limit``,
+    oldest first), which is how ``llamalog tail`` follows new events.
+    """
+    conditions = [sql.SQL("true")]
+    params: list[object] = []
+    if root_job_id is not None:
+        conditions.append(sql.SQL("root_job_id = %s"))
+        params.append(root_job_id)
+    if after_id is not None:
+        conditions.append(sql.SQL("id > %s"))
+        params.append(after_id)
+    order = sql.SQL("id ASC" if after_id is not None else "id DESC")
+    query = sql.SQL("SELECT * FROM {} WHERE {} ORDER BY {} LIMIT %s").format(
+        _table(schema), sql.SQL(" AND ").join(conditions), order
+    )
+    rows = _fetch_dicts(source, query, (*params, limit))
+    return rows if after_id is not None else rows[::-1]
+
+
+def job_chain(source: Connectable, job_id: str, *, schema: str = "llamalog") -> list[JobNode]:
+    """``job_id`` and its ancestors, nearest first, ending at the root; ``[]`` if unknown.
+
+    Read from the job's tree (one indexed query on its ``root_job_id``). An ancestor that
+    logged nothing appears with empty counts; above such a job the chain continues at the
+    root, the only ancestor its rows still name.
+    """
+    query = sql.SQL("SELECT root_job_id FROM {} WHERE job_id = %s LIMIT 1").format(_table(schema))
+    with _connection(source) as conn:
+        row = conn.execute(query, (job_id,)).fetchone()
+    if row is None or row[0] is None:
+        return []
+    tree = job_tree(source, row[0], schema=schema)
+    if tree is None:
+        return []
+    parents: dict[str, JobNode] = {}
+    target: JobNode | None = None
+    for node in tree.walk():
+        for child in node.children:
+            parents[child.job_id] = node
+        if node.job_id == job_id:
+            target = node
+    chain: list[JobNode] = []
+    while target is not None:
+        chain.append(target)
+        target = parents.get(target.job_id)
+    return chain
 
 
 def job_tree(source: Connectable, root_job_id: str, *, schema: str = "llamalog") -> JobNode | None:
@@ -102,13 +205,25 @@ def job_tree(source: Connectable, root_job_id: str, *, schema: str = "llamalog")
     ).format(_table(schema))
     with _connection(source) as conn, conn.cursor() as cur:
         rows = cur.execute(query, (root_job_id,)).fetchall()
+    return tree_from_rows(rows, root_job_id)
+
+
+TreeRow = tuple[str, str | None, str | None, str, int, dt.datetime, dt.datetime]
+
+
+def tree_from_rows(rows: Sequence[TreeRow], root_job_id: str) -> JobNode | None:
+    """Assemble a tree from per-(job, category) rows: ``(job_id, parent_job_id, job_name,
+    category, events, first_at, last_at)``. Shared with the benchmark's recursive-CTE
+    variant, so both are measured with the same Python work."""
     if not rows:
         return None
     nodes: dict[str, JobNode] = {}
-    for job_id, parent, name, category, events, first_at, last_at in rows:
+    for job_id, parent_job_id, name, category, events, first_at, last_at in rows:
         node = nodes.get(job_id)
         if node is None:
-            nodes[job_id] = JobNode(job_id, name, parent, {category: events}, first_at, last_at)
+            nodes[job_id] = JobNode(
+                job_id, name, parent_job_id, {category: events}, first_at, last_at
+            )
             continue
         node.counts[category] = events
         node.first_at = min(node.first_at, first_at)

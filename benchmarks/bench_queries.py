@@ -1,0 +1,211 @@
+"""job_tree() against the recursive CTE it replaces, side by side on the same table.
+
+    python benchmarks/bench_queries.py [--dsn DSN] [--imports 10000] [--rows-per-import 100]
+
+Loads imports x rows-per-import rows (default 1,000,000 across 10,000 imports, each a
+3-level tree of 17 jobs, rows of all imports interleaved as concurrent workers would
+write them) into a fresh schema, then times, for the same randomly chosen roots:
+
+- ``job_tree(root)``: one query on the ``root_job_id`` index;
+- the way before root ids existed: a recursive CTE that walks ``parent_job_id`` down from
+  the root job, with the indexes schema 0001 had (none on ``parent_job_id``);
+- the same CTE with an extra index on ``parent_job_id`` (which 0001 never had), to show
+  how much of the gap an index alone closes.
+
+Both variants feed the same Python assembly (``tree_from_rows``) and are checked to give
+the same tree. Prints median times, ratios and the plans' index use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from llamalogger import migrate
+from llamalogger.queries import JobNode, job_tree, tree_from_rows
+
+COLUMNS = (
+    "logged_at, category, level, message, job_id, parent_job_id, root_job_id, job_name,"
+    " entity_type, entity_id"
+)
+
+
+@contextlib.contextmanager
+def database(dsn: str | None) -> Iterator[str]:
+    dsn = dsn or os.environ.get("LLAMALOG_DSN")
+    if dsn:
+        yield dsn
+        return
+    from llamalogger.embedded import EmbeddedPostgres
+
+    with EmbeddedPostgres(ephemeral=True) as server:
+        yield server.dsn
+
+
+def import_rows(number: int, per_import: int, start: dt.datetime) -> tuple[str, list[tuple]]:
+    """One import: a root job, 8 track jobs, each with one enrich job (17 jobs)."""
+    root = str(uuid.uuid4())
+    jobs: list[tuple[str, str | None, str]] = [(root, None, "import-album")]
+    for _ in range(8):
+        track = str(uuid.uuid4())
+        jobs.append((track, root, "import-track"))
+        jobs.append((str(uuid.uuid4()), track, "enrich-track"))
+    rows = []
+    for index in range(per_import):
+        job_id, parent, name = jobs[index % len(jobs)]
+        when = start + dt.timedelta(seconds=number, microseconds=index)
+        rows.append((when, "CREATED", "info", "event", job_id, parent, root, name, "track",
+                     f"{number}-{index}"))  # fmt: skip
+    return root, rows
+
+
+def load(dsn: str, table: sql.Composed, imports: int, per_import: int) -> list[str]:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    roots: list[str] = []
+    rows: list[tuple] = []
+    for number in range(imports):
+        root, batch = import_rows(number, per_import, start)
+        roots.append(root)
+        rows.extend(batch)
+    random.Random(7).shuffle(rows)  # concurrent imports interleave on disk
+    with psycopg.connect(dsn) as conn:
+        with (
+            conn.cursor() as cur,
+            cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(COLUMNS))) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+    return roots
+
+
+def cte_query(table: sql.Composed) -> sql.Composed:
+    # LATERAL ... OFFSET 0 is not flattened into a hash join, so the rows of each job found
+    # are an index lookup on job_id: the best plan the 0001 schema allows, so that the
+    # comparison is not won by a bad plan.
+    return sql.SQL(
+        """
+        WITH RECURSIVE jobs (job_id) AS (
+            SELECT %(root)s::varchar
+            UNION
+            SELECT l.job_id FROM {table} AS l JOIN jobs ON l.parent_job_id = jobs.job_id
+        )
+        SELECT l.job_id,
+               (array_agg(l.parent_job_id ORDER BY l.id))[1],
+               (array_agg(l.job_name ORDER BY l.id))[1],
+               l.category::text, count(*), min(l.logged_at), max(l.logged_at)
+        FROM jobs,
+             LATERAL (SELECT * FROM {table} AS r WHERE r.job_id = jobs.job_id OFFSET 0) AS l
+        GROUP BY l.job_id, l.category
+        """
+    ).format(table=table)
+
+
+def timed(fn: Callable[[str], Any], roots: list[str]) -> tuple[float, list[Any]]:
+    results, times = [], []
+    for root in roots:
+        started = time.perf_counter()
+        results.append(fn(root))
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), results
+
+
+def index_use(conn: psycopg.Connection[Any], query: sql.Composed, params: Any) -> str:
+    plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, COSTS OFF) ") + query, params).fetchall()
+    nodes = [line for (line,) in plan if "Scan" in line]
+    return "; ".join(sorted({" ".join(line.strip().lstrip("->").split()[:5]) for line in nodes}))
+
+
+def shape(tree: JobNode | None) -> list[tuple[str, str | None, int]]:
+    assert tree is not None
+    return sorted((node.job_id, node.parent_job_id, node.events) for node in tree.walk())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn")
+    parser.add_argument("--imports", type=int, default=10_000)
+    parser.add_argument("--rows-per-import", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=25)
+    args = parser.parse_args()
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with database(args.dsn) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            migrate(conn, schema=schema)
+            version = conn.execute("SHOW server_version").fetchone()
+        table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
+        try:
+            started = time.perf_counter()
+            roots = load(dsn, table, args.imports, args.rows_per_import)
+            total = args.imports * args.rows_per_import
+            print(f"PostgreSQL {version[0] if version else '?'}: loaded {total:,} rows in "
+                  f"{args.imports:,} imports in {time.perf_counter() - started:.1f} s")  # fmt: skip
+            sample = random.Random(11).sample(roots, args.samples)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                query = cte_query(table)
+
+                def via_cte(root: str) -> JobNode | None:
+                    return tree_from_rows(conn.execute(query, {"root": root}).fetchall(), root)
+
+                def via_root(root: str) -> JobNode | None:
+                    return job_tree(conn, root, schema=schema)
+
+                # Warm the cache with every sampled import first, so neither variant pays
+                # for reading pages from disk that the other then finds in memory.
+                for root in sample:
+                    via_root(root)
+                new, new_trees = timed(via_root, sample)
+                old, old_trees = timed(via_cte, sample[: max(3, args.samples // 5)])
+                assert [shape(t) for t in old_trees] == [
+                    shape(t) for t in new_trees[: len(old_trees)]
+                ]
+                conn.execute(sql.SQL("CREATE INDEX ON {} (parent_job_id)").format(table))
+                conn.execute(sql.SQL("ANALYZE {}").format(table))
+                indexed, indexed_trees = timed(via_cte, sample)
+                assert [shape(t) for t in indexed_trees] == [shape(t) for t in new_trees]
+                rows = sum(node.events for node in new_trees[0].walk())
+                print(
+                    f"one import: {rows} rows in {sum(1 for _ in new_trees[0].walk())} jobs; "
+                    f"median of {len(sample)} roots (CTE without index: {len(old_trees)})"
+                )
+                print(f"job_tree (root_job_id index):             {new * 1000:8.2f} ms")
+                print(
+                    f"recursive CTE, 0001 indexes:              {old * 1000:8.2f} ms"
+                    f"  -> job_tree is {old / new:,.0f}x faster"
+                )
+                print(
+                    f"recursive CTE + parent_job_id index:      {indexed * 1000:8.2f} ms"
+                    f"  -> job_tree is {indexed / new:,.1f}x faster"
+                )
+                tree_sql = sql.SQL(
+                    "SELECT job_id, category, count(*) FROM {} WHERE root_job_id = %s"
+                    " GROUP BY job_id, category"
+                ).format(table)
+                print("plan, job_tree:      " + index_use(conn, tree_sql, (sample[0],)))
+                print("plan, CTE + index:   " + index_use(conn, query, {"root": sample[0]}))
+                conn.execute(
+                    sql.SQL("DROP INDEX {}").format(
+                        sql.Identifier(schema, "llama_log_parent_job_id_idx")
+                    )
+                )
+                print("plan, CTE, 0001:     " + index_use(conn, query, {"root": sample[0]}))
+        finally:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Hierarchy queries on rows written by the real logger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from llamalogger import Category, JobContext, LlamaLogger, SchemaNotMigrated
+from llamalogger.queries import (
+    entity_history,
+    job_chain,
+    job_tree,
+    logs_for_root,
+    recent_events,
+)
+
+
+@pytest.fixture
+def logger(dsn: str, schema: str) -> Iterator[LlamaLogger]:
+    with LlamaLogger(dsn, schema=schema) as instance:
+        yield instance
+
+
+@pytest.fixture
+def album_import(logger: LlamaLogger) -> dict[str, JobContext]:
+    """An import: album root, two artist jobs, a track job with an enrich job below it."""
+    jobs: dict[str, JobContext] = {}
+    with logger.job("import-album") as jobs["root"]:
+        logger.created(("album", 1))
+        for artist in (7, 8):
+            with logger.job("link-artist") as jobs[f"artist-{artist}"]:
+                logger.created(("artist", artist))
+                logger.linked(("artist", artist), ("album", 1))
+        with logger.job("import-track") as jobs["track"]:
+            logger.created(("track", 9))
+            logger.linked(("artist", 7), ("track", 9))
+            with logger.job("enrich-track") as jobs["enrich"]:
+                logger.log(Category.ENRICHED, "tempo", entity=("track", 9), bpm=120)
+                logger.log(Category.ENRICHED, "key", entity=("track", 9), key="C")
+    with logger.job("another-import"):
+        logger.created(("album", 2))
+    logger.log(Category.UPDATED, "outside any job", entity=("artist", 7))
+    assert logger.flush(timeout=10)
+    return jobs
+
+
+class TestJobTree:
+    def test_tree_has_jobs_counts_and_children_in_logged_order(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        tree = job_tree(conn, album_import["root"].job_id, schema=schema)
+        assert tree is not None
+        assert (tree.name, tree.parent_job_id, tree.counts) == (
+            "import-album",
+            None,
+            {"CREATED": 1},
+        )
+        assert [child.job_id for child in tree.children] == [
+            album_import["artist-7"].job_id,
+            album_import["artist-8"].job_id,
+            album_import["track"].job_id,
+        ]
+        track = tree.children[2]
+        assert track.counts == {"CREATED": 1, "LINKED": 1}
+        (enrich,) = track.children
+        assert (enrich.name, enrich.parent_job_id) == ("enrich-track", track.job_id)
+        assert enrich.counts == {"ENRICHED": 2}
+        assert enrich.first_at <= enrich.last_at
+        assert sum(node.events for node in tree.walk()) == 9
+        as_dict = tree.to_dict()
+        assert as_dict["children"][2]["children"][0]["counts"] == {"ENRICHED": 2}
+
+    def test_unknown_root_gives_none(self, conn: psycopg.Connection, schema: str) -> None:
+        assert job_tree(conn, "no-such-root", schema=schema) is None
+
+    def test_silent_root_and_silent_middle_jobs_appear_with_empty_counts(
+        self, logger: LlamaLogger, conn: psycopg.Connection, schema: str
+    ) -> None:
+        with (
+            logger.job("silent-root") as root,
+            logger.job("silent-middle") as middle,
+            logger.job("worker") as worker,
+        ):
+            logger.created(("track", 1))
+        assert logger.flush(timeout=10)
+        tree = job_tree(conn, root.job_id, schema=schema)
+        assert tree is not None
+        assert (tree.job_id, tree.counts) == (root.job_id, {})
+        (shown_middle,) = tree.children
+        assert (shown_middle.job_id, shown_middle.counts) == (middle.job_id, {})
+        assert [child.job_id for child in shown_middle.children] == [worker.job_id]
+
+    def test_tree_query_can_use_the_root_job_id_index(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        conn.execute("SET enable_seqscan = off")  # the table is tiny; ask what is possible
+        plan = conn.execute(
+            sql.SQL("EXPLAIN SELECT job_id FROM {}.llama_log WHERE root_job_id = %s").format(
+                sql.Identifier(schema)
+            ),
+            (album_import["root"].job_id,),
+        ).fetchall()
+        assert "llama_log_root_job_id_idx" in " ".join(line for (line,) in plan)
+
+
+class TestOtherQueries:
+    def test_logs_for_root_are_every_event_of_the_tree_in_order(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        rows = logs_for_root(conn, album_import["root"].job_id, schema=schema)
+        assert len(rows) == 9
+        assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
+        assert {row["root_job_id"] for row in rows} == {album_import["root"].job_id}
+
+    def test_job_chain_runs_from_the_job_up_to_its_root(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        chain = job_chain(conn, album_import["enrich"].job_id, schema=schema)
+        assert [node.job_id for node in chain] == [
+            album_import["enrich"].job_id,
+            album_import["track"].job_id,
+            album_import["root"].job_id,
+        ]
+        assert job_chain(conn, "unknown-job", schema=schema) == []
+
+    def test_entity_history_has_subject_and_object_events_with_their_jobs(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        rows = entity_history(conn, "track", 9, schema=schema)
+        assert [(row["category"], row["entity_type"]) for row in rows] == [
+            ("CREATED", "track"),
+            ("LINKED", "artist"),  # track 9 as the object of "artist 7 linked to track 9"
+            ("ENRICHED", "track"),
+            ("ENRICHED", "track"),
+        ]
+        assert {row["root_job_id"] for row in rows} == {album_import["root"].job_id}
+        artist = entity_history(conn, "artist", "7", schema=schema)
+        assert len(artist) == 4  # created, linked to album, linked to track, outside any job
+        assert artist[-1]["job_id"] is None
+
+    def test_recent_events_newest_last_with_root_filter_and_after_id(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        last = recent_events(conn, limit=3, schema=schema)
+        assert [row["message"] for row in last][-1] == "outside any job"
+        assert len(last) == 3
+        root = album_import["root"].job_id
+        of_root = recent_events(conn, limit=100, root_job_id=root, schema=schema)
+        assert len(of_root) == 9
+        newer = recent_events(conn, after_id=of_root[5]["id"], root_job_id=root, schema=schema)
+        assert [row["id"] for row in newer] == [row["id"] for row in of_root[6:]]
+
+    def test_queries_accept_a_pool(
+        self, dsn: str, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
+            tree = job_tree(pool, album_import["root"].job_id, schema=schema)
+        assert tree is not None
+
+    def test_unmigrated_schema_raises_schema_not_migrated(
+        self, conn: psycopg.Connection, schema_name: str
+    ) -> None:
+        with pytest.raises(SchemaNotMigrated, match="llamalog migrate"):
+            job_tree(conn, "x", schema=schema_name)
