@@ -125,8 +125,8 @@ def timed(fn: Callable[[str], Any], roots: list[str]) -> tuple[float, list[Any]]
 
 def index_use(conn: psycopg.Connection[Any], query: sql.Composed, params: Any) -> str:
     plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, COSTS OFF) ") + query, params).fetchall()
-    nodes = [line for (line,) in plan if "Scan" in line]
-    return "; ".join(sorted({" ".join(line.strip().lstrip("->").split()[:5]) for line in nodes}))
+    nodes = {line.split(" (actual")[0].strip().removeprefix("->").strip() for (line,) in plan}
+    return "; ".join(sorted(node for node in nodes if "Scan" in node))
 
 
 def shape(tree: JobNode | None) -> list[tuple[str, str | None, int]]:
