@@ -191,9 +191,10 @@ class JobScope:
         self._name = name
         self._job_id = job_id
         self._parent = parent
-        # One (token, previous) pair per active entry; a stack so that the same scope
-        # object can be re-entered, e.g. by recursion through a decorated function.
-        self._entered: list[tuple[contextvars.Token[JobContext | None], JobContext | None]] = []
+        # The active entries, keyed by the id of the context each one set: the same scope
+        # object may be entered recursively, or by several asyncio tasks whose blocks end
+        # in any order, and each exit must undo its own entry.
+        self._entered: dict[int, tuple[contextvars.Token[JobContext | None], JobContext]] = {}
 
     def _new_context(self) -> JobContext:
         job_id = new_job_id() if self._job_id is None else self._job_id
@@ -203,9 +204,8 @@ class JobScope:
         return enclosing.child(self._name, job_id)
 
     def __enter__(self) -> JobContext:
-        previous = _current.get()
         context = self._new_context()
-        self._entered.append((_current.set(context), previous))
+        self._entered[id(context)] = (_current.set(context), context)
         return context
 
     def __exit__(
@@ -214,13 +214,21 @@ class JobScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token, previous = self._entered.pop()
+        entry = self._entered.pop(id(_current.get()), None)
+        if entry is None:
+            # The block is left while another job is current here: a generator suspended
+            # inside the block is closed from some other thread, task or context. That
+            # context belongs to someone else, so it is left alone. (The entry stays in
+            # the dict: which one it was cannot be told, and forgetting the wrong one
+            # would break another task's exit.)
+            return
+        token = entry[0]
         try:
             _current.reset(token)
         except ValueError:
-            # The block is left from another context than it was entered in (a generator
-            # closed by the garbage collector elsewhere): restore by value instead.
-            _current.set(previous)
+            # Our job is current, but in a copy of the context the block was entered in
+            # (a task created inside the block): restore the value it replaced.
+            _current.set(token.old_value if token.old_value is not token.MISSING else None)
 
     async def __aenter__(self) -> JobContext:
         return self.__enter__()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
+from time import time_ns as _time_ns
 from types import TracebackType
 from typing import Any
 
@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 from ._context import JobContext, JobScope, _current
 from ._errors import ConfigurationError
 from ._postgres import BatchSink, masked_conninfo
-from ._records import LEVELS, Category, Record, coerce_entity
+from ._records import LEVELS, PG_EPOCH_US, Category, Record, coerce_entity
 from ._writer import FullPolicy, Writer
 
 __all__ = ["LlamaLogger"]
@@ -85,6 +85,7 @@ class LlamaLogger:
             block_timeout=block_timeout,
             exit_timeout=exit_timeout,
         )
+        self._put = self._writer.put  # bound once: the hot path skips two lookups
 
     # --- jobs --------------------------------------------------------------------
 
@@ -135,19 +136,21 @@ class LlamaLogger:
             entity_type, entity_id = coerce_entity(entity)
         if related is not None:
             related_type, related_id = coerce_entity(related, "related")
+        logged_at = _time_ns() // 1000 - PG_EPOCH_US
         job = _current.get()
+        record: Record
         if job is None:
-            record = Record(
-                time.time(), category_value, level, message, None, None, None, None,
+            record = (
+                logged_at, category_value, level, message, None, None, None, None,
                 entity_type, entity_id, related_type, related_id, details or None,
             )  # fmt: skip
         else:
-            record = Record(
-                time.time(), category_value, level, message,
+            record = (
+                logged_at, category_value, level, message,
                 job.job_id, job.parent_job_id, job.root_job_id, job.name,
                 entity_type, entity_id, related_type, related_id, details or None,
             )  # fmt: skip
-        self._writer.put(record)
+        self._put(record)
 
     def created(
         self, entity: object, message: str | None = None, *, level: str = "info", **details: Any

@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._errors import ConfigurationError
-from ._records import COLUMNS
+from ._records import COLUMNS, COPY_TYPES
 
 __all__ = [
     "BatchSink",
@@ -112,7 +112,7 @@ class BatchSink:
         self._pool: ConnectionPool[Any] | None = pool
         self._pid = os.getpid()
         self.schema = validate_schema(schema)
-        self._copy = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+        self._copy = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
             sql.Identifier(schema),
             sql.Identifier("llama_log"),
             sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
@@ -155,6 +155,7 @@ class BatchSink:
                 conn.cursor() as cur,
                 cur.copy(self._copy) as copy,
             ):
+                copy.set_types(COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
         except PoolTimeout as exc:

@@ -1,9 +1,9 @@
 """What one event is: its category, its record, its entities, and how it is made safe to store.
 
-The record is built on the caller's thread, so it is a plain ``NamedTuple`` holding
-raw values (a float timestamp, the details dict as given). Everything costly —
-timestamps as datetimes, JSON, sanitising — happens in the writer thread, in
-``to_row``.
+The record is built on the caller's thread, so it is a plain tuple holding raw values
+(an integer timestamp, the details dict as given). Everything costly — JSON, checks,
+sanitising — happens in the writer thread, in ``fast_row`` and, when the server
+refused a batch, ``clean_row``.
 """
 
 from __future__ import annotations
@@ -16,21 +16,26 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import attrs
 
 __all__ = [
     "COLUMNS",
+    "COPY_TYPES",
     "LEVELS",
     "MAX_ENTITY_ID_LENGTH",
     "MAX_ENTITY_TYPE_LENGTH",
     "MAX_TEXT_LENGTH",
+    "PG_EPOCH_US",
     "Category",
     "Entity",
     "Record",
+    "clean_row",
     "coerce_entity",
-    "to_row",
+    "describe",
+    "fast_row",
+    "logged_at_datetime",
 ]
 
 
@@ -91,25 +96,57 @@ def coerce_entity(value: object, what: str = "entity") -> tuple[str, str]:
     return kind, ident
 
 
-class Record(NamedTuple):
-    """One event as the caller logged it, in ``COLUMNS`` order."""
+# One event as the caller logged it, in COLUMNS order. A plain tuple because building it
+# is the hot path: a NamedTuple costs three times as much to create. ``logged_at`` is
+# microseconds since 2000-01-01 UTC, which is what a binary COPY of timestamptz carries,
+# so the writer can pass most records to COPY untouched.
+Record = tuple[
+    int,  # logged_at
+    str,  # category
+    str,  # level
+    str,  # message
+    str | None,  # job_id
+    str | None,  # parent_job_id
+    str | None,  # root_job_id
+    str | None,  # job_name
+    str | None,  # entity_type
+    str | None,  # entity_id
+    str | None,  # related_type
+    str | None,  # related_id
+    Mapping[str, Any] | None,  # details, serialised by the writer
+]
 
-    logged_at: float  # time.time() on the caller's thread
-    category: str
-    level: str
-    message: str
-    job_id: str | None
-    parent_job_id: str | None
-    root_job_id: str | None
-    job_name: str | None
-    entity_type: str | None
-    entity_id: str | None
-    related_type: str | None
-    related_id: str | None
-    details: Mapping[str, Any] | None
+COLUMNS: tuple[str, ...] = (
+    "logged_at",
+    "category",
+    "level",
+    "message",
+    "job_id",
+    "parent_job_id",
+    "root_job_id",
+    "job_name",
+    "entity_type",
+    "entity_id",
+    "related_type",
+    "related_id",
+    "details",
+)
+
+# How each column travels in a binary COPY. The server reads every field with the
+# column's own receive function, so: timestamptz is an int8 of microseconds since 2000,
+# the enum and varchar columns take the bytes of text, and jsonb takes a version byte
+# (1) followed by the JSON text, sent as bytea.
+COPY_TYPES: tuple[str, ...] = ("int8",) + ("text",) * 11 + ("bytea",)
+
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 
 
-COLUMNS: tuple[str, ...] = Record._fields
+def logged_at_datetime(logged_at: int) -> dt.datetime:
+    """The ``datetime`` of a record's ``logged_at``."""
+    return _PG_EPOCH + dt.timedelta(microseconds=logged_at)
+
+
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 # --- sanitising (writer thread only) -------------------------------------------------
@@ -170,60 +207,73 @@ def _jsonable(value: object, depth: int, seen: set[int]) -> object:
     return _jsonable(_json_default(value), depth + 1, seen)
 
 
-def _details_json(details: Mapping[str, Any]) -> tuple[str, bool]:
-    """The details as JSON text for a jsonb column, and whether they had to be sanitised."""
+def _jsonb(details: Mapping[str, Any]) -> tuple[bytes, bool]:
+    """The details as a binary jsonb field, and whether they had to be sanitised."""
     try:
         text = json.dumps(details, ensure_ascii=False, default=_json_default, allow_nan=False)
-    except (ValueError, TypeError, RecursionError):
-        pass  # cycles, NaN, too deep: the slow path below handles each
-    else:
-        # jsonb refuses \u0000 and the writer cannot encode lone surrogates.
-        clean = "\\u0000" not in text and (text.isascii() or not _SURROGATES.search(text))
-        if clean and len(text) <= MAX_TEXT_LENGTH:
-            return text, False
-    cleaned = _jsonable(details, 0, set())
-    text = json.dumps(cleaned, ensure_ascii=False, allow_nan=False)
+        # jsonb refuses \u0000; encode() refuses lone surrogates.
+        if "\\u0000" not in text and len(text) <= MAX_TEXT_LENGTH:
+            return b"\x01" + text.encode(), False
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        pass  # cycles, NaN, too deep, bad text: the careful path below handles each
+    text = json.dumps(_jsonable(details, 0, set()), ensure_ascii=False, allow_nan=False)
     if len(text) > MAX_TEXT_LENGTH:
         text = json.dumps({"truncated": _clean_text(text)}, ensure_ascii=False)
-    return text, True
+    return b"\x01" + text.encode(), True
+
+
+def fast_row(record: Record) -> tuple[tuple[object, ...], bool]:
+    """The COPY row for ``record``, checking only what the server would accept anyway.
+
+    Most records go to COPY as they are. NUL characters and lone surrogates are not
+    looked for here: the server (or the encoder) refuses them, and the writer then
+    retries the batch with ``clean_row``. Returns the row and whether it was sanitised.
+    """
+    if len(record[3]) > MAX_TEXT_LENGTH:
+        return clean_row(record)
+    details = record[12]
+    if details is None:
+        return record, False
+    payload, changed = _jsonb(details)
+    return (*record[:12], payload), changed
 
 
 def _clean_optional(text: str | None) -> str | None:
     return None if text is None else _clean_text(text)
 
 
-def to_row(record: Record) -> tuple[tuple[object, ...], bool]:
-    """The COPY row for ``record`` and whether anything in it had to be sanitised."""
-    message = _clean_text(record.message)
-    changed = message is not record.message
-    details: str | None = None
-    if record.details:
-        details, details_changed = _details_json(record.details)
-        changed = changed or details_changed
-    texts = (
-        record.job_name,
-        record.entity_type,
-        record.entity_id,
-        record.related_type,
-        record.related_id,
-    )
-    job_name, entity_type, entity_id, related_type, related_id = cleaned = tuple(
+def clean_row(record: Record) -> tuple[tuple[object, ...], bool]:
+    """The COPY row for ``record`` with every text made storable; and whether anything
+    had to change."""
+    texts = record[3:4] + record[7:12]  # message, job_name, entity and related columns
+    message, job_name, entity_type, entity_id, related_type, related_id = cleaned = tuple(
         map(_clean_optional, texts)
     )
-    changed = changed or any(a is not b for a, b in zip(cleaned, texts, strict=True))
+    changed = any(a is not b for a, b in zip(cleaned, texts, strict=True))
+    payload: bytes | None = None
+    if record[12] is not None:
+        payload, details_changed = _jsonb(record[12])
+        changed = changed or details_changed
     row = (
-        dt.datetime.fromtimestamp(record.logged_at, dt.UTC),
-        record.category,
-        record.level,
+        *record[:3],
         message,
-        record.job_id,
-        record.parent_job_id,
-        record.root_job_id,
+        *record[4:7],
         job_name,
         entity_type,
         entity_id,
         related_type,
         related_id,
-        details,
+        payload,
     )
     return row, changed
+
+
+def describe(record: Record) -> dict[str, object]:
+    """A JSON-ready form of ``record`` for dead letters and diagnostics."""
+    described: dict[str, object] = dict(zip(COLUMNS, record, strict=True))
+    described["logged_at"] = logged_at_datetime(record[0]).isoformat()
+    described["details"] = _jsonable(record[12], 0, set()) if record[12] else None
+    for key in ("message", "job_name", "entity_id", "related_id"):
+        if isinstance(described[key], str):
+            described[key] = _clean_text(str(described[key]))
+    return described

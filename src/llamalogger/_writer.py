@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import atexit
 import collections
+import enum
+import json
 import logging
 import os
 import threading
 import time
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, Protocol
 
+import attrs
+
 from ._postgres import Failure, classify, explain
-from ._records import Record, to_row
+from ._records import Record, clean_row, describe, fast_row
 
 __all__ = ["FullPolicy", "Sink", "Writer"]
 
@@ -69,6 +74,7 @@ class Writer:
         on_full: FullPolicy = "drop",
         block_timeout: float = 1.0,
         exit_timeout: float = 10.0,
+        dead_letter_path: str | Path | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be at least 1")
@@ -83,6 +89,7 @@ class Writer:
         self._on_full = on_full
         self._block_timeout = block_timeout
         self.exit_timeout = exit_timeout
+        self._dead_letter_path = Path(dead_letter_path) if dead_letter_path else None
 
         self._queue: collections.deque[Record] = collections.deque()
         self._wake = threading.Event()
@@ -235,27 +242,64 @@ class Writer:
                 return
 
     def _write_batch(self, batch: list[Record]) -> None:
+        outcome = _Outcome()
         rows: list[tuple[object, ...]] = []
-        sanitised = 0
         for record in batch:
-            row, changed = to_row(record)
+            row, changed = fast_row(record)
             rows.append(row)
-            sanitised += changed
-        written, rejected, given_up = self._write_rows(rows, batch)
+            outcome.sanitised += changed
+        result = self._write_with_retry(rows)
+        if result is _Attempt.WRITTEN:
+            outcome.written += len(rows)
+        elif result is _Attempt.GIVEN_UP:
+            outcome.given_up += len(rows)
+        else:
+            self._write_cleaned(batch, rows, outcome)
         with self._lock:
-            self._written += written
-            self._rejected += rejected
-            self._dropped += given_up
-            self._abandoned += given_up
-            self._sanitised += sanitised
+            self._written += outcome.written
+            self._rejected += outcome.rejected
+            self._dropped += outcome.given_up
+            self._abandoned += outcome.given_up
+            self._sanitised += outcome.sanitised
             self._done += len(batch)
             self._batches += 1
             self._lock.notify_all()
 
-    def _write_rows(
-        self, rows: list[tuple[object, ...]], records: list[Record]
-    ) -> tuple[int, int, int]:
-        """Write ``rows``; returns (written, rejected, given up at close)."""
+    def _write_cleaned(
+        self, records: list[Record], fast_rows: list[tuple[object, ...]], outcome: _Outcome
+    ) -> None:
+        """The server refused a batch: retry it with every text made storable, then
+        bisect what is still refused so that only the bad rows are lost."""
+        rows: list[tuple[object, ...]] = []
+        for record, fast in zip(records, fast_rows, strict=True):
+            row, changed = clean_row(record)
+            rows.append(row)
+            # fast_row passes most records through untouched; any other fast row was
+            # already counted as sanitised.
+            outcome.sanitised += changed and fast is record
+        self._bisect(rows, records, outcome)
+
+    def _bisect(
+        self, rows: list[tuple[object, ...]], records: list[Record], outcome: _Outcome
+    ) -> None:
+        result = self._write_with_retry(rows)
+        if result is _Attempt.WRITTEN:
+            outcome.written += len(rows)
+        elif result is _Attempt.GIVEN_UP:
+            outcome.given_up += len(rows)
+        elif len(rows) == 1:
+            outcome.rejected += 1
+            self._dead_letter(records[0], result)
+        else:
+            middle = len(rows) // 2
+            self._bisect(rows[:middle], records[:middle], outcome)
+            self._bisect(rows[middle:], records[middle:], outcome)
+
+    def _write_with_retry(self, rows: list[tuple[object, ...]]) -> _Attempt | Exception:
+        """Write ``rows``, retrying while the server is unreachable.
+
+        Returns the exception when the server refused the data.
+        """
         delay = _FIRST_RETRY_DELAY
         failing_since: float | None = None
         while True:
@@ -263,7 +307,7 @@ class Writer:
                 self._sink.write(rows)
             except Exception as exc:
                 if classify(exc) is Failure.REJECT:
-                    return self._isolate_rejected(rows, records, exc)
+                    return exc
                 if failing_since is None:
                     failing_since = time.monotonic()
                     diagnostics.warning(
@@ -274,7 +318,7 @@ class Writer:
                 with self._lock:
                     self._retried += 1
                 if self._give_up_now(delay):
-                    return 0, 0, len(rows)
+                    return _Attempt.GIVEN_UP
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
             else:
                 if failing_since is not None:
@@ -282,7 +326,7 @@ class Writer:
                         "llamalogger reached the database again after %.1fs",
                         time.monotonic() - failing_since,
                     )
-                return len(rows), 0, 0
+                return _Attempt.WRITTEN
 
     def _give_up_now(self, delay: float) -> bool:
         """Sleep ``delay`` before the next attempt; True once closing has run out of time."""
@@ -294,26 +338,22 @@ class Writer:
         time.sleep(delay)
         return False
 
-    def _isolate_rejected(
-        self, rows: list[tuple[object, ...]], records: list[Record], exc: BaseException
-    ) -> tuple[int, int, int]:
-        """Bisect a batch the server refused, so that only the bad rows are lost."""
-        if len(rows) == 1:
-            diagnostics.error(
-                "llamalogger: the database rejected an event (%s): %r",
-                explain(exc),
-                _describe(records[0]),
-            )
-            return 0, 1, 0
-        middle = len(rows) // 2
-        totals = (0, 0, 0)
-        for part_rows, part_records in (
-            (rows[:middle], records[:middle]),
-            (rows[middle:], records[middle:]),
-        ):
-            result = self._write_rows(part_rows, part_records)
-            totals = (totals[0] + result[0], totals[1] + result[1], totals[2] + result[2])
-        return totals
+    def _dead_letter(self, record: Record, exc: BaseException) -> None:
+        """Keep a record the database refused: in the dead-letter file if there is one,
+        and always in the diagnostics log."""
+        entry = {
+            "reason": explain(exc),
+            "sqlstate": getattr(exc, "sqlstate", None),
+            "event": describe(record),
+        }
+        line = json.dumps(entry, ensure_ascii=False, default=repr)
+        if self._dead_letter_path is not None:
+            try:
+                with self._dead_letter_path.open("a", encoding="utf-8") as file:
+                    file.write(line + "\n")
+            except OSError as error:
+                diagnostics.error("llamalogger cannot write its dead-letter file: %s", error)
+        diagnostics.error("llamalogger: the database rejected an event: %s", line)
 
     # --- process life ------------------------------------------------------------
 
@@ -339,8 +379,18 @@ def _install_process_hooks() -> None:
         os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _describe(record: Record) -> dict[str, object]:
-    described: dict[str, object] = dict(zip(Record._fields, record, strict=True))
-    described["message"] = str(described["message"])[:200]
-    described.pop("details", None)
-    return described
+@attrs.define
+class _Outcome:
+    """What became of one batch's records."""
+
+    written: int = 0
+    rejected: int = 0
+    given_up: int = 0
+    sanitised: int = 0
+
+
+class _Attempt(enum.Enum):
+    """How writing rows ended, when it did not end with the server refusing them."""
+
+    WRITTEN = "written"
+    GIVEN_UP = "given up"  # close() ran out of time while the server was unreachable

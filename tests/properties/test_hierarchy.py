@@ -9,11 +9,15 @@ in another process), some leave their block by an exception or are cancelled.
 While the program runs, the test records what each job and each event *should* carry, from
 the program's structure alone (which block encloses which). After ``flush()`` it reads the
 rows back from PostgreSQL and compares.
+
+A state machine then lets hypothesis pick the exact interleaving of enter, log and leave
+across threads, which the scheduler alone would rarely produce.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import itertools
@@ -21,20 +25,18 @@ import queue
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, NamedTuple
 
 import attrs
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
-    consumes,
     invariant,
     precondition,
     rule,
@@ -189,38 +191,59 @@ def check_current(expected: JobContext | None, where: str) -> None:
     assert actual is expected, f"{where}: current_job() is {actual!r}, expected {expected!r}"
 
 
-class Run:
-    """Executes one program with a real logger and records the expected rows.
+class Ledger:
+    """What one run logged and what its rows must say; safe to use from many threads.
 
-    Job contexts travel down the program as ``stack`` (the enclosing job last), passed as
-    arguments, never read from the ContextVar, so the expectations do not depend on the
-    mechanism under test.
+    A job's expected parent and root are worked out from the structure of the code that
+    entered it (which job encloses which, passed around as arguments), and an event's job
+    is the one whose body logged it; the ContextVar under test decides neither.
     """
 
     def __init__(self, logger: LlamaLogger) -> None:
         self.logger = logger
-        self.run_id = uuid.uuid4().hex
+        self.run_id = uuid.uuid4().hex  # in every event's details: selects this run's rows
         self._lock = threading.Lock()
         self._numbers = itertools.count()
         self.jobs: dict[str, Expected] = {}
         self.contexts: dict[str, JobContext] = {}
         self.events: dict[int, str | None] = {}  # event number -> job it was logged in
 
-    # events
-
     def emit(self, event: Event, job: JobContext | None) -> None:
+        """Log ``event``, noting that its row belongs to ``job`` (None: outside any job)."""
         with self._lock:
             number = next(self._numbers)
             self.events[number] = None if job is None else job.job_id
-        tags = {"run": self.run_id, "ev": number}
+        run = self.run_id
         if event.call == "created":
-            self.logger.created(("track", number), **tags)
+            self.logger.created(("track", number), run=run, ev=number)
         elif event.call == "linked":
-            self.logger.linked(("artist", number), ("album", number), **tags)
+            self.logger.linked(("artist", number), ("album", number), run=run, ev=number)
         else:
-            self.logger.log(event.category, f"event {number}", **tags)
+            self.logger.log(event.category, f"event {number}", run=run, ev=number)
 
-    # jobs
+    def record_job(
+        self, job: JobContext, parent: JobContext | None, name: str | None, explicit: bool
+    ) -> None:
+        """Note what ``job``'s rows must say, given the job it was started under."""
+        with self._lock:
+            if parent is None:
+                expected = Expected(None, job.job_id, name, "1 (root job)")
+            else:
+                known = self.jobs.get(parent.job_id)  # unknown: a job of another process
+                root = parent.job_id if known is None else known.root
+                rule = "3 (explicit parent)" if explicit else "2 (nested job)"
+                expected = Expected(parent.job_id, root, name, rule)
+            self.jobs[job.job_id] = expected
+            self.contexts[job.job_id] = job
+        got = (job.parent_job_id, job.root_job_id, job.name)
+        assert got == (expected.parent, expected.root, expected.name), f"invariant {expected.rule}"
+
+
+class Run(Ledger):
+    """Executes one program with a real logger, recording the expected rows as it goes.
+
+    Job contexts travel down the program as ``stack`` (the enclosing job last).
+    """
 
     def program(self, program: Program) -> None:
         check_current(None, "before the program")
@@ -239,9 +262,9 @@ class Run:
             explicit = JobContext.from_headers({HEADER_JOB_ID: f"remote-{uuid.uuid4().hex}"})
             parents = [explicit]
         elif isinstance(node.parent, int) and stack:
-            ancestor = stack[max(0, len(stack) - 1 - node.parent)]
-            explicit = JobContext.from_headers(ancestor.to_headers())
-            parents = stack[: stack.index(ancestor)] + [explicit]
+            level = max(0, len(stack) - 1 - node.parent)
+            explicit = JobContext.from_headers(stack[level].to_headers())
+            parents = [*stack[:level], explicit]
         elif node.launch is Launch.PLAIN_THREAD:
             parents = []  # a plain thread starts with an empty context
         else:
@@ -251,19 +274,7 @@ class Run:
     def entered(self, node: Node, job: JobContext, parents: list[JobContext]) -> list[JobContext]:
         """Record what ``job``'s rows must say; return the stack for its body."""
         check_current(job, f"inside {node.launch.value}")
-        parent = parents[-1] if parents else None
-        with self._lock:
-            if parent is None:
-                expected = Expected(None, job.job_id, node.name, "1 (root job)")
-            else:
-                known = self.jobs.get(parent.job_id)
-                root = parent.job_id if known is None else known.root
-                rule = "3 (explicit parent)" if node.parent is not None else "2 (nested job)"
-                expected = Expected(parent.job_id, root, node.name, rule)
-            self.jobs[job.job_id] = expected
-            self.contexts[job.job_id] = job
-        got = (job.parent_job_id, job.root_job_id, job.name)
-        assert got == (expected.parent, expected.root, expected.name), f"invariant {expected.rule}"
+        self.record_job(job, parents[-1] if parents else None, node.name, node.parent is not None)
         return [*parents, job]
 
     def steps(self, node: Node, job: JobContext, parents: list[JobContext]) -> Iterator[None]:
@@ -280,11 +291,21 @@ class Run:
         if node.leave is not Leave.NORMAL:
             raise Boom
 
-    def here(self, node: Node, stack: list[JobContext], current: JobContext | None) -> None:
-        """Run ``node`` in the calling thread; ``current`` must be current before and after."""
+    def here(
+        self,
+        node: Node,
+        stack: list[JobContext],
+        current: JobContext | None,
+        form: Launch | None = None,
+    ) -> None:
+        """Run ``node`` in the calling thread as ``form`` (default: its launch).
+
+        ``current`` must be the current job before and after.
+        """
+        form = node.launch if form is None else form
         scope, parents = self.scope(node, stack)
-        try:
-            if node.launch is Launch.DECORATED:
+        with contextlib.suppress(Boom):  # a block left by an exception, caught outside it
+            if form is Launch.DECORATED:
 
                 @scope
                 def work() -> None:
@@ -294,7 +315,7 @@ class Run:
                         pass
 
                 work()
-            elif node.launch is Launch.GENERATOR:
+            elif form is Launch.GENERATOR:
 
                 @scope
                 def generate() -> Iterator[None]:
@@ -308,8 +329,6 @@ class Run:
                 with scope as job:
                     for _ in self.steps(node, job, parents):
                         pass
-        except Boom:
-            pass
         check_current(current, f"after a child started by {node.launch.value}")
 
     def in_thread(self, node: Node, stack: list[JobContext], bound: bool) -> None:
@@ -318,7 +337,7 @@ class Run:
         check_current(current, "at the start of a thread")
         if not bound:
             self.emit(Event("log", Category.SKIPPED), None)  # outside any job (invariant 6)
-        self.here(attrs.evolve(node, launch=Launch.INLINE), stack, current)
+        self.here(node, stack, current, Launch.INLINE)
 
     def start_thread(self, node: Node, stack: list[JobContext]) -> Callable[[], None]:
         """Start ``node`` in a new thread; returns a join that re-raises the thread's error."""
@@ -438,11 +457,9 @@ class Run:
         for child in children:
             if child.launch is Launch.INLINE:
                 scope, parents = self.scope(child, stack)
-                try:
+                with contextlib.suppress(Boom):
                     async with scope as job:
                         await self.body_async(child, job, parents)
-                except Boom:
-                    pass
             elif child.launch is Launch.DECORATED:
                 scope, parents = self.scope(child, stack)
 
@@ -452,12 +469,12 @@ class Run:
                     assert job is not None
                     await self.body_async(node, job, parents)
 
-                try:
+                with contextlib.suppress(Boom):
                     await work()
-                except Boom:
-                    pass
             elif child.launch is Launch.GENERATOR:
-                self.here(child, stack, current)
+                # In a thread of its own: its children may call asyncio.run(), which cannot
+                # run inside this thread's loop. to_thread() carries the context over.
+                await asyncio.to_thread(self.here, child, stack, current)
             elif child.launch in (Launch.THREAD, Launch.PLAIN_THREAD):
                 await asyncio.to_thread(self.start_thread(child, stack))
             elif child.launch is Launch.EXECUTOR:
@@ -480,7 +497,7 @@ def stored_rows(conn: psycopg.Connection, schema: str, run_id: str) -> list[Stor
     return [Stored(*row) for row in conn.execute(query, (run_id,)).fetchall()]
 
 
-def check_rows(run: Run, rows: list[Stored]) -> None:
+def check_rows(run: Ledger, rows: list[Stored]) -> None:
     """Invariants 1-4 and 6-8 on the rows one run wrote."""
     # Nothing lost, nothing written twice.
     assert sorted(row.event for row in rows) == sorted(run.events)
@@ -539,10 +556,13 @@ def frequent_thread_switches() -> Iterator[None]:
 # --- the tests -----------------------------------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(program=programs())
 def test_rows_carry_the_hierarchy_of_the_code_that_logged_them(
-    module_logger: LlamaLogger, module_conn: psycopg.Connection, module_schema: str, program: Program
+    module_logger: LlamaLogger,
+    module_conn: psycopg.Connection,
+    module_schema: str,
+    program: Program,
 ) -> None:
     """However jobs nest across threads, executors and tasks, every event lands in the job
     that logged it, with that job's parent and root (invariants 1-4, 6-8), nothing is lost,
@@ -552,3 +572,136 @@ def test_rows_carry_the_hierarchy_of_the_code_that_logged_them(
     assert module_logger.flush(timeout=30)
     check_rows(run, stored_rows(module_conn, module_schema, run.run_id))
     assert len(run.jobs) == program.jobs()
+
+
+# --- step by step: hypothesis chooses the interleaving -------------------------------------
+
+
+class Worker:
+    """A thread that runs the steps it is handed one at a time, so that the state machine,
+    not the scheduler, decides how enter, log and leave of different threads interleave."""
+
+    def __init__(self, start: JobContext | None, bound: bool) -> None:
+        self.start = start  # what this thread's code sees outside the jobs it enters itself
+        self.open: list[tuple[JobScope, JobContext]] = []
+        self._inbox: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        target = bind_job(self._serve) if bound else self._serve
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    @property
+    def current(self) -> JobContext | None:
+        """The job the code in this thread must see now."""
+        return self.open[-1][1] if self.open else self.start
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        self._inbox.put(fn)
+        ok, value = self._outbox.get(timeout=30)
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        self._thread.join(timeout=30)
+
+    def _serve(self) -> None:
+        while (fn := self._inbox.get()) is not None:
+            try:
+                self._outbox.put((True, fn()))
+            except BaseException as exc:
+                self._outbox.put((False, exc))
+
+
+class InterleavedJobs(RuleBasedStateMachine):
+    """Threads enter, log in and leave jobs in whatever order hypothesis picks."""
+
+    workers = Bundle("workers")
+
+    def __init__(self, logger: LlamaLogger, conn: psycopg.Connection, schema: str) -> None:
+        super().__init__()
+        self.ledger = Ledger(logger)
+        self.conn = conn
+        self.schema = schema
+        self.all_workers: list[Worker] = []
+
+    def _new_worker(self, start: JobContext | None, bound: bool) -> Worker:
+        worker = Worker(start, bound)
+        self.all_workers.append(worker)
+        return worker
+
+    @precondition(lambda self: len(self.all_workers) < 6)
+    @rule(target=workers)
+    def start_thread_outside_any_job(self) -> Worker:
+        return self._new_worker(None, bound=False)
+
+    @precondition(lambda self: len(self.all_workers) < 6)
+    @rule(target=workers, spawner=workers, bound=st.booleans())
+    def start_thread_from_a_thread(self, spawner: Worker, bound: bool) -> Worker:
+        """``bind_job`` carries the spawner's job into the new thread; a plain thread gets none."""
+        # Built inside the spawner's thread, so bind_job snapshots the spawner's context.
+        worker: Worker = spawner.call(
+            lambda: self._new_worker(spawner.current if bound else None, bound=bound)
+        )
+        return worker
+
+    @rule(worker=workers, name=NAMES, via=st.none() | workers)
+    def enter_job(self, worker: Worker, name: str | None, via: Worker | None) -> None:
+        """Enter a job, nested in the thread's current job or under another thread's job
+        handed over as headers (as another process would receive it)."""
+        explicit = None
+        if via is not None and via.current is not None:
+            explicit = JobContext.from_headers(via.current.to_headers())
+        parent = explicit if explicit is not None else worker.current
+        scope = self.ledger.logger.job(name, parent=explicit)
+        job = worker.call(scope.__enter__)
+        self.ledger.record_job(job, parent, name, explicit is not None)
+        worker.open.append((scope, job))
+
+    @rule(worker=workers, event=EVENTS)
+    def log(self, worker: Worker, event: Event) -> None:
+        worker.call(functools.partial(self.ledger.emit, event, worker.current))
+
+    @precondition(lambda self: any(worker.open for worker in self.all_workers))
+    @rule(data=st.data(), by_exception=st.booleans())
+    def leave_job(self, data: st.DataObject, by_exception: bool) -> None:
+        """Invariant 5: leaving restores exactly the context before the job."""
+        worker = data.draw(st.sampled_from([w for w in self.all_workers if w.open]))
+        scope, _ = worker.open.pop()
+        if by_exception:
+            worker.call(functools.partial(scope.__exit__, Boom, Boom(), None))
+        else:
+            worker.call(functools.partial(scope.__exit__, None, None, None))
+        assert worker.call(current_job) is worker.current
+
+    @invariant()
+    def every_thread_sees_only_its_own_job(self) -> None:
+        """Invariant 6: a thread sees the job it entered last, whatever the others did."""
+        for worker in self.all_workers:
+            assert worker.call(current_job) is worker.current
+
+    def teardown(self) -> None:
+        for worker in self.all_workers:
+            while worker.open:
+                scope, _ = worker.open.pop()
+                worker.call(functools.partial(scope.__exit__, None, None, None))
+            worker.stop()
+        assert self.ledger.logger.flush(timeout=30)
+        check_rows(self.ledger, stored_rows(self.conn, self.schema, self.ledger.run_id))
+
+
+def test_interleaved_threads_keep_their_own_jobs(
+    module_logger: LlamaLogger, module_conn: psycopg.Connection, module_schema: str
+) -> None:
+    """Whatever order threads enter, log in and leave jobs, each row carries the job of the
+    thread that logged it (invariants 1-8), and no thread sees another's job (invariant 6)."""
+
+    class OnThisServer(InterleavedJobs):
+        def __init__(self) -> None:
+            super().__init__(module_logger, module_conn, module_schema)
+
+    run_state_machine_as_test(
+        OnThisServer,
+        settings=settings(max_examples=60, stateful_step_count=40, deadline=None),
+    )

@@ -202,6 +202,62 @@ class TestRestoration:
         contextvars.copy_context().run(scenario)
         assert current_job() is None
 
+    def test_generator_closed_in_another_thread_leaves_that_threads_job_alone(self) -> None:
+        """Closing a generator suspended inside `with job()` from another thread must not
+        replace the job that thread is in."""
+
+        def scan() -> object:
+            with job("scan"):
+                yield 1
+                yield 2
+
+        seen: list[str | None] = []
+
+        def scenario() -> None:
+            with job("import-album"):
+                pages = scan()
+                next(pages)  # type: ignore[call-overload]
+
+            def other_worker() -> None:
+                with job("transcode"):
+                    pages.close()  # type: ignore[attr-defined]
+                    ctx = current_job()
+                    seen.append(ctx.name if ctx else None)
+                seen.append(current_job().name if current_job() else None)  # type: ignore[union-attr]
+
+            thread = threading.Thread(target=other_worker)
+            thread.start()
+            thread.join()
+
+        contextvars.copy_context().run(scenario)
+        assert seen == ["transcode", None]
+
+    def test_one_scope_shared_by_tasks_that_leave_out_of_order(self) -> None:
+        """Each task's exit undoes its own entry, even through a shared scope object."""
+        shared = job("step")
+
+        async def worker(name: str, first_in: asyncio.Event, a_done: asyncio.Event) -> tuple:
+            with job(name) as outer:
+                with shared:
+                    if name == "A":
+                        first_in.set()
+                        await asyncio.sleep(0.01)  # B enters `shared` meanwhile; A leaves first
+                    else:
+                        await first_in.wait()
+                        await a_done.wait()
+                if name == "A":
+                    a_done.set()
+                after = current_job()
+                return outer.name, after.name if after else None
+
+        async def main() -> list[tuple]:
+            first_in, a_done = asyncio.Event(), asyncio.Event()
+            return await asyncio.gather(
+                worker("A", first_in, a_done), worker("B", first_in, a_done)
+            )
+
+        assert asyncio.run(main()) == [("A", "A"), ("B", "B")]
+
     def test_async_job_is_restored_after_task_cancellation(self) -> None:
         async def main() -> None:
             started = asyncio.Event()

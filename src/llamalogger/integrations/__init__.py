@@ -1,0 +1,50 @@
+"""Glue between llamalogger and the logging libraries workers already use.
+
+* ``llamalogger.integrations.structlog``: ``add_job_context``, a processor that puts the
+  current job's ids into every event dict, and ``PersistToLlamaLog``, a processor that also
+  stores events carrying a ``category`` in ``llama_log``.
+* ``llamalogger.integrations.logging``: ``LlamaLogHandler``, a stdlib ``logging.Handler``
+  that stores records carrying a ``category`` (via ``extra=``) in ``llama_log``.
+
+Nothing is imported here, so importing one integration never imports the other's library.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from .._logger import LlamaLogger
+from .._records import Category
+
+__all__: list[str] = []
+
+# Keyword names that LlamaLogger.log() binds itself: a detail of such a name cannot go
+# through **details, so the integrations store it with a trailing underscore. Read from
+# the signature so the renaming stops by itself if log() makes them positional-only.
+_LOG_KEYWORDS: frozenset[str] = frozenset(
+    name
+    for name, parameter in inspect.signature(LlamaLogger.log).parameters.items()
+    if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+)
+
+
+def _detail_key(key: str) -> str:
+    """``key`` as it can be passed to ``LlamaLogger.log(**details)``."""
+    return f"{key}_" if key in _LOG_KEYWORDS else key
+
+
+def _default_category(value: Category | str | None) -> Category | None:
+    """``value`` as a ``Category``; ``ValueError`` at construction for an unknown name.
+
+    Shared by both integrations: a bad ``default_category`` is a configuration mistake,
+    so it fails when the processor or handler is built, not at the first event.
+    """
+    if value is None or isinstance(value, Category):
+        return value
+    if isinstance(value, str):
+        try:
+            return Category(value.upper())
+        except ValueError:
+            pass
+    known = ", ".join(Category)
+    raise ValueError(f"unknown default_category {value!r:.60}; use a Category ({known})")
