@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 MAX_JOB_ID_LENGTH = 100  # the width of the varchar(100) job columns
+MAX_JOB_NAME_LENGTH = 200  # names are labels like "import-album", not data
 
 HEADER_JOB_ID = "llamalog-job-id"
 HEADER_PARENT_JOB_ID = "llamalog-parent-job-id"
@@ -176,9 +177,15 @@ class JobScope:
     own; sync functions, ``async def`` functions and generator functions are supported.
     """
 
-    __slots__ = ("_entered", "_job_id", "_name", "_parent")
+    __slots__ = ("_entered", "_job_id", "_name", "_on_outermost_exit", "_parent")
 
-    def __init__(self, name: str | None, job_id: str | None, parent: JobContext | None) -> None:
+    def __init__(
+        self,
+        name: str | None,
+        job_id: str | None,
+        parent: JobContext | None,
+        on_outermost_exit: Callable[[], object] | None = None,
+    ) -> None:
         if job_id is not None:
             validate_job_id(job_id)
         if parent is not None and not isinstance(parent, JobContext):
@@ -188,7 +195,10 @@ class JobScope:
             )
         if name is not None and not isinstance(name, str):
             raise TypeError(f"job name must be a str, not {type(name).__name__}")
+        if name is not None and len(name) > MAX_JOB_NAME_LENGTH:
+            raise ValueError(f"job name is longer than {MAX_JOB_NAME_LENGTH} characters")
         self._name = name
+        self._on_outermost_exit = on_outermost_exit
         self._job_id = job_id
         self._parent = parent
         # The active entries, keyed by the id of the context each one set: the same scope
@@ -229,6 +239,8 @@ class JobScope:
             # Our job is current, but in a copy of the context the block was entered in
             # (a task created inside the block): restore the value it replaced.
             _current.set(token.old_value if token.old_value is not token.MISSING else None)
+        if self._on_outermost_exit is not None and _current.get() is None:
+            self._on_outermost_exit()
 
     async def __aenter__(self) -> JobContext:
         return self.__enter__()
@@ -242,7 +254,7 @@ class JobScope:
         self.__exit__(exc_type, exc, tb)
 
     def _fresh(self) -> JobScope:
-        return JobScope(self._name, self._job_id, self._parent)
+        return JobScope(self._name, self._job_id, self._parent, self._on_outermost_exit)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         if inspect.isasyncgenfunction(fn):

@@ -60,6 +60,9 @@ class LlamaLogger:
         on_full: FullPolicy = "drop",
         block_timeout: float = 1.0,
         exit_timeout: float = 10.0,
+        dead_letter_path: str | os.PathLike[str] | None = None,
+        spill_dir: str | os.PathLike[str] | None = None,
+        flush_on_outer_job_exit: bool | None = None,
         pool_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if dsn is not None and pool is not None:
@@ -84,7 +87,11 @@ class LlamaLogger:
             on_full=on_full,
             block_timeout=block_timeout,
             exit_timeout=exit_timeout,
+            dead_letter_path=dead_letter_path,
+            spill_dir=spill_dir,
         )
+        self._flush_on_outer_job_exit = flush_on_outer_job_exit
+        self._created_in_pid = os.getpid()
         self._put = self._writer.put  # bound once: the hot path skips two lookups
 
     # --- jobs --------------------------------------------------------------------
@@ -102,7 +109,14 @@ class LlamaLogger:
         e.g. from ``JobContext.from_headers``) makes it the child of a job elsewhere.
         ``job_id`` defaults to a new time-ordered id; an invalid one raises ``ValueError``.
         """
-        return JobScope(name, job_id, parent)
+        return JobScope(name, job_id, parent, self._outermost_job_ended)
+
+    def _outermost_job_ended(self) -> None:
+        flush = self._flush_on_outer_job_exit
+        if flush is None:  # the default: on in a forked child, off in the parent
+            flush = os.getpid() != self._created_in_pid
+        if flush:
+            self._writer.flush(self._writer.exit_timeout)
 
     # --- events (the hot path: no I/O, no formatting, no JSON) --------------------
 

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: The newest schema version this package ships (a test keeps it equal to the last file).
-LATEST_VERSION = "0002"
+LATEST_VERSION = "0003"
 
 DEFAULT_SCHEMA = "llamalog"
 

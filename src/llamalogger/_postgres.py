@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -117,6 +118,9 @@ class BatchSink:
             sql.Identifier("llama_log"),
             sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
         )
+        self._mark_replay = sql.SQL(
+            "INSERT INTO {}.llama_log_spill_replays (spill_id, events) VALUES (%s, %s)"
+        ).format(sql.Identifier(schema))
 
     def _make_pool(self) -> ConnectionPool[Any]:
         options: dict[str, Any] = {
@@ -145,23 +149,45 @@ class BatchSink:
             self._pool = None  # never closed here: closing would end the parent's sessions
         self._pid = os.getpid()
 
-    def write(self, rows: Iterable[tuple[object, ...]]) -> None:
-        """Write ``rows`` with one COPY in one transaction; raises what the server said."""
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a transaction that commits when the block ends."""
         if self._pool is None:
             self._pool = self._make_pool()
         try:
-            with (
-                self._pool.connection(timeout=_GETCONN_TIMEOUT) as conn,
-                conn.cursor() as cur,
-                cur.copy(self._copy) as copy,
-            ):
-                copy.set_types(COPY_TYPES)
-                for row in rows:
-                    copy.write_row(row)
+            with self._pool.connection(timeout=_GETCONN_TIMEOUT) as conn:
+                yield conn
         except PoolTimeout as exc:
             raise psycopg.OperationalError(
                 f"no connection to the database within {_GETCONN_TIMEOUT:g}s"
             ) from exc
+
+    def _copy_rows(self, conn: psycopg.Connection[Any], rows: Iterable[tuple[object, ...]]) -> None:
+        with conn.cursor() as cur, cur.copy(self._copy) as copy:
+            copy.set_types(COPY_TYPES)
+            for row in rows:
+                copy.write_row(row)
+
+    def write(self, rows: Iterable[tuple[object, ...]]) -> None:
+        """Write ``rows`` with one COPY in one transaction; raises what the server said."""
+        with self._connection() as conn:
+            self._copy_rows(conn, rows)
+
+    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool:
+        """Write the rows of one spill file, exactly once.
+
+        The file's id goes into ``llama_log_spill_replays`` in the same transaction as its
+        rows; returns ``False`` without writing if that id is already there (an earlier
+        replay committed but its file was not deleted).
+        """
+        with self._connection() as conn:
+            try:
+                conn.execute(self._mark_replay, (spill_id, len(rows)))
+            except psycopg.errors.UniqueViolation:
+                conn.rollback()
+                return False
+            self._copy_rows(conn, rows)
+        return True
 
     def close(self) -> None:
         if self._owns_pool and self._pool is not None and self._pid == os.getpid():

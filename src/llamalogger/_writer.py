@@ -24,6 +24,7 @@ import attrs
 
 from ._postgres import Failure, classify, explain
 from ._records import Record, clean_row, describe, fast_row
+from ._spill import SpillDir
 
 __all__ = ["FullPolicy", "Sink", "Writer"]
 
@@ -41,6 +42,8 @@ class Sink(Protocol):
     """Where batches go; ``BatchSink`` writes them to PostgreSQL."""
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None: ...
+
+    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool: ...
 
     def after_fork_in_child(self) -> None: ...
 
@@ -74,7 +77,8 @@ class Writer:
         on_full: FullPolicy = "drop",
         block_timeout: float = 1.0,
         exit_timeout: float = 10.0,
-        dead_letter_path: str | Path | None = None,
+        dead_letter_path: str | os.PathLike[str] | None = None,
+        spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be at least 1")
@@ -90,6 +94,13 @@ class Writer:
         self._block_timeout = block_timeout
         self.exit_timeout = exit_timeout
         self._dead_letter_path = Path(dead_letter_path) if dead_letter_path else None
+        self._spill = SpillDir(spill_dir) if spill_dir else None
+        # While spilling, every batch goes to a spill file, so that the order of events
+        # survives the outage; the files are replayed, oldest first, before writing resumes.
+        self._spilling = False
+        self._replay_at = 0.0
+        self._replay_delay = _FIRST_RETRY_DELAY
+        self._own_spill: dict[str, int] = {}  # this writer's pending spill files: events each
 
         self._queue: collections.deque[Record] = collections.deque()
         self._wake = threading.Event()
@@ -104,6 +115,8 @@ class Writer:
         self._sanitised = 0
         self._dropped = 0
         self._batches = 0
+        self._spilled = 0
+        self._replayed = 0
         self._lost_at_close = 0
         self._abandoned = 0  # taken into a batch, then given up on when close() ran out of time
         self._warned_full = False
@@ -199,6 +212,14 @@ class Writer:
                 lost,
                 timeout,
             )
+        spilled = sum(self._own_spill.values())
+        if spilled and self._spill is not None:
+            diagnostics.warning(
+                "llamalogger closed with %d events in spill files in %s; a logger with this "
+                "spill_dir writes them once it reaches the database",
+                spilled,
+                self._spill.path,
+            )
         self._sink.close()
         _live_writers.discard(self)
         return lost == 0
@@ -215,6 +236,8 @@ class Writer:
                 "rejected": self._rejected,
                 "sanitised": self._sanitised,
                 "batches": self._batches,
+                "spilled": self._spilled,
+                "replayed": self._replayed,
                 "queue_depth": depth,
             }
 
@@ -233,12 +256,20 @@ class Writer:
         return batch
 
     def _run(self) -> None:
+        if self._spill is not None and self._spill.pending():
+            self._spilling = True  # batches left by an earlier run go first
         while True:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
+            if self._spilling:
+                self._replay()
             while batch := self._take_batch():
                 self._write_batch(batch)
             if self._closing:
+                while self._spilling:
+                    self._replay(now=True)
+                    if self._spilling and self._give_up_now(self._replay_delay):
+                        break
                 return
 
     def _write_batch(self, batch: list[Record]) -> None:
@@ -248,20 +279,23 @@ class Writer:
             row, changed = fast_row(record)
             rows.append(row)
             outcome.sanitised += changed
-        result = self._write_with_retry(rows)
+        result = _Attempt.SPILL if self._spilling else self._write_with_retry(rows)
         if result is _Attempt.WRITTEN:
             outcome.written += len(rows)
         elif result is _Attempt.GIVEN_UP:
             outcome.given_up += len(rows)
+        elif result is _Attempt.SPILL:
+            self._spill_rows([clean_row(record)[0] for record in batch], outcome)
         else:
             self._write_cleaned(batch, rows, outcome)
         with self._lock:
+            self._spilled += outcome.spilled
             self._written += outcome.written
             self._rejected += outcome.rejected
             self._dropped += outcome.given_up
             self._abandoned += outcome.given_up
             self._sanitised += outcome.sanitised
-            self._done += len(batch)
+            self._done += len(batch) - outcome.spilled  # spilled: done once replayed
             self._batches += 1
             self._lock.notify_all()
 
@@ -282,11 +316,13 @@ class Writer:
     def _bisect(
         self, rows: list[tuple[object, ...]], records: list[Record], outcome: _Outcome
     ) -> None:
-        result = self._write_with_retry(rows)
+        result = _Attempt.SPILL if self._spilling else self._write_with_retry(rows)
         if result is _Attempt.WRITTEN:
             outcome.written += len(rows)
         elif result is _Attempt.GIVEN_UP:
             outcome.given_up += len(rows)
+        elif result is _Attempt.SPILL:
+            self._spill_rows(rows, outcome)
         elif len(rows) == 1:
             outcome.rejected += 1
             self._dead_letter(records[0], result)
@@ -295,8 +331,11 @@ class Writer:
             self._bisect(rows[:middle], records[:middle], outcome)
             self._bisect(rows[middle:], records[middle:], outcome)
 
-    def _write_with_retry(self, rows: list[tuple[object, ...]]) -> _Attempt | Exception:
-        """Write ``rows``, retrying while the server is unreachable.
+    def _write_with_retry(
+        self, rows: list[tuple[object, ...]], *, spill: bool = True
+    ) -> _Attempt | Exception:
+        """Write ``rows``, retrying while the server is unreachable (or, with a spill
+        directory, returning ``SPILL`` at the first failure).
 
         Returns the exception when the server refused the data.
         """
@@ -317,6 +356,10 @@ class Writer:
                     )
                 with self._lock:
                     self._retried += 1
+                if self._spill is not None and spill:
+                    self._spilling = True
+                    self._replay_at = time.monotonic() + self._replay_delay
+                    return _Attempt.SPILL
                 if self._give_up_now(delay):
                     return _Attempt.GIVEN_UP
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
@@ -337,6 +380,74 @@ class Writer:
             delay = min(delay, remaining)
         time.sleep(delay)
         return False
+
+    def _spill_rows(self, rows: list[tuple[object, ...]], outcome: _Outcome) -> None:
+        assert self._spill is not None
+        try:
+            path = self._spill.write(rows)
+        except OSError as exc:
+            diagnostics.error(
+                "llamalogger cannot write a spill file in %s (%s); keeping the events in "
+                "memory and retrying the database instead",
+                self._spill.path,
+                exc,
+            )
+            result = self._write_with_retry(rows, spill=False)
+            if result is _Attempt.WRITTEN:
+                outcome.written += len(rows)
+            else:  # given up at close, or refused: nothing more can be done for them
+                outcome.given_up += len(rows)
+            return
+        self._own_spill[path.name] = len(rows)
+        outcome.spilled += len(rows)
+
+    def _replay(self, *, now: bool = False) -> None:
+        """Write the spill files, oldest first; leave spilling mode once none is left."""
+        assert self._spill is not None
+        if not now and time.monotonic() < self._replay_at:
+            return
+        for file in self._spill.pending():
+            try:
+                rows = self._spill.read(file)
+            except (OSError, ValueError) as exc:
+                aside = self._spill.set_aside(file, "unreadable")
+                diagnostics.error("llamalogger cannot read spill file %s: %s", aside, exc)
+                self._settle_spill_file(file.name, stored=0, rejected=True)
+                continue
+            try:
+                inserted = self._sink.write_replay(self._spill.spill_id(file), rows)
+            except Exception as exc:
+                if classify(exc) is Failure.REJECT:
+                    aside = self._spill.set_aside(file, "rejected")
+                    diagnostics.error(
+                        "llamalogger: the database refused spill file %s (%s)", aside, explain(exc)
+                    )
+                    self._settle_spill_file(file.name, stored=0, rejected=True)
+                    continue
+                with self._lock:
+                    self._retried += 1
+                self._replay_at = time.monotonic() + self._replay_delay
+                self._replay_delay = min(self._replay_delay * 2, _MAX_RETRY_DELAY)
+                return
+            file.unlink(missing_ok=True)
+            # Not inserted: an earlier replay of this file had committed already.
+            self._settle_spill_file(file.name, stored=len(rows), replayed=inserted)
+        self._spilling = False
+        self._replay_delay = _FIRST_RETRY_DELAY
+        diagnostics.warning("llamalogger wrote every spilled event; writing directly again")
+
+    def _settle_spill_file(
+        self, name: str, *, stored: int, replayed: bool = False, rejected: bool = False
+    ) -> None:
+        """Count a spill file that is dealt with: ``stored`` of its events are in the table."""
+        events = self._own_spill.pop(name, None)
+        with self._lock:
+            self._replayed += stored if replayed else 0
+            if events is not None:  # this writer's own events: they count for flush()
+                self._written += stored
+                self._rejected += events if rejected else 0
+                self._done += events
+                self._lock.notify_all()
 
     def _dead_letter(self, record: Record, exc: BaseException) -> None:
         """Keep a record the database refused: in the dead-letter file if there is one,
@@ -366,9 +477,27 @@ class Writer:
         self._taken = self._done = self._written = self._rejected = 0
         self._retried = self._sanitised = self._dropped = self._batches = 0
         self._warned_full = False
+        self._spilled = self._replayed = 0
+        self._own_spill = {}
+        self._spilling = False
         self._sink.after_fork_in_child()
         if not self._closing:
             self._start_thread()
+
+
+class _ProcessHooks:
+    """The anchor of the multiprocessing after-fork registration (it must be weak-referable)."""
+
+
+_process_hooks = _ProcessHooks()
+
+
+def _arm_multiprocessing_exit(_anchor: object) -> None:
+    # multiprocessing children end with os._exit, skipping atexit; they do run the
+    # finalizers registered after their start, so closing the writers goes there.
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _close_all_at_exit, exitpriority=100)
 
 
 def _install_process_hooks() -> None:
@@ -377,6 +506,9 @@ def _install_process_hooks() -> None:
         _exit_hook_installed = True
         atexit.register(_close_all_at_exit)
         os.register_at_fork(after_in_child=_after_fork_in_child)
+        import multiprocessing.util
+
+        multiprocessing.util.register_after_fork(_process_hooks, _arm_multiprocessing_exit)
 
 
 @attrs.define
@@ -387,6 +519,7 @@ class _Outcome:
     rejected: int = 0
     given_up: int = 0
     sanitised: int = 0
+    spilled: int = 0
 
 
 class _Attempt(enum.Enum):
@@ -394,3 +527,4 @@ class _Attempt(enum.Enum):
 
     WRITTEN = "written"
     GIVEN_UP = "given up"  # close() ran out of time while the server was unreachable
+    SPILL = "spill"  # unreachable, and there is a spill directory: keep the rows on disk

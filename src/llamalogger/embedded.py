@@ -90,6 +90,18 @@ class EmbeddedPostgres:
 
         return Path(POSTGRES_BIN_PATH)
 
+    def stop_server(self) -> None:
+        """Shut the server down but keep this handle and its data, for fault tests:
+        ``start_server()`` brings it back on the same socket."""
+        _server_module().pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self._server.system_user
+        )
+
+    def start_server(self) -> None:
+        """Start a server stopped by ``stop_server()``; the DSN stays the same."""
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+
     def stop(self) -> None:
         """Stop the server (and delete an ephemeral data directory). Safe to call twice."""
         if not self._stopped:

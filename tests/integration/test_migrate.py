@@ -59,6 +59,7 @@ class TestAvailableMigrations:
         assert [(m.version, m.name) for m in migrations] == [
             ("0001", "base"),
             ("0002", "root_job_id"),
+            ("0003", "spill_replays"),
         ]
         assert migrations[-1].version == LATEST_VERSION
         assert all(m.sql.strip() for m in migrations)
@@ -72,16 +73,16 @@ class TestMigrate:
         assert current_version(conn, schema_name) is None
 
         first = migrate(conn, schema=schema_name)
-        assert [m.version for m in first.applied] == ["0001", "0002"]
-        assert first.version == LATEST_VERSION == "0002"
+        assert [m.version for m in first.applied] == ["0001", "0002", "0003"]
+        assert first.version == LATEST_VERSION == "0003"
         assert str(first.backfill) == "backfill: 0 filled, 0 orphans, 0 unresolved, 0 total"
 
         second = migrate(conn, schema=schema_name)
         assert second.applied == ()
-        assert second.version == "0002"
+        assert second.version == "0003"
         assert second.backfill is None
-        assert current_version(conn, schema_name) == "0002"
-        assert _recorded(conn, schema_name) == ["0001", "0002"]
+        assert current_version(conn, schema_name) == "0003"
+        assert _recorded(conn, schema_name) == ["0001", "0002", "0003"]
 
     def test_target_0001_is_the_schema_before_the_dual_hierarchy(
         self, conn: psycopg.Connection, schema_name: str
@@ -96,7 +97,7 @@ class TestMigrate:
         assert "LINKED" not in _categories(conn, schema_name)
 
         result = migrate(conn, schema=schema_name)
-        assert [m.version for m in result.applied] == ["0002"]
+        assert [m.version for m in result.applied] == ["0002", "0003"]
         assert result.backfill is not None
         assert _has_column(conn, schema_name, "root_job_id")
         assert _categories(conn, schema_name) == [
@@ -134,9 +135,9 @@ class TestMigrate:
         """A connection outside autocommit still gets committed migrations and keeps its mode."""
         with psycopg.connect(dsn) as other:
             result = migrate(other, schema=schema_name)
-            assert result.version == "0002"
+            assert result.version == "0003"
             assert other.autocommit is False
-        assert current_version(conn, schema_name) == "0002"
+        assert current_version(conn, schema_name) == "0003"
 
     def test_connection_with_an_open_transaction_is_refused(
         self, dsn: str, schema_name: str
@@ -153,8 +154,8 @@ class TestMigrate:
         name = f'Llama "log" {uuid.uuid4().hex[:8]}'
         try:
             result = migrate(conn, schema=name)
-            assert result.version == "0002"
-            assert current_version(conn, name) == "0002"
+            assert result.version == "0003"
+            assert current_version(conn, name) == "0003"
             assert _has_column(conn, name, "root_job_id")
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
@@ -235,8 +236,8 @@ class TestConcurrency:
         errors = [err for (_, err), child in zip(outcomes, children) if child.returncode != 0]
         assert errors == []
         applied = sorted(version for out, _ in outcomes for version in out.split())
-        assert applied == ["0001", "0002"]
-        assert _recorded(conn, schema_name) == ["0001", "0002"]
+        assert applied == ["0001", "0002", "0003"]
+        assert _recorded(conn, schema_name) == ["0001", "0002", "0003"]
 
 
 class TestRefusals:
@@ -244,17 +245,17 @@ class TestRefusals:
         self, conn: psycopg.Connection, schema_name: str
     ) -> None:
         """Asking for a version the package does not ship fails before touching the database."""
-        with pytest.raises(MigrationError, match="known versions: 0001, 0002"):
-            migrate(conn, schema=schema_name, target="0003")
+        with pytest.raises(MigrationError, match="known versions: 0001, 0002, 0003"):
+            migrate(conn, schema=schema_name, target="0999")
         assert current_version(conn, schema_name) is None
 
     def test_target_below_the_current_version_is_a_refused_downgrade(
         self, conn: psycopg.Connection, schema: str
     ) -> None:
-        """A schema at 0002 cannot be taken back to 0001."""
+        """A schema at the newest version cannot be taken back to 0001."""
         with pytest.raises(MigrationError, match="downgrades are not supported"):
             migrate(conn, schema=schema, target="0001")
-        assert current_version(conn, schema) == "0002"
+        assert current_version(conn, schema) == LATEST_VERSION
 
     def test_schema_newer_than_the_package_is_refused(
         self, conn: psycopg.Connection, schema: str
@@ -282,6 +283,6 @@ class TestRefusals:
         """The longest name PostgreSQL keeps without truncating is fine."""
         name = schema_name + "x" * (63 - len(schema_name))
         try:
-            assert migrate(conn, schema=name).version == "0002"
+            assert migrate(conn, schema=name).version == "0003"
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -1,0 +1,15 @@
+-- llamalogger 0003: a record of the spill files replayed into llama_log.
+--
+-- A writer that cannot reach the database keeps its batches in spill files on local disk and
+-- replays them later. Each replay inserts the file's id here in the same transaction as its
+-- rows, so a file whose replay committed but was not yet deleted (the process died in between)
+-- is recognised by the primary key and never written twice. A writer role needs INSERT here
+-- as well as on llama_log.
+--
+-- Names are unqualified on purpose: the runner sets search_path to the target schema.
+
+CREATE TABLE llama_log_spill_replays (
+    spill_id    text PRIMARY KEY,
+    events      integer NOT NULL,
+    replayed_at timestamptz NOT NULL DEFAULT now()
+);
