@@ -20,15 +20,6 @@ __all__ = ["LlamaLogger"]
 _CATEGORY_BY_NAME = {category.value: category.value for category in Category}
 
 
-def _category_value(category: object) -> str:
-    if isinstance(category, str):
-        value = _CATEGORY_BY_NAME.get(category.upper())
-        if value is not None:
-            return value
-    known = ", ".join(_CATEGORY_BY_NAME)
-    raise ValueError(f"unknown category {category!r:.60}; use a Category ({known})")
-
-
 def _message_text(message: object) -> str:
     try:
         return str(message)
@@ -124,6 +115,7 @@ class LlamaLogger:
         self,
         category: Category | str,
         message: str,
+        /,
         *,
         entity: object = None,
         related: object = None,
@@ -140,7 +132,7 @@ class LlamaLogger:
         try:
             category_value = _CATEGORY_BY_NAME[category]
         except (KeyError, TypeError):
-            category_value = _category_value(category)
+            category_value = Category.parse(category).value
         if level not in LEVELS:
             raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}")
         if type(message) is not str:

@@ -50,6 +50,22 @@ class Category(enum.StrEnum):
     FAILED = "FAILED"
     LINKED = "LINKED"
 
+    @classmethod
+    def parse(cls, value: object) -> Category:
+        """The category named by ``value`` (a ``Category`` or its name in any case).
+
+        Raises ``ValueError`` listing the known categories otherwise.
+        """
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.upper())
+            except ValueError:
+                pass
+        known = ", ".join(cls)
+        raise ValueError(f"unknown category {value!r:.60}; use a Category ({known})")
+
 
 LEVELS = frozenset({"debug", "info", "warning", "error"})
 

@@ -223,16 +223,17 @@ class TestPersistToLlamaLog:
         ((_, event),) = capture.entries
         assert event["exc_info"] is True  # rendering is left to the processors after it
 
-    def test_keys_that_log_binds_itself_are_stored_renamed(
+    def test_a_message_key_is_an_ordinary_detail(
         self, llama: LlamaLogger, dsn: str, schema: str
     ) -> None:
-        """A ``message`` key (e.g. from ECS-style logging) is kept as ``message_``."""
+        """A ``message`` key (e.g. from ECS-style logging) is an ordinary detail: log()
+        takes its category and message positionally only."""
         log, _ = structlog_logger(PersistToLlamaLog(llama))
         log.info("album created", category="created", message="as rendered elsewhere")
         assert llama.flush(timeout=10)
         (row,) = rows(dsn, schema)
         assert row["message"] == "album created"
-        assert row["details"] == {"message_": "as rendered elsewhere"}
+        assert row["details"] == {"message": "as rendered elsewhere"}
 
     @pytest.mark.parametrize(
         "bad",

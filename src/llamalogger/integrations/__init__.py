@@ -18,9 +18,9 @@ from .._records import Category
 
 __all__: list[str] = []
 
-# Keyword names that LlamaLogger.log() binds itself: a detail of such a name cannot go
-# through **details, so the integrations store it with a trailing underscore. Read from
-# the signature so the renaming stops by itself if log() makes them positional-only.
+# Keyword names that LlamaLogger.log() binds itself (entity, related, level): a detail of
+# such a name cannot go through **details, so the integrations store it with a trailing
+# underscore. Read from the signature so that it follows log() if that ever changes.
 _LOG_KEYWORDS: frozenset[str] = frozenset(
     name
     for name, parameter in inspect.signature(LlamaLogger.log).parameters.items()
@@ -39,12 +39,9 @@ def _default_category(value: Category | str | None) -> Category | None:
     Shared by both integrations: a bad ``default_category`` is a configuration mistake,
     so it fails when the processor or handler is built, not at the first event.
     """
-    if value is None or isinstance(value, Category):
-        return value
-    if isinstance(value, str):
-        try:
-            return Category(value.upper())
-        except ValueError:
-            pass
-    known = ", ".join(Category)
-    raise ValueError(f"unknown default_category {value!r:.60}; use a Category ({known})")
+    if value is None:
+        return None
+    try:
+        return Category.parse(value)
+    except ValueError as exc:
+        raise ValueError(f"default_category: {exc}") from None

@@ -58,8 +58,8 @@ class LlamaLogHandler(logging.Handler):
     ``record.getMessage()``; the level is ``debug`` below INFO, ``info`` below WARNING,
     ``warning`` below ERROR and ``error`` from ERROR up. ``details`` holds the other
     ``extra`` values, ``logger`` (the logger's name, unless ``extra`` has its own) and,
-    for records with ``exc_info``, ``exception`` (the traceback text); ``level`` and
-    ``self``, which ``LlamaLogger.log`` binds itself, become ``level_`` and ``self_``.
+    for records with ``exc_info``, ``exception`` (the traceback text); ``level``, which
+    ``LlamaLogger.log`` binds itself, becomes ``level_``.
     The job columns come from the job current where the record is logged.
 
     Records without a category are stored only when ``default_category`` is given.

@@ -109,9 +109,7 @@ class PersistToLlamaLog:
     ``event`` and the level from the method name (``warn`` is ``warning``; ``exception``,
     ``critical`` and ``fatal`` are ``error``; unknown names are ``info``). The other keys
     go to ``details``, except those in ``NOT_DETAILS``; an ``exc_info`` is stored as
-    ``exception``, the traceback text; ``message`` and ``self``, which ``LlamaLogger.log``
-    binds itself, are stored as ``message_`` and ``self_``. The job columns come from the
-    current job.
+    ``exception``, the traceback text. The job columns come from the current job.
 
     Events without a category are stored only when ``default_category`` is given: the
     category is what makes an event a catalogue event, so it filters, it never loses
