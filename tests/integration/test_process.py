@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import textwrap
@@ -73,3 +74,51 @@ def test_forked_child_logs_through_its_own_writer_and_nothing_is_written_twice(
     assert count_rows(dsn, schema, "entity_id LIKE %s", ("parent-%",)) == 100
     assert count_rows(dsn, schema, "entity_id LIKE %s", ("child-%",)) == 50
     assert count_rows(dsn, schema, "root_job_id = %s", (root,)) == 50
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork() is Linux-only here")
+def test_forked_child_that_ends_with_os_exit_after_its_job_loses_nothing(
+    dsn: str, schema: str
+) -> None:
+    """Pools that recycle a child after each task end it with os._exit, skipping atexit;
+    in a forked child the end of the outermost job flushes, so the task's events are in."""
+    with LlamaLogger(dsn, schema=schema, flush_interval=60) as logger:
+        pid = os.fork()
+        if pid == 0:  # the child: one task, then os._exit like a recycled pool worker
+            code = 1
+            try:
+                with logger.job("one-task"):
+                    for number in range(300):
+                        logger.created(("track", f"task-{number}"))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert count_rows(dsn, schema, "entity_id LIKE %s", ("task-%",)) == 300
+
+
+def _log_outside_any_job(logger: LlamaLogger) -> None:
+    for number in range(200):
+        logger.created(("track", f"mp-{number}"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork start method is Linux-only here")
+def test_multiprocessing_child_flushes_at_exit_even_outside_a_job(dsn: str, schema: str) -> None:
+    """multiprocessing ends children with os._exit; the writer closes in its finalizer."""
+    with LlamaLogger(dsn, schema=schema, flush_interval=60) as logger:
+        child = multiprocessing.get_context("fork").Process(
+            target=_log_outside_any_job, args=(logger,)
+        )
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    assert count_rows(dsn, schema, "entity_id LIKE %s", ("mp-%",)) == 200
+
+
+def test_flush_on_outer_job_exit_can_be_switched_on_in_the_parent(dsn: str, schema: str) -> None:
+    with LlamaLogger(dsn, schema=schema, flush_interval=60, flush_on_outer_job_exit=True) as logger:
+        with logger.job("import"):
+            logger.created(("album", 1))
+            assert logger.stats()["written"] == 0  # still queued inside the job
+        assert logger.stats()["written"] == 1  # the job's end waited for it

@@ -1,0 +1,153 @@
+"""Spill files: events outlive an outage on local disk and are written once, in order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from llamalogger import LlamaLogger, migrate
+from llamalogger.embedded import EmbeddedPostgres
+
+SCHEMA = "spill_tests"
+
+
+@pytest.fixture
+def server() -> Iterator[EmbeddedPostgres]:
+    """An embedded server of this test's own, so it can be stopped and started."""
+    instance = EmbeddedPostgres(ephemeral=True)
+    try:
+        with psycopg.connect(instance.dsn, autocommit=True) as conn:
+            migrate(conn, schema=SCHEMA)
+        yield instance
+    finally:
+        instance.stop()
+
+
+def stored(dsn: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn) as conn:
+        return [
+            (str(entity_id), str(message))
+            for entity_id, message in conn.execute(
+                sql.SQL("SELECT entity_id, message FROM {}.llama_log ORDER BY id").format(
+                    sql.Identifier(SCHEMA)
+                )
+            )
+        ]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll a condition the writer will make true; bounded, for states flush() cannot see."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_outage_is_spilled_then_replayed_in_order_exactly_once(
+    server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill, flush_interval=0.05) as logger:
+        for number in range(100):
+            logger.created(("track", number))
+        assert logger.flush(timeout=10)
+        server.stop_server()
+        for number in range(100, 400):
+            logger.created(("track", number))
+        assert wait_until(lambda: logger.stats()["spilled"] == 300)
+        assert not logger.flush(timeout=0.2)  # not committed while the server is down
+        assert len(list(spill.glob("*.jsonl"))) >= 1
+        server.start_server()
+        for number in range(400, 450):
+            logger.created(("track", number))
+        assert logger.flush(timeout=30)
+        stats = logger.stats()
+    assert [entity for entity, _ in stored(server.dsn)] == [str(n) for n in range(450)]
+    assert (stats["written"], stats["spilled"], stats["replayed"]) == (450, 300, 300)
+    assert stats["retried"] >= 1
+    assert list(spill.iterdir()) == []
+
+
+CHILD = """
+import os, signal, sys, time
+from llamalogger import LlamaLogger
+logger = LlamaLogger(sys.argv[1], schema=sys.argv[2], spill_dir=sys.argv[3], flush_interval=0.05)
+with logger.job("import-during-outage"):
+    for number in range(500):
+        logger.created(("track", number), f"event {number}")
+deadline = time.monotonic() + 30
+while logger.stats()["spilled"] < 500 and time.monotonic() < deadline:
+    time.sleep(0.02)
+print(logger.stats()["spilled"], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: only the spill files remain
+"""
+
+
+def test_spill_files_of_a_killed_process_are_replayed_at_the_next_start(
+    server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    server.stop_server()
+    child = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CHILD), server.dsn, SCHEMA, str(spill)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert child.stdout.split() == ["500"]
+    files = sorted(spill.glob("*.jsonl"))
+    assert files
+    keep = tmp_path / "copy-of-first-file"
+    shutil.copy(files[0], keep)
+
+    server.start_server()
+    with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill) as logger:
+        assert wait_until(lambda: not any(spill.glob("*.jsonl")))
+        assert logger.flush(timeout=10)
+        assert logger.stats()["replayed"] == 500
+    rows = stored(server.dsn)
+    assert rows == [(str(n), f"event {n}") for n in range(500)]
+
+    # The process dies after a replay committed but before its file was deleted: the
+    # file is found again, and recognised as written.
+    shutil.copy(keep, files[0])
+    with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill) as logger:
+        assert wait_until(lambda: not files[0].exists())
+        assert logger.stats()["replayed"] == 0
+    assert stored(server.dsn) == rows
+
+
+def test_close_during_an_outage_spills_what_is_queued(
+    server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    logger = LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill, flush_interval=60)
+    server.stop_server()
+    for number in range(250):
+        logger.created(("track", number))
+    started = time.monotonic()
+    assert logger.close(timeout=1.0)  # nothing lost: it is all on disk
+    assert time.monotonic() - started < 5
+    stats = logger.stats()
+    assert (stats["spilled"], stats["dropped"], stats["written"]) == (250, 0, 0)
+    server.start_server()
+    with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill) as replayer:
+        assert wait_until(lambda: replayer.stats()["replayed"] == 250)
+    assert len(stored(server.dsn)) == 250
+    assert not any(spill.glob("*.jsonl"))
+    assert os.listdir(spill) == []
