@@ -133,39 +133,22 @@ class LlamaLogger:
             category_value = _CATEGORY_BY_NAME[category]
         except (KeyError, TypeError):
             category_value = Category.parse(category).value
-        if level not in LEVELS:
-            raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}")
         if type(message) is not str:
             message = _message_text(message)
-        entity_type = entity_id = related_type = related_id = None
-        if entity is not None:
-            entity_type, entity_id = coerce_entity(entity)
-        if related is not None:
-            related_type, related_id = coerce_entity(related, "related")
-        logged_at = _time_ns() // 1000 - PG_EPOCH_US
-        job = _current.get()
-        record: Record
-        if job is None:
-            record = (
-                logged_at, category_value, level, message, None, None, None, None,
-                entity_type, entity_id, related_type, related_id, details or None,
-            )  # fmt: skip
-        else:
-            record = (
-                logged_at, category_value, level, message,
-                job.job_id, job.parent_job_id, job.root_job_id, job.name,
-                entity_type, entity_id, related_type, related_id, details or None,
-            )  # fmt: skip
-        self._put(record)
+        self._enqueue(category_value, message, entity, related, level, details)
 
     def created(
         self, entity: object, message: str | None = None, *, level: str = "info", **details: Any
     ) -> None:
-        """A ``CREATED`` event for ``entity``, e.g. ``logger.created(("album", 12))``."""
-        if message is None:
-            kind, ident = coerce_entity(entity)
-            message = f"{kind} {ident} created"
-        self.log(Category.CREATED, message, entity=entity, level=level, **details)
+        """A ``CREATED`` event for ``entity``, e.g. ``logger.created(("album", 12))``.
+
+        The message defaults to ``"<type> <id> created"``.
+        """
+        if entity is None:
+            coerce_entity(entity)  # raises: a CREATED event needs its entity
+        if message is not None and type(message) is not str:
+            message = _message_text(message)
+        self._enqueue("CREATED", message, entity, None, level, details)
 
     def linked(
         self,
@@ -176,12 +159,52 @@ class LlamaLogger:
         level: str = "info",
         **details: Any,
     ) -> None:
-        """A ``LINKED`` event: ``subject`` was linked to ``obj`` (artist 7 linked to track 9)."""
-        if message is None:
-            kind, ident = coerce_entity(subject)
-            other_kind, other_ident = coerce_entity(obj, "related")
-            message = f"{kind} {ident} linked to {other_kind} {other_ident}"
-        self.log(Category.LINKED, message, entity=subject, related=obj, level=level, **details)
+        """A ``LINKED`` event: ``subject`` was linked to ``obj`` (artist 7 linked to track 9).
+
+        The message defaults to ``"<type> <id> linked to <type> <id>"``.
+        """
+        if subject is None or obj is None:
+            coerce_entity(subject)  # raises: a LINKED event needs both ends
+            coerce_entity(obj, "related")
+        if message is not None and type(message) is not str:
+            message = _message_text(message)
+        self._enqueue("LINKED", message, subject, obj, level, details)
+
+    def _enqueue(  # noqa: PLR0917 - positional on purpose: the hot path
+        self,
+        category: str,
+        message: str | None,
+        entity: object,
+        related: object,
+        level: str,
+        details: dict[str, Any],
+    ) -> None:
+        """Validate what is cheap to validate, build the record, queue it: nothing else.
+
+        A ``None`` message is composed by the writer (see ``_records.default_message``).
+        """
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}")
+        entity_type = entity_id = related_type = related_id = None
+        if entity is not None:
+            entity_type, entity_id = coerce_entity(entity)
+        if related is not None:
+            related_type, related_id = coerce_entity(related, "related")
+        logged_at = _time_ns() // 1000 - PG_EPOCH_US
+        job = _current.get()
+        record: Record
+        if job is None:
+            record = (
+                logged_at, category, level, message, None, None, None, None,
+                entity_type, entity_id, related_type, related_id, details or None,
+            )  # fmt: skip
+        else:
+            record = (
+                logged_at, category, level, message,
+                job.job_id, job.parent_job_id, job.root_job_id, job.name,
+                entity_type, entity_id, related_type, related_id, details or None,
+            )  # fmt: skip
+        self._put(record)
 
     # --- life cycle --------------------------------------------------------------
 

@@ -93,6 +93,14 @@ def coerce_entity(value: object, what: str = "entity") -> tuple[str, str]:
 
     Ids may be ``str`` or ``int`` (stored as text); types must be non-empty strings.
     """
+    # The hot path: a (str, str) or (str, int) tuple, checked without isinstance chains.
+    if type(value) is tuple and len(value) == 2:
+        kind, ident = value
+        if type(kind) is str and 0 < len(kind) <= MAX_ENTITY_TYPE_LENGTH:
+            if type(ident) is str and 0 < len(ident) <= MAX_ENTITY_ID_LENGTH:
+                return value
+            if type(ident) is int and len(text := str(ident)) <= MAX_ENTITY_ID_LENGTH:
+                return kind, text
     if isinstance(value, Entity):
         kind, ident = value.type, value.id
     elif isinstance(value, tuple | list) and len(value) == 2:
@@ -120,7 +128,7 @@ Record = tuple[
     int,  # logged_at
     str,  # category
     str,  # level
-    str,  # message
+    str | None,  # message; None: a default composed by the writer
     str | None,  # job_id
     str | None,  # parent_job_id
     str | None,  # root_job_id
@@ -238,6 +246,20 @@ def _jsonb(details: Mapping[str, Any]) -> tuple[bytes, bool]:
     return b"\x01" + text.encode(), True
 
 
+def default_message(record: Record) -> str:
+    """The message of a ``created()`` or ``linked()`` call that gave none."""
+    subject = f"{record[8]} {record[9]}"
+    if record[1] == "LINKED":
+        return f"{subject} linked to {record[10]} {record[11]}"
+    return f"{subject} {record[1].lower()}"
+
+
+def _with_message(record: Record) -> Record:
+    if record[3] is not None:
+        return record
+    return (*record[:3], default_message(record), *record[4:])
+
+
 def fast_row(record: Record) -> tuple[tuple[object, ...], bool]:
     """The COPY row for ``record``, checking only what the server would accept anyway.
 
@@ -245,7 +267,9 @@ def fast_row(record: Record) -> tuple[tuple[object, ...], bool]:
     looked for here: the server (or the encoder) refuses them, and the writer then
     retries the batch with ``clean_row``. Returns the row and whether it was sanitised.
     """
-    if len(record[3]) > MAX_TEXT_LENGTH:
+    if record[3] is None:
+        record = _with_message(record)
+    elif len(record[3]) > MAX_TEXT_LENGTH:
         return clean_row(record)
     details = record[12]
     if details is None:
@@ -261,6 +285,7 @@ def _clean_optional(text: str | None) -> str | None:
 def clean_row(record: Record) -> tuple[tuple[object, ...], bool]:
     """The COPY row for ``record`` with every text made storable; and whether anything
     had to change."""
+    record = _with_message(record)
     texts = record[3:4] + record[7:12]  # message, job_name, entity and related columns
     message, job_name, entity_type, entity_id, related_type, related_id = cleaned = tuple(
         map(_clean_optional, texts)
@@ -286,6 +311,7 @@ def clean_row(record: Record) -> tuple[tuple[object, ...], bool]:
 
 def describe(record: Record) -> dict[str, object]:
     """A JSON-ready form of ``record`` for dead letters and diagnostics."""
+    record = _with_message(record)
     described: dict[str, object] = dict(zip(COLUMNS, record, strict=True))
     described["logged_at"] = logged_at_datetime(record[0]).isoformat()
     described["details"] = _jsonable(record[12], 0, set()) if record[12] else None
