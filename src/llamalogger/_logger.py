@@ -230,7 +230,9 @@ class LlamaLogger:
         ``enqueued`` accepted by ``log()``; ``written`` committed; ``dropped`` lost (queue
         full, logged after close, or unwritable at close); ``retried`` failed attempts
         that were retried; ``rejected`` refused by the database and reported;
-        ``sanitised`` stored in a cleaned form; ``batches`` COPYs; ``queue_depth`` waiting.
+        ``sanitised`` stored in a cleaned form; ``batches`` batches handled; ``spilled``
+        kept in spill files during an outage; ``replayed`` written from spill files (also
+        files left by earlier processes); ``queue_depth`` waiting.
         """
         return self._writer.stats()
 
