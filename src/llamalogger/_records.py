@@ -196,12 +196,19 @@ def _json_default(value: object) -> object:
     if isinstance(value, decimal.Decimal | uuid.UUID):
         return str(value)
     if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
+        return sorted(value, key=_safe_repr)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     if isinstance(value, enum.Enum):
         return value.value
-    return repr(value)
+    return _safe_repr(value)
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _jsonable(value: object, depth: int, seen: set[int]) -> object:
@@ -221,7 +228,9 @@ def _jsonable(value: object, depth: int, seen: set[int]) -> object:
         try:
             if isinstance(value, Mapping):
                 return {
-                    _clean_text(k if isinstance(k, str) else repr(k)): _jsonable(v, depth + 1, seen)
+                    _clean_text(k if isinstance(k, str) else _safe_repr(k)): _jsonable(
+                        v, depth + 1, seen
+                    )
                     for k, v in value.items()
                 }
             items = _json_default(value) if isinstance(value, set | frozenset) else value

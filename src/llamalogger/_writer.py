@@ -264,7 +264,10 @@ class Writer:
             if self._spilling:
                 self._replay()
             while batch := self._take_batch():
-                self._write_batch(batch)
+                try:
+                    self._write_batch(batch)
+                except Exception:  # the thread must outlive any bug in handling one batch
+                    self._lose_batch(batch)
             if self._closing:
                 while self._spilling:
                     self._replay(now=True)
@@ -272,11 +275,23 @@ class Writer:
                         break
                 return
 
+    def _lose_batch(self, batch: list[Record]) -> None:
+        diagnostics.exception(
+            "llamalogger failed to handle a batch of %d events; they are counted in "
+            "stats()['dropped']. This is a bug in llamalogger: please report it",
+            len(batch),
+        )
+        with self._lock:
+            self._dropped += len(batch)
+            self._done += len(batch)
+            self._lock.notify_all()
+
     def _write_batch(self, batch: list[Record]) -> None:
         outcome = _Outcome()
         rows: list[tuple[object, ...]] = []
         append = rows.append
-        for record in batch:
+        sanitised_already: set[int] = set()  # positions fast_row had to clean (rare)
+        for position, record in enumerate(batch):
             message = record[3]
             # Most records go to COPY exactly as logged; this check is fast_row's own
             # first step, inlined because it runs once per event on the writer thread.
@@ -285,7 +300,9 @@ class Writer:
             else:
                 row, changed = fast_row(record)
                 append(row)
-                outcome.sanitised += changed
+                if changed:
+                    sanitised_already.add(position)
+        outcome.sanitised += len(sanitised_already)
         result = _Attempt.SPILL if self._spilling else self._write_with_retry(rows)
         if result is _Attempt.WRITTEN:
             outcome.written += len(rows)
@@ -294,7 +311,7 @@ class Writer:
         elif result is _Attempt.SPILL:
             self._spill_rows([clean_row(record)[0] for record in batch], outcome)
         else:
-            self._write_cleaned(batch, rows, outcome)
+            self._write_cleaned(batch, sanitised_already, outcome)
         with self._lock:
             self._spilled += outcome.spilled
             self._written += outcome.written
@@ -307,17 +324,16 @@ class Writer:
             self._lock.notify_all()
 
     def _write_cleaned(
-        self, records: list[Record], fast_rows: list[tuple[object, ...]], outcome: _Outcome
+        self, records: list[Record], sanitised_already: set[int], outcome: _Outcome
     ) -> None:
         """The server refused a batch: retry it with every text made storable, then
         bisect what is still refused so that only the bad rows are lost."""
         rows: list[tuple[object, ...]] = []
-        for record, fast in zip(records, fast_rows, strict=True):
+        for position, record in enumerate(records):
             row, changed = clean_row(record)
             rows.append(row)
-            # fast_row passes most records through untouched; any other fast row was
-            # already counted as sanitised.
-            outcome.sanitised += changed and fast is record
+            if changed and position not in sanitised_already:
+                outcome.sanitised += 1
         self._bisect(rows, records, outcome)
 
     def _bisect(
