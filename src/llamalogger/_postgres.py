@@ -20,9 +20,11 @@ from ._records import COLUMNS, COPY_TYPES
 __all__ = [
     "BatchSink",
     "Failure",
+    "check_conninfo",
     "classify",
     "explain",
     "masked_conninfo",
+    "scrub",
     "validate_schema",
 ]
 
@@ -56,6 +58,32 @@ def masked_conninfo(conninfo: str) -> str:
     if "password" in params:
         params["password"] = "***"  # noqa: S105 - a mask, not a secret
     return make_conninfo("", **params)
+
+
+def check_conninfo(conninfo: str) -> None:
+    """``ConfigurationError`` if ``conninfo`` cannot be parsed.
+
+    The parser's own message quotes the offending part, which may be the password, so it
+    is not passed on.
+    """
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        raise ConfigurationError(
+            "invalid DSN: it could not be parsed (it is not shown, as it may hold a password)"
+        ) from None
+
+
+def scrub(text: str, conninfo: str) -> str:
+    """``text`` with ``conninfo`` and any password in it replaced by their masked form."""
+    text = text.replace(conninfo, masked_conninfo(conninfo))
+    try:
+        password = conninfo_to_dict(conninfo).get("password")
+    except psycopg.ProgrammingError:
+        return text
+    if isinstance(password, str) and password:
+        text = text.replace(password, "***")
+    return text
 
 
 class Failure(enum.Enum):
@@ -103,10 +131,7 @@ class BatchSink:
         if (conninfo is None) == (pool is None):
             raise ConfigurationError("give either a DSN or a pool")
         if conninfo is not None:
-            try:
-                conninfo_to_dict(conninfo)
-            except psycopg.ProgrammingError as exc:
-                raise ConfigurationError(f"invalid DSN: {exc}") from None
+            check_conninfo(conninfo)
         self._conninfo = conninfo
         self._pool_kwargs = dict(pool_kwargs or {})
         self._owns_pool = pool is None

@@ -211,48 +211,83 @@ def _safe_repr(value: object) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
-def _jsonable(value: object, depth: int, seen: set[int]) -> object:
-    """A JSON-safe copy of ``value``: cycles, depth, odd keys and bad text replaced."""
-    if isinstance(value, str):
-        return _clean_text(value)
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if depth >= MAX_DETAILS_DEPTH:
-        return "[too deep]"
-    if isinstance(value, Mapping | list | tuple | set | frozenset):
-        if id(value) in seen:
-            return "[cycle]"
-        seen.add(id(value))
+class _Cleaner:
+    """Builds a JSON-safe copy of details, noting whether anything had to be replaced
+    (bad text, NaN, a cycle, too deep); documented stand-ins such as ISO dates do not count."""
+
+    def __init__(self) -> None:
+        self.changed = False
+        self._enclosing: set[int] = set()
+
+    def text(self, text: str) -> str:
+        cleaned = _clean_text(text)
+        self.changed = self.changed or cleaned is not text
+        return cleaned
+
+    def value(self, value: object, depth: int) -> object:
+        """``value`` as stored; ``depth`` counts the containers around it (details: 0)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            try:
+                int.__str__(value)
+            except ValueError:  # more digits than Python will print
+                self.changed = True
+                return f"<int of {value.bit_length()} bits>"
+            return value
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return value
+            self.changed = True
+            return repr(value)
+        if isinstance(value, Mapping | list | tuple | set | frozenset):
+            return self._container(value, depth)
+        return self.value(_json_default(value), depth)
+
+    def _container(self, value: object, depth: int) -> object:
+        if depth >= MAX_DETAILS_DEPTH or id(value) in self._enclosing:
+            self.changed = True
+            return "[too deep]" if depth >= MAX_DETAILS_DEPTH else "[cycle]"
+        self._enclosing.add(id(value))
         try:
             if isinstance(value, Mapping):
-                return {
-                    _clean_text(k if isinstance(k, str) else _safe_repr(k)): _jsonable(
-                        v, depth + 1, seen
-                    )
-                    for k, v in value.items()
-                }
+                return {self._key(k): self.value(v, depth + 1) for k, v in value.items()}
             items = _json_default(value) if isinstance(value, set | frozenset) else value
-            return [_jsonable(v, depth + 1, seen) for v in items]  # type: ignore[attr-defined]
+            return [self.value(v, depth + 1) for v in items]  # type: ignore[attr-defined]
         finally:
-            seen.discard(id(value))
-    return _jsonable(_json_default(value), depth + 1, seen)
+            self._enclosing.discard(id(value))
+
+    def _key(self, key: object) -> str:
+        return self.text(key) if isinstance(key, str) else self.text(_safe_repr(key))
+
+
+def _is_flat(details: Mapping[str, Any]) -> bool:
+    # Containers inside details go the careful way: only it enforces the depth limit and
+    # stores non-string keys as their repr, as the rules say. Flat details (the usual
+    # case) keep the fast json.dumps.
+    return not any(
+        isinstance(v, Mapping | list | tuple | set | frozenset) for v in details.values()
+    )
 
 
 def _jsonb(details: Mapping[str, Any]) -> tuple[bytes, bool]:
     """The details as a binary jsonb field, and whether they had to be sanitised."""
-    try:
-        text = json.dumps(details, ensure_ascii=False, default=_json_default, allow_nan=False)
-        # jsonb refuses \u0000; encode() refuses lone surrogates.
-        if "\\u0000" not in text and len(text) <= MAX_TEXT_LENGTH:
-            return b"\x01" + text.encode(), False
-    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
-        pass  # cycles, NaN, too deep, bad text: the careful path below handles each
-    text = json.dumps(_jsonable(details, 0, set()), ensure_ascii=False, allow_nan=False)
+    if _is_flat(details):
+        try:
+            text = json.dumps(details, ensure_ascii=False, default=_json_default, allow_nan=False)
+            # jsonb refuses \u0000; encode() refuses lone surrogates.
+            if "\\u0000" not in text and len(text) <= MAX_TEXT_LENGTH:
+                return b"\x01" + text.encode(), False
+        except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+            pass  # NaN, bad text, huge ints: the careful path below handles each
+    cleaner = _Cleaner()
+    text = json.dumps(cleaner.value(details, 0), ensure_ascii=False, allow_nan=False)
     if len(text) > MAX_TEXT_LENGTH:
+        cleaner.changed = True
         text = json.dumps({"truncated": _clean_text(text)}, ensure_ascii=False)
-    return b"\x01" + text.encode(), True
+    return b"\x01" + text.encode(), cleaner.changed
 
 
 def default_message(record: Record) -> str:
@@ -323,7 +358,7 @@ def describe(record: Record) -> dict[str, object]:
     record = _with_message(record)
     described: dict[str, object] = dict(zip(COLUMNS, record, strict=True))
     described["logged_at"] = logged_at_datetime(record[0]).isoformat()
-    described["details"] = _jsonable(record[12], 0, set()) if record[12] else None
+    described["details"] = _Cleaner().value(record[12], 0) if record[12] else None
     for key in ("message", "job_name", "entity_id", "related_id"):
         if isinstance(described[key], str):
             described[key] = _clean_text(str(described[key]))

@@ -200,11 +200,16 @@ class Writer:
             self._closed = True
             leftover = len(self._queue)
             self._queue.clear()
-            self._dropped += leftover
-            self._done += leftover
+            # A writer still busy after the join is stuck in a write (a stalled network, a
+            # lock): its batch is not known to be committed, so it counts as lost too.
+            stuck = 0
+            if thread is not None and thread.is_alive():
+                stuck = self._taken - self._done - sum(self._own_spill.values())
+            self._dropped += leftover + stuck
+            self._done += leftover + stuck
             self._taken += leftover
             self._lock.notify_all()
-            lost = self._lost_at_close = leftover + self._abandoned
+            lost = self._lost_at_close = leftover + stuck + self._abandoned
         if lost:
             diagnostics.error(
                 "llamalogger closed with %d events not written (the database was unreachable "
@@ -365,13 +370,14 @@ class Writer:
         delay = _FIRST_RETRY_DELAY
         failing_since: float | None = None
         while True:
+            attempt_started = time.monotonic()
             try:
                 self._sink.write(rows)
             except Exception as exc:
                 if classify(exc) is Failure.REJECT:
                     return exc
                 if failing_since is None:
-                    failing_since = time.monotonic()
+                    failing_since = attempt_started
                     diagnostics.warning(
                         "llamalogger cannot write to the database, retrying with backoff "
                         "(events are kept): %s",

@@ -23,7 +23,7 @@ from psycopg import sql
 from . import queries
 from ._errors import LlamaLogError, SchemaNotMigrated
 from ._migrate import LATEST_VERSION, current_version, migrate
-from ._postgres import masked_conninfo
+from ._postgres import check_conninfo, scrub
 from ._render import render_event, render_tree
 
 __all__ = ["main"]
@@ -85,6 +85,7 @@ def _database(dsn: str | None) -> Iterator[str]:
     """The DSN to use: ``--dsn``, ``$LLAMALOG_DSN``, or a started embedded server."""
     dsn = dsn or os.environ.get("LLAMALOG_DSN") or None
     if dsn is not None:
+        check_conninfo(dsn)
         yield dsn
         return
     from .embedded import EmbeddedPostgres
@@ -247,8 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         text = str(exc).strip()
         message = text.splitlines()[0] if text else type(exc).__name__
-        if args.dsn:
-            message = message.replace(args.dsn, masked_conninfo(args.dsn))
+        given = args.dsn or os.environ.get("LLAMALOG_DSN")
+        if given:
+            message = scrub(message, given)
         print(f"llamalog: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
