@@ -346,7 +346,7 @@ def test_an_event_is_counted_as_sanitised_exactly_when_it_had_to_be_cleaned(
 @SETTINGS
 @given(details=st.dictionaries(detail_keys, json_ish, min_size=1, max_size=4))
 # Found by this test (since fixed): non-string keys that json.dumps accepts (bool, None, IntEnum)
-# are stored as JSON spells them ("true", "null", "1"), not as their repr().
+# were stored as JSON spells them ("true", "null", "1"), not as their repr().
 @example(details={"flags": {True: "yes", None: "nothing"}})
 @example(details={"sizes": {Size.SMALL: "s"}})
 def test_non_json_details_are_stored_as_their_documented_stand_ins(
@@ -397,7 +397,7 @@ def cyclic(shape: str) -> object:
     shape=st.none() | st.sampled_from(["list", "dict", "indirect", "shared"]),
 )
 @example(kinds=["list"] * 31, shape=None)  # the deepest container that is kept (level 32)
-# Found by this test (since fixed): nesting deeper than 32 levels is stored whole unless something
+# Found by this test (since fixed): nesting deeper than 32 levels was stored whole unless something
 # else (NaN, a cycle, NUL, ...) sends the details down the careful path.
 @example(kinds=["list"] * 40, shape=None)
 def test_cycles_and_nesting_deeper_than_32_levels_are_replaced(
