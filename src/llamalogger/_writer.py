@@ -296,7 +296,7 @@ class Writer:
         rows: list[tuple[object, ...]] = []
         append = rows.append
         sanitised_already: set[int] = set()  # positions fast_row had to clean (rare)
-        for position, record in enumerate(batch):
+        for record in batch:
             message = record[3]
             # Most records go to COPY exactly as logged; this check is fast_row's own
             # first step, inlined because it runs once per event on the writer thread.
@@ -304,9 +304,9 @@ class Writer:
                 append(record)
             else:
                 row, changed = fast_row(record)
-                append(row)
                 if changed:
-                    sanitised_already.add(position)
+                    sanitised_already.add(len(rows))
+                append(row)
         outcome.sanitised += len(sanitised_already)
         result = _Attempt.SPILL if self._spilling else self._write_with_retry(rows)
         if result is _Attempt.WRITTEN:
