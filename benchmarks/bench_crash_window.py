@@ -12,7 +12,6 @@ batch: about one flush interval of events. Everything a flush() had confirmed su
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import os
 import random
@@ -20,25 +19,13 @@ import signal
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
 from multiprocessing.sharedctypes import Synchronized
 
 import psycopg
+from _support import scratch_schema
 from psycopg import sql
 
-from llamalogger import LlamaLogger, migrate
-
-
-@contextlib.contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    dsn = dsn or os.environ.get("LLAMALOG_DSN")
-    if dsn:
-        yield dsn
-        return
-    from llamalogger.embedded import EmbeddedPostgres
-
-    with EmbeddedPostgres(ephemeral=True) as server:
-        yield server.dsn
+from llamalogger import LlamaLogger
 
 
 def worker(dsn: str, schema: str, run: str, rate: int, logged: Synchronized[int]) -> None:
@@ -80,28 +67,22 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20_000, help="events per second")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with database(args.dsn) as dsn:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn, schema=schema)
-        try:
-            print(f"kill -9 of a worker logging {args.rate:,} events/s "
-                  f"(flush_interval 0.2 s, batch_size 5,000), {args.runs} runs")  # fmt: skip
-            windows = []
-            rng = random.Random(3)
-            for _ in range(args.runs):
-                logged, stored = one_run(dsn, schema, args.rate, rng.uniform(1.5, 3.0))
-                lost = logged - stored
-                windows.append(lost / args.rate)
-                print(f"  logged {logged:7,}  stored {stored:7,}  lost {lost:6,}  "
-                      f"= {lost / args.rate * 1000:6.0f} ms of events")  # fmt: skip
-            print(
-                f"loss window: median {statistics.median(windows) * 1000:.0f} ms, "
-                f"max {max(windows) * 1000:.0f} ms"
-            )
-        finally:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with scratch_schema(args.dsn) as (dsn, schema, version):
+        print(f"PostgreSQL {version}")
+        print(f"kill -9 of a worker logging {args.rate:,} events/s "
+              f"(flush_interval 0.2 s, batch_size 5,000), {args.runs} runs")  # fmt: skip
+        windows = []
+        rng = random.Random(3)
+        for _ in range(args.runs):
+            logged, stored = one_run(dsn, schema, args.rate, rng.uniform(1.5, 3.0))
+            lost = logged - stored
+            windows.append(lost / args.rate)
+            print(f"  logged {logged:7,}  stored {stored:7,}  lost {lost:6,}  "
+                  f"= {lost / args.rate * 1000:6.0f} ms of events")  # fmt: skip
+        print(
+            f"loss window: median {statistics.median(windows) * 1000:.0f} ms, "
+            f"max {max(windows) * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -19,38 +19,24 @@ the same tree. Prints median times, ratios and the plans' index use.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import os
 import random
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from _support import scratch_schema
 from psycopg import sql
 
-from llamalogger import migrate
 from llamalogger.queries import JobNode, job_tree, tree_from_rows
 
 COLUMNS = (
     "logged_at, category, level, message, job_id, parent_job_id, root_job_id, job_name,"
     " entity_type, entity_id"
 )
-
-
-@contextlib.contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    dsn = dsn or os.environ.get("LLAMALOG_DSN")
-    if dsn:
-        yield dsn
-        return
-    from llamalogger.embedded import EmbeddedPostgres
-
-    with EmbeddedPostgres(ephemeral=True) as server:
-        yield server.dsn
 
 
 def import_rows(number: int, per_import: int, start: dt.datetime) -> tuple[str, list[tuple]]:
@@ -141,70 +127,60 @@ def main() -> None:
     parser.add_argument("--rows-per-import", type=int, default=100)
     parser.add_argument("--samples", type=int, default=25)
     args = parser.parse_args()
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with database(args.dsn) as dsn:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn, schema=schema)
-            version = conn.execute("SHOW server_version").fetchone()
+    with scratch_schema(args.dsn) as (dsn, schema, version):
         table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
-        try:
-            started = time.perf_counter()
-            roots = load(dsn, table, args.imports, args.rows_per_import)
-            total = args.imports * args.rows_per_import
-            print(f"PostgreSQL {version[0] if version else '?'}: loaded {total:,} rows in "
-                  f"{args.imports:,} imports in {time.perf_counter() - started:.1f} s")  # fmt: skip
-            sample = random.Random(11).sample(roots, args.samples)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                query = cte_query(table)
+        started = time.perf_counter()
+        roots = load(dsn, table, args.imports, args.rows_per_import)
+        total = args.imports * args.rows_per_import
+        print(f"PostgreSQL {version}: loaded {total:,} rows in "
+              f"{args.imports:,} imports in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        sample = random.Random(11).sample(roots, args.samples)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            query = cte_query(table)
 
-                def via_cte(root: str) -> JobNode | None:
-                    return tree_from_rows(conn.execute(query, {"root": root}).fetchall(), root)
+            def via_cte(root: str) -> JobNode | None:
+                return tree_from_rows(conn.execute(query, {"root": root}).fetchall(), root)
 
-                def via_root(root: str) -> JobNode | None:
-                    return job_tree(conn, root, schema=schema)
+            def via_root(root: str) -> JobNode | None:
+                return job_tree(conn, root, schema=schema)
 
-                # Warm the cache with every sampled import first, so neither variant pays
-                # for reading pages from disk that the other then finds in memory.
-                for root in sample:
-                    via_root(root)
-                new, new_trees = timed(via_root, sample)
-                old, old_trees = timed(via_cte, sample[: max(3, args.samples // 5)])
-                assert [shape(t) for t in old_trees] == [
-                    shape(t) for t in new_trees[: len(old_trees)]
-                ]
-                conn.execute(sql.SQL("CREATE INDEX ON {} (parent_job_id)").format(table))
-                conn.execute(sql.SQL("ANALYZE {}").format(table))
-                indexed, indexed_trees = timed(via_cte, sample)
-                assert [shape(t) for t in indexed_trees] == [shape(t) for t in new_trees]
-                rows = sum(node.events for node in new_trees[0].walk())
-                print(
-                    f"one import: {rows} rows in {sum(1 for _ in new_trees[0].walk())} jobs; "
-                    f"median of {len(sample)} roots (CTE without index: {len(old_trees)})"
+            # Warm the cache with every sampled import first, so neither variant pays
+            # for reading pages from disk that the other then finds in memory.
+            for root in sample:
+                via_root(root)
+            new, new_trees = timed(via_root, sample)
+            old, old_trees = timed(via_cte, sample[: max(3, args.samples // 5)])
+            assert [shape(t) for t in old_trees] == [shape(t) for t in new_trees[: len(old_trees)]]
+            conn.execute(sql.SQL("CREATE INDEX ON {} (parent_job_id)").format(table))
+            conn.execute(sql.SQL("ANALYZE {}").format(table))
+            indexed, indexed_trees = timed(via_cte, sample)
+            assert [shape(t) for t in indexed_trees] == [shape(t) for t in new_trees]
+            rows = sum(node.events for node in new_trees[0].walk())
+            print(
+                f"one import: {rows} rows in {sum(1 for _ in new_trees[0].walk())} jobs; "
+                f"median of {len(sample)} roots (CTE without index: {len(old_trees)})"
+            )
+            print(f"job_tree (root_job_id index):             {new * 1000:8.2f} ms")
+            print(
+                f"recursive CTE, 0001 indexes:              {old * 1000:8.2f} ms"
+                f"  -> job_tree is {old / new:,.0f}x faster"
+            )
+            print(
+                f"recursive CTE + parent_job_id index:      {indexed * 1000:8.2f} ms"
+                f"  -> job_tree is {indexed / new:,.1f}x faster"
+            )
+            tree_sql = sql.SQL(
+                "SELECT job_id, category, count(*) FROM {} WHERE root_job_id = %s"
+                " GROUP BY job_id, category"
+            ).format(table)
+            print("plan, job_tree:      " + index_use(conn, tree_sql, (sample[0],)))
+            print("plan, CTE + index:   " + index_use(conn, query, {"root": sample[0]}))
+            conn.execute(
+                sql.SQL("DROP INDEX {}").format(
+                    sql.Identifier(schema, "llama_log_parent_job_id_idx")
                 )
-                print(f"job_tree (root_job_id index):             {new * 1000:8.2f} ms")
-                print(
-                    f"recursive CTE, 0001 indexes:              {old * 1000:8.2f} ms"
-                    f"  -> job_tree is {old / new:,.0f}x faster"
-                )
-                print(
-                    f"recursive CTE + parent_job_id index:      {indexed * 1000:8.2f} ms"
-                    f"  -> job_tree is {indexed / new:,.1f}x faster"
-                )
-                tree_sql = sql.SQL(
-                    "SELECT job_id, category, count(*) FROM {} WHERE root_job_id = %s"
-                    " GROUP BY job_id, category"
-                ).format(table)
-                print("plan, job_tree:      " + index_use(conn, tree_sql, (sample[0],)))
-                print("plan, CTE + index:   " + index_use(conn, query, {"root": sample[0]}))
-                conn.execute(
-                    sql.SQL("DROP INDEX {}").format(
-                        sql.Identifier(schema, "llama_log_parent_job_id_idx")
-                    )
-                )
-                print("plan, CTE, 0001:     " + index_use(conn, query, {"root": sample[0]}))
-        finally:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            )
+            print("plan, CTE, 0001:     " + index_use(conn, query, {"root": sample[0]}))
 
 
 if __name__ == "__main__":

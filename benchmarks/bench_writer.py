@@ -16,33 +16,20 @@ only; nothing here is asserted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import logging
 import logging.handlers
-import os
 import queue
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
+from _support import scratch_schema
 from psycopg import sql
 
-from llamalogger import LlamaLogger, migrate
-
-
-@contextlib.contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    dsn = dsn or os.environ.get("LLAMALOG_DSN")
-    if dsn:
-        yield dsn
-        return
-    from llamalogger.embedded import EmbeddedPostgres
-
-    with EmbeddedPostgres(ephemeral=True) as server:
-        yield server.dsn
+from llamalogger import LlamaLogger
 
 
 def llamalogger_call_cost(dsn: str, schema: str, events: int, *, writer_idle: bool) -> float:
@@ -140,45 +127,35 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    with database(args.dsn) as dsn:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrate(conn, schema=schema)
-            version = conn.execute("SHOW server_version").fetchone()
+    with scratch_schema(args.dsn) as (dsn, schema, version):
         table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
-        try:
-            print(f"PostgreSQL {version[0] if version else '?'}, {args.events} events per run, "
-                  f"median of {args.repeat} runs")  # fmt: skip
+        print(f"PostgreSQL {version}, {args.events} events per run, "
+              f"median of {args.repeat} runs")  # fmt: skip
 
-            def median(measure: Callable[[], float]) -> float:
-                return statistics.median(measure() for _ in range(args.repeat))
+        def median(measure: Callable[[], float]) -> float:
+            return statistics.median(measure() for _ in range(args.repeat))
 
-            idle = median(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=True))
-            busy = median(
-                lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=False)
-            )
-            std = median(lambda: stdlib_call_cost(args.events))
-            print(f"caller cost, stdlib logging + QueueHandler: {std * 1e6:.2f} us/call")
-            print(
-                f"caller cost, llamalogger linked(), writer running: {busy * 1e6:.2f} us/call, "
-                f"ratio {busy / std:.2f}x"
-            )
-            print(
-                f"caller cost, llamalogger linked(), writer idle:    {idle * 1e6:.2f} us/call, "
-                f"ratio {idle / std:.2f}x"
-            )
-            ours_rate = median(lambda: end_to_end(dsn, schema, args.events))
-            raw_rate = median(lambda: raw_copy(dsn, table, args.events))
-            insert_rate = median(lambda: insert_per_event(dsn, table, min(args.events, 5000)))
-            print(
-                f"end to end: llamalogger {ours_rate:,.0f} events/s, raw binary COPY "
-                f"(5,000/batch) {raw_rate:,.0f} rows/s, ratio {ours_rate / raw_rate:.2f}x"
-            )
-            print(f"one INSERT + commit per event {insert_rate:,.0f} rows/s: llamalogger is "
-                  f"{ours_rate / insert_rate:.0f}x that")  # fmt: skip
-        finally:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        idle = median(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=True))
+        busy = median(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=False))
+        std = median(lambda: stdlib_call_cost(args.events))
+        print(f"caller cost, stdlib logging + QueueHandler: {std * 1e6:.2f} us/call")
+        print(
+            f"caller cost, llamalogger linked(), writer running: {busy * 1e6:.2f} us/call, "
+            f"ratio {busy / std:.2f}x"
+        )
+        print(
+            f"caller cost, llamalogger linked(), writer idle:    {idle * 1e6:.2f} us/call, "
+            f"ratio {idle / std:.2f}x"
+        )
+        ours_rate = median(lambda: end_to_end(dsn, schema, args.events))
+        raw_rate = median(lambda: raw_copy(dsn, table, args.events))
+        insert_rate = median(lambda: insert_per_event(dsn, table, min(args.events, 5000)))
+        print(
+            f"end to end: llamalogger {ours_rate:,.0f} events/s, raw binary COPY "
+            f"(5,000/batch) {raw_rate:,.0f} rows/s, ratio {ours_rate / raw_rate:.2f}x"
+        )
+        print(f"one INSERT + commit per event {insert_rate:,.0f} rows/s: llamalogger is "
+              f"{ours_rate / insert_rate:.0f}x that")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -308,14 +308,7 @@ class Writer:
                     sanitised_already.add(len(rows))
                 append(row)
         outcome.sanitised += len(sanitised_already)
-        result = _Attempt.SPILL if self._spilling else self._write_with_retry(rows)
-        if result is _Attempt.WRITTEN:
-            outcome.written += len(rows)
-        elif result is _Attempt.GIVEN_UP:
-            outcome.given_up += len(rows)
-        elif result is _Attempt.SPILL:
-            self._spill_rows([clean_row(record)[0] for record in batch], outcome)
-        else:
+        if self._write_or_keep(rows, batch, outcome) is not None:
             self._write_cleaned(batch, sanitised_already, outcome)
         with self._lock:
             self._spilled += outcome.spilled
@@ -341,19 +334,32 @@ class Writer:
                 outcome.sanitised += 1
         self._bisect(rows, records, outcome)
 
-    def _bisect(
+    def _write_or_keep(
         self, rows: list[tuple[object, ...]], records: list[Record], outcome: _Outcome
-    ) -> None:
+    ) -> Exception | None:
+        """Write ``rows`` (to a spill file while spilling) and count what became of them;
+        returns the server's refusal, if it refused them."""
         result = _Attempt.SPILL if self._spilling else self._write_with_retry(rows)
         if result is _Attempt.WRITTEN:
             outcome.written += len(rows)
         elif result is _Attempt.GIVEN_UP:
             outcome.given_up += len(rows)
         elif result is _Attempt.SPILL:
-            self._spill_rows(rows, outcome)
-        elif len(rows) == 1:
+            # Spilled rows are always the cleaned ones: a replay must not be refused.
+            self._spill_rows([clean_row(record)[0] for record in records], outcome)
+        else:
+            return result
+        return None
+
+    def _bisect(
+        self, rows: list[tuple[object, ...]], records: list[Record], outcome: _Outcome
+    ) -> None:
+        refused = self._write_or_keep(rows, records, outcome)
+        if refused is None:
+            return
+        if len(rows) == 1:
             outcome.rejected += 1
-            self._dead_letter(records[0], result)
+            self._dead_letter(records[0], refused)
         else:
             middle = len(rows) // 2
             self._bisect(rows[:middle], records[:middle], outcome)
