@@ -80,17 +80,25 @@ def end_to_end(dsn: str, schema: str, events: int) -> float:
         return events / (time.perf_counter() - started)
 
 
-def raw_copy(dsn: str, table: sql.Composed, events: int, batch: int = 5000) -> float:
+COLUMNS = sql.SQL(
+    "(logged_at, category, level, message, job_id, parent_job_id, root_job_id, job_name,"
+    " entity_type, entity_id, related_type, related_id, details)"
+)
+
+
+def equivalent_rows(events: int) -> list[tuple[object, ...]]:
+    """The rows the logger writes in end_to_end(), for the baselines to write the same."""
     job = str(uuid.uuid4())
-    rows = [
+    return [
         (dt.datetime.now(dt.UTC), "LINKED", "info", "artist linked to track", job, None, job,
          "bench-raw", "artist", "7", "track", str(n), None)
         for n in range(events)
     ]  # fmt: skip
-    columns = sql.SQL(
-        "(logged_at, category, level, message, job_id, parent_job_id, root_job_id, job_name,"
-        " entity_type, entity_id, related_type, related_id, details)"
-    )
+
+
+def raw_copy(dsn: str, table: sql.Composed, events: int, batch: int = 5000) -> float:
+    rows = equivalent_rows(events)
+    columns = COLUMNS
     types = ["timestamptz", "text", "text", "text", "varchar", "varchar", "varchar", "text",
              "text", "text", "text", "text", "jsonb"]  # fmt: skip
     started = time.perf_counter()
@@ -109,14 +117,16 @@ def raw_copy(dsn: str, table: sql.Composed, events: int, batch: int = 5000) -> f
     return events / (time.perf_counter() - started)
 
 
-def insert_per_event(dsn: str, table: sql.Composed, events: int) -> float:
+def insert_per_event(dsn: str, schema: str, events: int) -> float:
     query = sql.SQL(
-        "INSERT INTO {} (category, message, entity_type, entity_id) VALUES ('LINKED', %s, %s, %s)"
-    ).format(table)
+        "INSERT INTO {schema}.llama_log {columns} VALUES"
+        " (%s, %s::{schema}.llama_log_category, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    ).format(schema=sql.Identifier(schema), columns=COLUMNS)
+    rows = equivalent_rows(events)
     started = time.perf_counter()
     with psycopg.connect(dsn) as conn:
-        for number in range(events):
-            conn.execute(query, ("artist linked to track", "track", str(number)))
+        for row in rows:
+            conn.execute(query, row)
             conn.commit()
     return events / (time.perf_counter() - started)
 
@@ -149,7 +159,7 @@ def main() -> None:
         )
         ours_rate = median(lambda: end_to_end(dsn, schema, args.events))
         raw_rate = median(lambda: raw_copy(dsn, table, args.events))
-        insert_rate = median(lambda: insert_per_event(dsn, table, min(args.events, 5000)))
+        insert_rate = median(lambda: insert_per_event(dsn, schema, min(args.events, 5000)))
         print(
             f"end to end: llamalogger {ours_rate:,.0f} events/s, raw binary COPY "
             f"(5,000/batch) {raw_rate:,.0f} rows/s, ratio {ours_rate / raw_rate:.2f}x"
