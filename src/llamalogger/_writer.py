@@ -180,8 +180,9 @@ class Writer:
         """Write what is queued, stop the thread and close the sink. Safe to call twice.
 
         With the database unreachable, retrying stops after ``timeout`` seconds (default
-        ``exit_timeout``); records still queued then are counted as dropped and reported.
-        Returns ``True`` when everything queued was written or rejected.
+        ``exit_timeout``); records still queued then (or stuck in a hanging write) are
+        counted as dropped and reported, unless a spill directory keeps them. Returns
+        ``True`` when nothing was lost.
         """
         if timeout is None:
             timeout = self.exit_timeout
@@ -212,8 +213,9 @@ class Writer:
             lost = self._lost_at_close = leftover + stuck + self._abandoned
         if lost:
             diagnostics.error(
-                "llamalogger closed with %d events not written (the database was unreachable "
-                "for the %.1fs close() waits); they are counted in stats()['dropped']",
+                "llamalogger closed with %d events not written within the %.1fs close() waits "
+                "(database unreachable, or a write hanging); they are counted in "
+                "stats()['dropped']",
                 lost,
                 timeout,
             )
