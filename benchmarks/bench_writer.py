@@ -7,7 +7,8 @@
    the writer running (the figure that counts) and with the writer idle (the call alone).
 2. End to end: events/s from the first log call until ``flush()`` returns, against a
    raw binary COPY of equivalent rows in batches of 5,000 into an identical table, and
-   against one INSERT + commit per event (on a sample).
+   against one INSERT + commit per event (on a sample). Every run starts from an emptied
+   table (TRUNCATE and CHECKPOINT); ours and the raw COPY alternate.
 
 Without --dsn / LLAMALOG_DSN it starts the embedded PostgreSQL. Prints measured numbers
 only; nothing here is asserted.
@@ -16,6 +17,7 @@ only; nothing here is asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import logging.handlers
@@ -131,41 +133,76 @@ def insert_per_event(dsn: str, schema: str, events: int) -> float:
     return events / (time.perf_counter() - started)
 
 
+def fresh_table(dsn: str, table: sql.Composed) -> None:
+    """Empty the table and checkpoint, so that every measured run starts from the same state.
+
+    Without this each run writes into a bigger table than the one before, and a checkpoint
+    or autovacuum started by one run slows the next: the order of the runs would decide.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("TRUNCATE {}").format(table))
+        # A role that may not checkpoint still gets emptied tables and interleaved runs.
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CHECKPOINT")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn")
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     with scratch_schema(args.dsn) as (dsn, schema, version):
         table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
-        print(f"PostgreSQL {version}, {args.events} events per run, "
-              f"median of {args.repeat} runs")  # fmt: skip
+        print(f"PostgreSQL {version}, {args.events} events per run, {args.repeat} runs each, "
+              "every run into an emptied table, medians")  # fmt: skip
 
-        def median(measure: Callable[[], float]) -> float:
-            return statistics.median(measure() for _ in range(args.repeat))
+        def runs(measure: Callable[[], float]) -> list[float]:
+            results = []
+            for _ in range(args.repeat):
+                fresh_table(dsn, table)
+                results.append(measure())
+            return results
 
-        idle = median(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=True))
-        busy = median(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=False))
-        std = median(lambda: stdlib_call_cost(args.events))
-        print(f"caller cost, stdlib logging + QueueHandler: {std * 1e6:.2f} us/call")
+        def spread(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
+            return f"(runs {min(values) * scale:{fmt}}-{max(values) * scale:{fmt}})"
+
+        idle = runs(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=True))
+        busy = runs(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=False))
+        std = runs(lambda: stdlib_call_cost(args.events))
+        std_cost = statistics.median(std)
+        print(f"caller cost, stdlib logging + QueueHandler: {std_cost * 1e6:.2f} us/call "
+              f"{spread(std, 1e6)}")  # fmt: skip
+        for label, costs in (("writer running", busy), ("writer idle:   ", idle)):
+            cost = statistics.median(costs)
+            print(
+                f"caller cost, llamalogger linked(), {label} {cost * 1e6:.2f} us/call "
+                f"{spread(costs, 1e6)}, ratio {cost / std_cost:.2f}x"
+            )
+        # Ours and the raw COPY alternate, each into an emptied table; the ratio of each
+        # pair is taken, so that a slow spell of the machine hits both sides alike.
+        ours: list[float] = []
+        raw: list[float] = []
+        for _ in range(args.repeat):
+            fresh_table(dsn, table)
+            ours.append(end_to_end(dsn, schema, args.events))
+            fresh_table(dsn, table)
+            raw.append(raw_copy(dsn, table, args.events))
+        ratios = [a / b for a, b in zip(ours, raw, strict=True)]
+        inserts = runs(lambda: insert_per_event(dsn, schema, min(args.events, 5000)))
+        ours_rate, raw_rate = statistics.median(ours), statistics.median(raw)
+        insert_rate = statistics.median(inserts)
         print(
-            f"caller cost, llamalogger linked(), writer running: {busy * 1e6:.2f} us/call, "
-            f"ratio {busy / std:.2f}x"
+            f"end to end: llamalogger {ours_rate:,.0f} events/s {spread(ours, 1, ',.0f')}, "
+            f"raw binary COPY (5,000/batch) {raw_rate:,.0f} rows/s {spread(raw, 1, ',.0f')}"
         )
         print(
-            f"caller cost, llamalogger linked(), writer idle:    {idle * 1e6:.2f} us/call, "
-            f"ratio {idle / std:.2f}x"
+            f"  ratio {statistics.median(ratios):.2f}x (pairs {min(ratios):.2f}-{max(ratios):.2f})"
         )
-        ours_rate = median(lambda: end_to_end(dsn, schema, args.events))
-        raw_rate = median(lambda: raw_copy(dsn, table, args.events))
-        insert_rate = median(lambda: insert_per_event(dsn, schema, min(args.events, 5000)))
         print(
-            f"end to end: llamalogger {ours_rate:,.0f} events/s, raw binary COPY "
-            f"(5,000/batch) {raw_rate:,.0f} rows/s, ratio {ours_rate / raw_rate:.2f}x"
+            f"one INSERT + commit per event {insert_rate:,.0f} rows/s "
+            f"{spread(inserts, 1, ',.0f')}: llamalogger is {ours_rate / insert_rate:.0f}x that"
         )
-        print(f"one INSERT + commit per event {insert_rate:,.0f} rows/s: llamalogger is "
-              f"{ours_rate / insert_rate:.0f}x that")  # fmt: skip
 
 
 if __name__ == "__main__":

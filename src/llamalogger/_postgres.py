@@ -145,6 +145,7 @@ class BatchSink:
         )
         self._mark_replay = sql.SQL(
             "INSERT INTO {}.llama_log_spill_replays (spill_id, events) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING"
         ).format(sql.Identifier(schema))
 
     def _make_pool(self) -> ConnectionPool[Any]:
@@ -155,7 +156,8 @@ class BatchSink:
             # A connection broken by a server restart is noticed at checkout, not by
             # a failed COPY halfway through a batch.
             "check": ConnectionPool.check_connection,
-            "kwargs": {"application_name": "llamalogger"},
+            # A COPY in autocommit is its own transaction: no COMMIT round trip per batch.
+            "kwargs": {"application_name": "llamalogger", "autocommit": True},
         }
         options.update(self._pool_kwargs)
         pool: ConnectionPool[Any] = ConnectionPool(self._conninfo or "", open=False, **options)
@@ -176,7 +178,8 @@ class BatchSink:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection in a transaction that commits when the block ends."""
+        """A pooled connection: in autocommit if the pool is ours, else in a transaction
+        that the pool commits when the block ends. Either way one COPY is atomic."""
         if self._pool is None:
             self._pool = self._make_pool()
         try:
@@ -205,11 +208,8 @@ class BatchSink:
         rows; returns ``False`` without writing if that id is already there (an earlier
         replay committed but its file was not deleted).
         """
-        with self._connection() as conn:
-            try:
-                conn.execute(self._mark_replay, (spill_id, len(rows)))
-            except psycopg.errors.UniqueViolation:
-                conn.rollback()
+        with self._connection() as conn, conn.transaction():
+            if conn.execute(self._mark_replay, (spill_id, len(rows))).rowcount == 0:
                 return False
             self._copy_rows(conn, rows)
         return True

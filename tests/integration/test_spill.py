@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.errors
 import pytest
 from psycopg import sql
 
 from llamalogger import LlamaLogger, migrate
+from llamalogger._postgres import BatchSink
 from llamalogger.embedded import EmbeddedPostgres
 
 SCHEMA = "spill_tests"
@@ -151,3 +153,36 @@ def test_close_during_an_outage_spills_what_is_queued(
     assert len(stored(server.dsn)) == 250
     assert not any(spill.glob("*.jsonl"))
     assert os.listdir(spill) == []
+
+
+def replay_marks(dsn: str, schema: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        query = sql.SQL("SELECT spill_id FROM {}.llama_log_spill_replays").format(
+            sql.Identifier(schema)
+        )
+        return [str(spill_id) for (spill_id,) in conn.execute(query)]
+
+
+def test_a_replay_writes_its_rows_and_its_mark_together_or_not_at_all(
+    dsn: str, schema: str
+) -> None:
+    # The writer's own pool is in autocommit, so the mark and the COPY need a transaction
+    # of their own: a refused row must take the mark back with it, or the file would be
+    # taken as written when it was not.
+    good = (0, "CREATED", "info", "ok", None, None, None, None, "track", "1", None, None, None)
+    bad = (0, "NOT-A-CATEGORY", *good[2:])
+    sink = BatchSink(conninfo=dsn, schema=schema)
+    try:
+        with pytest.raises(psycopg.errors.DataError):
+            sink.write_replay("refused-file", [good, bad])
+        assert replay_marks(dsn, schema) == []
+        assert sink.write_replay("accepted-file", [good]) is True
+        assert sink.write_replay("accepted-file", [good]) is False  # already replayed
+    finally:
+        sink.close()
+    assert replay_marks(dsn, schema) == ["accepted-file"]
+    with psycopg.connect(dsn) as conn:
+        count = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.llama_log").format(sql.Identifier(schema))
+        ).fetchone()
+    assert count == (1,)
