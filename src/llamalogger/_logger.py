@@ -46,7 +46,7 @@ class LlamaLogger:
         pool: ConnectionPool[Any] | None = None,
         schema: str | None = None,
         queue_size: int = 100_000,
-        batch_size: int = 5_000,
+        batch_size: int = 20_000,
         flush_interval: float = 0.2,
         on_full: FullPolicy = "drop",
         block_timeout: float = 1.0,

@@ -72,7 +72,7 @@ class Writer:
         sink: Sink,
         *,
         queue_size: int = 100_000,
-        batch_size: int = 5_000,
+        batch_size: int = 20_000,
         flush_interval: float = 0.2,
         on_full: FullPolicy = "drop",
         block_timeout: float = 1.0,
