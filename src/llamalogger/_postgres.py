@@ -178,8 +178,9 @@ class BatchSink:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection: in autocommit if the pool is ours, else in a transaction
-        that the pool commits when the block ends. Either way one COPY is atomic."""
+        """A pooled connection: in autocommit (as the writer's own pool makes them), or in
+        a transaction that the pool commits when the block ends. Either way one COPY is
+        atomic."""
         if self._pool is None:
             self._pool = self._make_pool()
         try:

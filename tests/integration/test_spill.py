@@ -16,6 +16,7 @@ import psycopg
 import psycopg.errors
 import pytest
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from llamalogger import LlamaLogger, migrate
 from llamalogger._postgres import BatchSink
@@ -163,15 +164,25 @@ def replay_marks(dsn: str, schema: str) -> list[str]:
         return [str(spill_id) for (spill_id,) in conn.execute(query)]
 
 
+@pytest.mark.parametrize("pool_kind", ["own, autocommit", "borrowed, transactional"])
 def test_a_replay_writes_its_rows_and_its_mark_together_or_not_at_all(
-    dsn: str, schema: str
+    dsn: str, schema: str, pool_kind: str
 ) -> None:
     # The writer's own pool is in autocommit, so the mark and the COPY need a transaction
     # of their own: a refused row must take the mark back with it, or the file would be
-    # taken as written when it was not.
+    # taken as written when it was not. A pool passed in may be in either mode.
     good = (0, "CREATED", "info", "ok", None, None, None, None, "track", "1", None, None, None)
     bad = (0, "NOT-A-CATEGORY", *good[2:])
-    sink = BatchSink(conninfo=dsn, schema=schema)
+    borrowed = (
+        ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+        if pool_kind.startswith("b")
+        else None
+    )
+    sink = (
+        BatchSink(conninfo=dsn, schema=schema)
+        if borrowed is None
+        else BatchSink(pool=borrowed, schema=schema)
+    )
     try:
         with pytest.raises(psycopg.errors.DataError):
             sink.write_replay("refused-file", [good, bad])
@@ -180,6 +191,8 @@ def test_a_replay_writes_its_rows_and_its_mark_together_or_not_at_all(
         assert sink.write_replay("accepted-file", [good]) is False  # already replayed
     finally:
         sink.close()
+        if borrowed is not None:
+            borrowed.close()
     assert replay_marks(dsn, schema) == ["accepted-file"]
     with psycopg.connect(dsn) as conn:
         count = conn.execute(
