@@ -177,7 +177,7 @@ class JobScope:
     own; sync functions, ``async def`` functions and generator functions are supported.
     """
 
-    __slots__ = ("_entered", "_job_id", "_name", "_on_outermost_exit", "_parent")
+    __slots__ = ("_entered", "_job_id", "_name", "_on_exit", "_on_outermost_exit", "_parent")
 
     def __init__(
         self,
@@ -185,6 +185,7 @@ class JobScope:
         job_id: str | None,
         parent: JobContext | None,
         on_outermost_exit: Callable[[], object] | None = None,
+        on_exit: Callable[[JobContext, BaseException | None], object] | None = None,
     ) -> None:
         if job_id is not None:
             validate_job_id(job_id)
@@ -199,6 +200,9 @@ class JobScope:
             raise ValueError(f"job name is longer than {MAX_JOB_NAME_LENGTH} characters")
         self._name = name
         self._on_outermost_exit = on_outermost_exit
+        # Called while the job is still current, however the block is left: the logger
+        # records a FAILED event there when an exception leaves the job.
+        self._on_exit = on_exit
         self._job_id = job_id
         self._parent = parent
         # The active entries, keyed by the id of the context each one set: the same scope
@@ -233,14 +237,24 @@ class JobScope:
             # would break another task's exit.)
             return
         token = entry[0]
+        if self._on_exit is not None:
+            try:
+                self._on_exit(entry[1], exc)
+            finally:
+                self._restore(token)
+        else:
+            self._restore(token)
+        if self._on_outermost_exit is not None and _current.get() is None:
+            self._on_outermost_exit()
+
+    @staticmethod
+    def _restore(token: contextvars.Token[JobContext | None]) -> None:
         try:
             _current.reset(token)
         except ValueError:
             # Our job is current, but in a copy of the context the block was entered in
             # (a task created inside the block): restore the value it replaced.
             _current.set(token.old_value if token.old_value is not token.MISSING else None)
-        if self._on_outermost_exit is not None and _current.get() is None:
-            self._on_outermost_exit()
 
     async def __aenter__(self) -> JobContext:
         return self.__enter__()
@@ -254,7 +268,9 @@ class JobScope:
         self.__exit__(exc_type, exc, tb)
 
     def _fresh(self) -> JobScope:
-        return JobScope(self._name, self._job_id, self._parent, self._on_outermost_exit)
+        return JobScope(
+            self._name, self._job_id, self._parent, self._on_outermost_exit, self._on_exit
+        )
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         if inspect.isasyncgenfunction(fn):
@@ -291,9 +307,17 @@ class JobScope:
             # the job is current while the generator body runs and never leaks to the
             # consumer between yields (a plain `with` around `yield` would leak it).
             private = contextvars.copy_context()
-            private.run(self._fresh().__enter__)
+            scope = self._fresh()
+            private.run(scope.__enter__)
             inner = private.run(fn, *args, **kwargs)
-            return (yield from _StepInContext(inner, private))
+            try:
+                result = yield from _StepInContext(inner, private)
+            except BaseException as exc:
+                # Leaving the job in its own context records a failure and restores it.
+                private.run(scope.__exit__, type(exc), exc, exc.__traceback__)
+                raise
+            private.run(scope.__exit__, None, None, None)
+            return result
 
         return run_in_job
 

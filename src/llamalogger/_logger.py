@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import traceback
 from time import time_ns as _time_ns
 from types import TracebackType
 from typing import Any
@@ -18,6 +19,7 @@ from ._writer import FullPolicy, Writer
 __all__ = ["LlamaLogger"]
 
 _CATEGORY_BY_NAME = {category.value: category.value for category in Category}
+_FAILED = Category.FAILED.value
 
 
 def _message_text(message: object) -> str:
@@ -54,6 +56,7 @@ class LlamaLogger:
         dead_letter_path: str | os.PathLike[str] | None = None,
         spill_dir: str | os.PathLike[str] | None = None,
         flush_on_outer_job_exit: bool | None = None,
+        log_failed_jobs: bool = True,
         pool_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if dsn is not None and pool is not None:
@@ -82,6 +85,10 @@ class LlamaLogger:
             spill_dir=spill_dir,
         )
         self._flush_on_outer_job_exit = flush_on_outer_job_exit
+        self._log_failed_jobs = log_failed_jobs
+        # Jobs (by the id of their context) in which a FAILED event was logged, so that
+        # leaving them by an exception does not record a second one; emptied on job exit.
+        self._failed_in: dict[int, JobContext] = {}
         self._created_in_pid = os.getpid()
         self._put = self._writer.put  # bound once: the hot path skips two lookups
 
@@ -100,7 +107,19 @@ class LlamaLogger:
         e.g. from ``JobContext.from_headers``) makes it the child of a job elsewhere.
         ``job_id`` defaults to a new time-ordered id; an invalid one raises ``ValueError``.
         """
-        return JobScope(name, job_id, parent, self._outermost_job_ended)
+        return JobScope(name, job_id, parent, self._outermost_job_ended, self._job_exiting)
+
+    def _job_exiting(self, context: JobContext, exc: BaseException | None) -> None:
+        """Called while ``context`` is still current, as its block is left."""
+        if (
+            exc is not None
+            and self._log_failed_jobs
+            and isinstance(exc, Exception)  # not GeneratorExit, cancellation, Ctrl-C
+            and self._failed_in.get(id(context)) is not context
+        ):
+            self.log_exception(exc)
+        if self._failed_in:
+            self._failed_in.pop(id(context), None)
 
     def _outermost_job_ended(self) -> None:
         flush = self._flush_on_outer_job_exit
@@ -133,6 +152,8 @@ class LlamaLogger:
             category_value = _CATEGORY_BY_NAME[category]
         except (KeyError, TypeError):
             category_value = Category.parse(category).value
+        if category_value == _FAILED:
+            self._note_failed()
         if type(message) is not str:
             message = _message_text(message)
         self._enqueue(category_value, message, entity, related, level, details)
@@ -206,6 +227,38 @@ class LlamaLogger:
             )  # fmt: skip
         self._put(record)
 
+    def _note_failed(self) -> None:
+        job = _current.get()
+        if job is not None:
+            self._failed_in[id(job)] = job
+
+    def log_exception(self, exc: BaseException, message: str | None = None, **details: Any) -> None:
+        """One ``FAILED`` event (level ``error``) for ``exc`` in the current job.
+
+        ``details`` get ``exception_type``, ``exception_message`` and ``exception`` (the
+        traceback text). The message defaults to ``"<type>: <message>"``. Leaving a job by
+        an exception calls this for you (``log_failed_jobs=``), unless the job already
+        logged a ``FAILED`` event.
+        """
+        kind = type(exc)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else (f"{kind.__module__}.{kind.__qualname__}")
+        )
+        text = _message_text(exc)
+        details.setdefault("exception_type", name)
+        details.setdefault("exception_message", text)
+        details.setdefault("exception", "".join(traceback.format_exception(exc)))
+        if message is None:
+            message = f"{name}: {text}" if text else name
+        self.log(_FAILED, message, level="error", **details)
+
+    def _failed_logged(self) -> bool:
+        """Whether a ``FAILED`` event was logged in the current job (so far, by this logger)."""
+        job = _current.get()
+        return job is not None and self._failed_in.get(id(job)) is job
+
     # --- life cycle --------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -223,6 +276,18 @@ class LlamaLogger:
         nothing was left unwritten.
         """
         return self._writer.close(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """``flush()`` for asyncio code: waits in a worker thread, never blocking the loop."""
+        import asyncio  # here, not at import: most workers never touch asyncio
+
+        return await asyncio.to_thread(self._writer.flush, timeout)
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """``close()`` for asyncio code: waits in a worker thread, never blocking the loop."""
+        import asyncio
+
+        return await asyncio.to_thread(self._writer.close, timeout)
 
     def stats(self) -> dict[str, int]:
         """Counters, read without waiting for the writer.

@@ -1,0 +1,272 @@
+"""Celery: every task runs in a job whose id is the task id, placed where Celery places it.
+
+    from llamalogger.integrations.celery import instrument
+
+    instrument(app, logger)  # or instrument(app, make_logger): called once per worker process
+
+What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
+
+* ``before_task_publish``: a message published inside a job carries that job in its headers
+  (``JobContext.to_headers``), unless the caller set them. A re-publish of the running task
+  (``retry()``, ``replace()``) carries the running job's own parent, never the job itself.
+* ``task_prerun`` / ``task_postrun``: the task runs in a job named after the task, with the
+  task id as job id. Its parent is the job in the headers, else Celery's ``parent_id`` /
+  ``root_id``. The job is entered before the body and left after ``task_postrun``'s
+  turn comes, so a chain's next task, which Celery publishes after the body returns, is a
+  child of this task. The job lives on the request (``task.request``), not in a module dict.
+* ``task_failure``: one ``FAILED`` event in the task's job, unless the task logged one.
+* ``task_retry``: one ``SKIPPED`` event (level ``warning``) naming the attempt and the reason;
+  the next attempt is the same job.
+* ``worker_process_init``: a logger factory is called in each pool process.
+* ``worker_process_shutdown`` / ``worker_shutdown``: the process's logger is closed, bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import signals
+
+from .._context import (
+    HEADER_JOB_ID,
+    HEADER_JOB_NAME,
+    HEADER_PARENT_JOB_ID,
+    HEADER_ROOT_JOB_ID,
+    MAX_JOB_NAME_LENGTH,
+    JobContext,
+    JobScope,
+    current_job,
+)
+from .._logger import LlamaLogger
+from .._records import Category
+
+__all__ = ["CeleryInstrumentation", "instrument"]
+
+_HEADERS = (HEADER_JOB_ID, HEADER_PARENT_JOB_ID, HEADER_ROOT_JOB_ID, HEADER_JOB_NAME)
+# Where the running task's job is kept: an attribute of the request (celery's Context), so
+# it lives and dies with the request, in whichever thread or process runs it.
+_REQUEST_ATTRIBUTE = "_llamalogger_job"
+_ATTRIBUTE_ON_APP = "_llamalogger_instrumentation"
+
+
+def instrument(
+    app: Any,
+    logger: LlamaLogger | Callable[[], LlamaLogger],
+    *,
+    flush_after_task: bool | None = None,
+    flush_timeout: float = 10.0,
+    close_timeout: float | None = None,
+) -> CeleryInstrumentation:
+    """Run every task of ``app`` in a job of ``logger``, and close the logger at worker exit.
+
+    ``logger`` is a ``LlamaLogger``, or a callable that makes one: it is then called once in
+    each process that needs one (in ``worker_process_init`` for prefork children, at the
+    first task for the solo and threads pools). ``flush_after_task``: wait up to
+    ``flush_timeout`` seconds after each task for its events, so that a pool process that
+    is recycled or killed afterwards has lost nothing; by default on in prefork pool
+    processes only. ``close_timeout`` bounds the close at process exit (default: the
+    logger's ``exit_timeout``).
+
+    Idempotent: calling it again for the same app and logger returns the same object and
+    connects nothing twice; another logger for an instrumented app raises ``ValueError``.
+    """
+    existing = getattr(app, _ATTRIBUTE_ON_APP, None)
+    if existing is not None:
+        if existing.source is not logger:
+            raise ValueError("this Celery app is already instrumented with another logger")
+        return existing  # type: ignore[no-any-return]
+    if not isinstance(logger, LlamaLogger) and not callable(logger):
+        raise TypeError(
+            f"logger must be a LlamaLogger or a callable that returns one, "
+            f"not {type(logger).__name__}"
+        )
+    instrumentation = CeleryInstrumentation(
+        app,
+        logger,
+        flush_after_task=flush_after_task,
+        flush_timeout=flush_timeout,
+        close_timeout=close_timeout,
+    )
+    setattr(app, _ATTRIBUTE_ON_APP, instrumentation)
+    instrumentation.connect()
+    return instrumentation
+
+
+def _add_job_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """``before_task_publish``: put the current job into the message headers."""
+    if headers is None:
+        return
+    job = current_job()
+    if job is None or any(key in headers for key in _HEADERS):
+        return  # outside any job, or the caller chose the parent: never overwrite
+    if headers.get("id") == job.job_id:
+        # The running task publishes itself again (retry, replace): the message is the
+        # same job, so it gets that job's parent. Pointing at the job would make the task
+        # its own parent.
+        if job.parent_job_id is not None:
+            parent = JobContext(job_id=job.parent_job_id, root_job_id=job.root_job_id)
+            headers.update(parent.to_headers())
+        return
+    headers.update(job.to_headers())
+
+
+def _parent_of(request: Any) -> JobContext | None:
+    """The job a task belongs under: our headers, else Celery's own parent and root."""
+    headers = {key: value for key in _HEADERS if (value := request.get(key)) is not None}
+    try:
+        if headers:
+            return JobContext.from_headers(headers)
+        parent_id = request.get("parent_id")
+        # Celery makes a retried root task the parent of its own retry: a root it stays.
+        if parent_id and parent_id != request.get("id"):
+            return JobContext(job_id=parent_id, root_job_id=request.get("root_id") or parent_id)
+    except (ValueError, TypeError):
+        # Headers from a foreign producer that are not valid job ids: the task still runs
+        # in a job of its own, a root, rather than not being recorded at all.
+        return None
+    return None
+
+
+class CeleryInstrumentation:
+    """What ``instrument()`` connects; ``logger`` is the logger of the calling process."""
+
+    def __init__(
+        self,
+        app: Any,
+        source: LlamaLogger | Callable[[], LlamaLogger],
+        *,
+        flush_after_task: bool | None,
+        flush_timeout: float,
+        close_timeout: float | None,
+    ) -> None:
+        self.app = app
+        self.source = source
+        self._flush_after_task = flush_after_task
+        self._flush_timeout = flush_timeout
+        self._close_timeout = close_timeout
+        self._logger: LlamaLogger | None = source if isinstance(source, LlamaLogger) else None
+        self._logger_pid = os.getpid()
+        self._pool_process_pid: int | None = None
+        # Threads-pool tasks may ask for the logger at the same moment: make only one.
+        self._lock = threading.Lock()
+
+    @property
+    def logger(self) -> LlamaLogger:
+        """This process's logger (made by the factory on first use in each process)."""
+        logger = self._logger
+        if logger is not None and (self._logger_pid == os.getpid() or self.source is logger):
+            return logger
+        with self._lock:
+            if self._logger is None or self._logger_pid != os.getpid():
+                factory = self.source
+                assert callable(factory)
+                self._logger = factory()
+                self._logger_pid = os.getpid()
+            return self._logger
+
+    def connect(self) -> None:
+        uid = f"llamalogger.celery.{id(self.app)}"
+        signals.before_task_publish.connect(
+            _add_job_headers, weak=False, dispatch_uid="llamalogger.celery.publish"
+        )
+        signals.task_prerun.connect(self._enter_task, weak=False, dispatch_uid=f"{uid}.prerun")
+        signals.task_postrun.connect(self._leave_task, weak=False, dispatch_uid=f"{uid}.postrun")
+        signals.task_failure.connect(self._task_failed, weak=False, dispatch_uid=f"{uid}.failure")
+        signals.task_retry.connect(self._task_retried, weak=False, dispatch_uid=f"{uid}.retry")
+        signals.worker_process_init.connect(
+            self._pool_process_started, weak=False, dispatch_uid=f"{uid}.process_init"
+        )
+        signals.worker_process_shutdown.connect(
+            self._process_ending, weak=False, dispatch_uid=f"{uid}.process_shutdown"
+        )
+        signals.worker_shutdown.connect(
+            self._process_ending, weak=False, dispatch_uid=f"{uid}.shutdown"
+        )
+
+    # --- signal handlers ---------------------------------------------------------
+
+    def _ours(self, task: Any) -> bool:
+        return getattr(task, "app", None) is self.app
+
+    def _enter_task(self, task_id: str | None = None, task: Any = None, **_: Any) -> None:
+        if task is None or not self._ours(task):
+            return
+        request = task.request
+        logger = self.logger
+        name = str(task.name)[:MAX_JOB_NAME_LENGTH]
+        parent = _parent_of(request)
+        try:
+            scope = JobScope(name, task_id, parent, None, logger._job_exiting)
+        except (ValueError, TypeError):
+            # A custom task id that is no valid job id (too long, say): a generated one.
+            scope = JobScope(name, None, parent, None, logger._job_exiting)
+        scope.__enter__()
+        setattr(request, _REQUEST_ATTRIBUTE, (scope, logger))
+
+    def _leave_task(self, task: Any = None, **_: Any) -> None:
+        if task is None:
+            return
+        entry = vars(task.request).pop(_REQUEST_ATTRIBUTE, None)
+        if entry is None:
+            return
+        scope, logger = entry
+        scope.__exit__(None, None, None)
+        if current_job() is None and self._flushes_after_task():
+            logger.flush(self._flush_timeout)
+
+    def _flushes_after_task(self) -> bool:
+        if self._flush_after_task is not None:
+            return self._flush_after_task
+        return self._pool_process_pid == os.getpid()
+
+    def _running(self, task: Any) -> LlamaLogger | None:
+        """The logger of ``task``'s running job, when that job is the current one."""
+        entry = getattr(task.request, _REQUEST_ATTRIBUTE, None) if task is not None else None
+        if entry is None or current_job() is None:
+            return None
+        return entry[1]  # type: ignore[no-any-return]
+
+    def _task_failed(
+        self, sender: Any = None, exception: BaseException | None = None, **_: Any
+    ) -> None:
+        logger = self._running(sender)
+        if logger is None or exception is None or logger._failed_logged():
+            return
+        logger.log_exception(exception)
+
+    def _task_retried(
+        self, sender: Any = None, request: Any = None, reason: object = None, **_: Any
+    ) -> None:
+        logger = self._running(sender)
+        if logger is None or str(getattr(sender, "name", "")).startswith("celery."):
+            return  # celery's own pollers (chord_unlock) retry by design, not by failing
+        attempt = int((request.get("retries") if request is not None else 0) or 0) + 1
+        cause = getattr(reason, "exc", None)
+        details: dict[str, Any] = {
+            "attempt": attempt,
+            "max_retries": getattr(sender, "max_retries", None),
+            "reason": str(reason),
+        }
+        if isinstance(cause, BaseException):
+            details["exception_type"] = type(cause).__qualname__
+        logger.log(
+            Category.SKIPPED,
+            f"attempt {attempt} failed, retrying: {reason}",
+            level="warning",
+            **details,
+        )
+
+    def _pool_process_started(self, **_: Any) -> None:
+        self._pool_process_pid = os.getpid()
+        self.logger.stats()  # a factory makes its logger here, before the first task
+
+    def _process_ending(self, **_: Any) -> None:
+        logger = self._logger
+        if logger is None:
+            return
+        if self._logger_pid != os.getpid() and self.source is not logger:
+            return  # the parent's logger, copied by fork and never used here
+        logger.close(self._close_timeout)

@@ -1,0 +1,292 @@
+"""Celery with real workers: separate ``celery worker`` processes, one per pool kind.
+
+Each lane (pool kind x broker x PostgreSQL server) starts one worker, publishes the same
+work (a tree with a chain, a group and a chord; the same tree under a plain job; retries;
+failures), waits for Celery's results, stops the worker warmly and then reads the rows.
+The tests below check those rows. Every task logs one event with Celery's own view of it
+(``request.id``, ``parent_id``, ``root_id``): the oracle the job columns must match.
+
+Brokers: Redis, else RabbitMQ, else kombu's filesystem transport, so the lanes run on a
+laptop without any broker; prefork also runs on RabbitMQ and solo on the filesystem
+transport whenever those are not the main broker.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workers"))
+
+pytest.importorskip("celery")
+
+import celery_app
+import harness
+from celery import Celery
+from celery.result import AsyncResult
+
+from llamalogger import LlamaLogger
+from llamalogger.integrations.celery import instrument
+
+pytestmark = pytest.mark.slow
+
+REDIS_UP = harness.answers(6379)
+RABBITMQ_UP = harness.answers(5672)
+MAIN_BROKER = "redis" if REDIS_UP else "rabbitmq" if RABBITMQ_UP else "filesystem"
+WAIT = 60.0  # seconds for any one result: generous for 2 shared cores, never unbounded
+
+
+@attrs.frozen
+class Lane:
+    pool: str
+    args: tuple[str, ...]
+    logger: str  # "instance": made at import, before the fork; "factory": per process
+    broker: str = MAIN_BROKER
+
+    def __str__(self) -> str:
+        return f"{self.pool}-{self.broker}"
+
+
+LANES = [
+    Lane("prefork", ("-P", "prefork", "-c", "2"), "instance"),
+    Lane("prefork-max-tasks-1", ("-P", "prefork", "-c", "2", "--max-tasks-per-child=1"), "factory"),
+    Lane("threads", ("-P", "threads", "-c", "4"), "factory"),
+    Lane("solo", ("-P", "solo"), "instance"),
+]
+if RABBITMQ_UP and MAIN_BROKER != "rabbitmq":
+    LANES.append(Lane("prefork", ("-P", "prefork", "-c", "2"), "factory", "rabbitmq"))
+if MAIN_BROKER != "filesystem":
+    LANES.append(Lane("solo", ("-P", "solo"), "factory", "filesystem"))
+
+
+@attrs.frozen
+class Outcome:
+    rows: list[dict[str, Any]]
+    outer_job_id: str
+    ids: dict[str, Any]  # what the test process learnt from Celery's results
+    broker: str
+
+    def oracle(self, tag: str) -> list[dict[str, Any]]:
+        return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]
+
+    def of_job(self, job_id: str) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["job_id"] == job_id]
+
+
+def _urls(lane: Lane, folder: Path) -> tuple[str, str]:
+    broker = {
+        "redis": harness.REDIS,
+        "rabbitmq": harness.RABBITMQ,
+        "filesystem": "filesystem://",
+    }[lane.broker]
+    backend = harness.REDIS if lane.broker != "filesystem" and REDIS_UP else f"file://{folder}"
+    return broker, backend
+
+
+@pytest.fixture(scope="module", params=LANES, ids=str)
+def outcome(
+    request: pytest.FixtureRequest, dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Outcome]:
+    """Runs the whole workload through one worker and returns the rows it produced."""
+    lane: Lane = request.param
+    folder = tmp_path_factory.mktemp(f"celery-{lane}")
+    (folder / "messages").mkdir()
+    (folder / "processed").mkdir()
+    (folder / "results").mkdir()
+    run = harness.run_id()
+    broker, backend = _urls(lane, folder / "results")
+    with harness.scratch_schema(dsn) as schema:
+        app = Celery("publisher", set_as_current=False)
+        celery_app.configure(
+            app, broker=broker, backend=backend, queue=run, prefix=f"{run}:", folder=str(folder)
+        )
+        worker = harness.WorkerProcess(
+            [
+                "-m",
+                "celery",
+                "-A",
+                "celery_app",
+                "worker",
+                "-Q",
+                run,
+                "-n",
+                f"{run}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+                *lane.args,
+            ],
+            {
+                "LLAMALOG_DSN": dsn,
+                "LLAMALOG_SCHEMA": schema,
+                "LLAMALOG_TEST_BROKER": broker,
+                "LLAMALOG_TEST_BACKEND": backend,
+                "LLAMALOG_TEST_QUEUE": run,
+                "LLAMALOG_TEST_PREFIX": f"{run}:",
+                "LLAMALOG_TEST_FOLDER": str(folder),
+                "LLAMALOG_TEST_LOGGER": lane.logger,
+            },
+            folder / "worker.log",
+        )
+        try:
+            with LlamaLogger(dsn, schema=schema) as logger:
+                instrument(app, logger)
+                ids = _publish_and_wait(app, logger, worker)
+                outer_job_id = ids.pop("outer")
+                assert logger.flush(10)
+            assert worker.stop() == 0, worker.output()
+        finally:
+            if worker.process.poll() is None:
+                worker.kill()
+            if lane.broker == "rabbitmq":
+                _delete_queue(app, run)
+        yield Outcome(harness.rows(dsn, schema), outer_job_id, ids, lane.broker)
+
+
+def _publish_and_wait(
+    app: Celery, logger: LlamaLogger, worker: harness.WorkerProcess
+) -> dict[str, Any]:
+    def get(task_id: str, propagate: bool = True) -> Any:
+        try:
+            return AsyncResult(task_id, app=app).get(timeout=WAIT, propagate=propagate)
+        except TimeoutError:
+            raise AssertionError(f"no result for {task_id}:\n{worker.output()}") from None
+
+    sent = {
+        "tree": app.send_task("celery_app.start_tree", ("a",)).id,
+        "flaky": app.send_task("celery_app.flaky", ("f", 2)).id,
+        "doomed": app.send_task("celery_app.doomed", ("d",)).id,
+        "reports": app.send_task("celery_app.reports_then_raises", ("r",)).id,
+    }
+    with logger.job("import-album") as outer:
+        logger.log("CREATED", "album import started", entity=("album", 1))
+        sent["nested"] = app.send_task("celery_app.start_tree", ("b",)).id
+    ids: dict[str, Any] = {"outer": outer.job_id, **sent}
+    for tree in ("tree", "nested"):
+        published = get(sent[tree])
+        ids[f"{tree}-published"] = published
+        for task_id in (published["chain"], *published["group"], published["chord"]):
+            get(task_id)
+    assert get(sent["flaky"]) == 2
+    for name in ("doomed", "reports"):
+        assert isinstance(get(sent[name], propagate=False), Exception)
+    return ids
+
+
+def _delete_queue(app: Celery, queue: str) -> None:
+    """RabbitMQ keeps declared queues: remove this run's so runs leave nothing behind."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
+
+
+TREE = 11  # start_tree + 3 chain steps + 3 group leaves + 3 chord leaves + the chord body
+
+
+def test_every_event_arrives(outcome: Outcome) -> None:
+    """Every event the tasks logged is in the table, whatever the pool (recycled children too)."""
+    tags = Counter((row["details"] or {}).get("tag") for row in outcome.rows)
+    assert tags["a"] == TREE
+    assert tags["b"] == TREE
+    assert tags["f"] == 3  # one per attempt
+    assert tags["d"] == 3
+    assert tags["r"] == 1
+    categories = Counter(row["category"] for row in outcome.rows)
+    assert categories["SKIPPED"] == 4  # two retries of flaky, two of doomed
+    assert categories["FAILED"] == 2  # doomed's (by the integration) and reports' own
+    assert categories["CREATED"] == 1  # the plain job's event
+    assert len(outcome.rows) == 2 * TREE + 3 + 3 + 1 + 4 + 2 + 1
+
+
+def test_rows_match_celerys_own_ids(outcome: Outcome) -> None:
+    """For a Celery-rooted tree, job/parent/root equal Celery's id/parent_id/root_id."""
+    tree = outcome.oracle("a")
+    assert len(tree) == TREE
+    for row in tree:
+        details = row["details"]
+        assert row["job_id"] == details["celery_id"]
+        assert row["parent_job_id"] == details["celery_parent_id"]
+        assert row["root_job_id"] == details["celery_root_id"] == outcome.ids["tree"]
+        assert row["job_name"].startswith("celery_app.")
+
+
+def test_tree_started_in_a_plain_job_hangs_under_it(outcome: Outcome) -> None:
+    """A tree published inside a non-Celery job has that job as parent of its root and as root."""
+    tree = outcome.oracle("b")
+    assert len(tree) == TREE
+    start = next(row for row in tree if row["job_id"] == outcome.ids["nested"])
+    assert start["parent_job_id"] == outcome.outer_job_id
+    for row in tree:
+        assert row["root_job_id"] == outcome.outer_job_id
+        assert row["job_id"] == row["details"]["celery_id"]
+        if row is not start:
+            assert row["parent_job_id"] == row["details"]["celery_parent_id"]
+
+
+def test_chain_group_and_chord_have_their_shape(outcome: Outcome) -> None:
+    """Chain steps hang one under the other; group and chord header under the publisher."""
+    for tag, key in (("a", "tree"), ("b", "nested")):
+        start = outcome.ids[key]
+        published = outcome.ids[f"{key}-published"]
+        parent_of = {row["job_id"]: row["parent_job_id"] for row in outcome.oracle(tag)}
+        last = published["chain"]
+        chain = [last]
+        while parent_of[chain[-1]] != start:
+            chain.append(parent_of[chain[-1]])
+        assert len(chain) == 3, "each step is the child of the step before it"
+        header = [job for job, parent in parent_of.items() if parent == start]
+        assert set(published["group"]) <= set(header)
+        assert len(header) == 1 + 3 + 3  # the chain's first step, the group, the chord header
+        body_parent = parent_of[published["chord"]]
+        chord_header = set(header) - set(published["group"]) - set(chain)
+        # Celery publishes the body from the header task that completes the chord (a
+        # native chord, Redis) or from its celery.chord_unlock poller (the filesystem lane),
+        # a task that logs nothing: then the parent is no task of the tree.
+        native = REDIS_UP and outcome.broker != "filesystem"
+        if native:
+            assert body_parent in chord_header
+        else:
+            assert body_parent not in parent_of
+
+
+def test_retries_stay_one_job_and_fail_once(outcome: Outcome) -> None:
+    """Each attempt is the same job; a retry is one SKIPPED event; FAILED only at the end."""
+    flaky = outcome.of_job(outcome.ids["flaky"])
+    assert [row["category"] for row in flaky].count("FAILED") == 0
+    retries = [row for row in flaky if row["category"] == "SKIPPED"]
+    assert [row["details"]["attempt"] for row in retries] == [1, 2]
+    assert all("ConnectionError" in row["message"] for row in retries)
+    assert len({(r["parent_job_id"], r["root_job_id"]) for r in flaky}) == 1
+
+    doomed = outcome.of_job(outcome.ids["doomed"])
+    failed = [row for row in doomed if row["category"] == "FAILED"]
+    assert len(failed) == 1
+    assert failed[0]["details"]["exception_type"] == "LookupError"
+    assert "cover art not found" in failed[0]["details"]["exception"]
+    assert failed[0]["level"] == "error"
+    assert [row["category"] for row in doomed].count("SKIPPED") == 2
+
+
+def test_a_task_that_logged_failed_itself_gets_no_second(outcome: Outcome) -> None:
+    """The integration adds no FAILED event to a task that already logged one."""
+    rows = outcome.of_job(outcome.ids["reports"])
+    assert [row["message"] for row in rows if row["category"] == "FAILED"] == [
+        "gave up on the cover"
+    ]
+
+
+def test_every_job_has_one_parent_and_root(outcome: Outcome) -> None:
+    """Invariant 7 holds across processes: all rows of a job agree on parent and root."""
+    seen: dict[str, set[tuple[Any, Any]]] = defaultdict(set)
+    for row in outcome.rows:
+        seen[row["job_id"]].add((row["parent_job_id"], row["root_job_id"]))
+    assert {job: pairs for job, pairs in seen.items() if len(pairs) > 1} == {}
