@@ -1,0 +1,146 @@
+"""RQ: every job runs in a llamalogger job whose id is RQ's job id.
+
+    rq worker --worker-class llamalogger.integrations.rq.LlamaWorker   # reads LLAMALOG_DSN
+
+or, in code, ``LlamaWorker(queues, connection=redis, llama_logger=logger).work()``.
+
+* The work horse (RQ forks one per job, and it ends with ``os._exit``) runs the job in a
+  job named after the function, with RQ's job id as job id, and waits (bounded) for the
+  job's events before it exits, so every event of the horse arrives.
+* A job enqueued inside a job through ``LlamaQueue`` (or with ``meta=job_meta()``) carries
+  the enqueuing job in its meta and becomes its child.
+* A job that raises gets one ``FAILED`` event (unless it logged one); one that RQ will
+  retry gets one ``SKIPPED`` event (level ``warning``) instead. A horse that dies (a hard
+  timeout, the OOM killer, SIGKILL) gets its ``FAILED`` event from the worker.
+* The worker closes its logger, bounded, when it stops.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rq import Queue, Worker
+from rq.job import Job
+
+from .._context import MAX_JOB_NAME_LENGTH, JobContext, JobScope, current_job
+from .._logger import LlamaLogger
+from .._records import Category
+
+__all__ = ["META_KEY", "LlamaQueue", "LlamaWorker", "job_meta"]
+
+META_KEY = "llamalogger"  # job.meta[META_KEY]: the enqueuing job's headers
+
+
+def job_meta() -> dict[str, Any]:
+    """``meta=`` for ``Queue.enqueue``: makes the job a child of the current job (if any)."""
+    job = current_job()
+    return {} if job is None else {META_KEY: job.to_headers()}
+
+
+class LlamaQueue(Queue):
+    """A ``Queue`` whose jobs, when enqueued inside a job, become that job's children."""
+
+    def create_job(self, *args: Any, **kwargs: Any) -> Job:
+        job = super().create_job(*args, **kwargs)
+        context = current_job()
+        if context is not None and META_KEY not in job.meta:  # never overwrite the caller's
+            job.meta[META_KEY] = context.to_headers()
+        return job
+
+
+def _parent_of(job: Job) -> JobContext | None:
+    headers = (job.meta or {}).get(META_KEY)
+    if not headers:
+        return None
+    try:
+        return JobContext.from_headers(headers)
+    except (ValueError, TypeError, AttributeError):
+        return None  # meta written by something else: the job becomes a root
+
+
+def _scope(logger: LlamaLogger, job: Job) -> JobScope:
+    name = str(job.func_name)[:MAX_JOB_NAME_LENGTH]
+    parent = _parent_of(job)
+    try:
+        return JobScope(name, job.id, parent, None, logger._job_exiting)
+    except (ValueError, TypeError):
+        return JobScope(name, None, parent, None, logger._job_exiting)  # id unfit for a job
+
+
+def _will_retry(job: Job) -> bool:
+    return bool(job.retries_left)
+
+
+class LlamaWorker(Worker):
+    """RQ's forking ``Worker``, with every job run in a llamalogger job.
+
+    ``llama_logger=`` gives the logger; without it ``logger_factory`` (a class attribute,
+    by default ``LlamaLogger``, which reads ``LLAMALOG_DSN``) makes one. To configure it
+    for ``rq worker --worker-class``, subclass and set ``logger_factory``.
+    ``flush_timeout`` bounds the horse's wait for its events, ``close_timeout`` the close
+    when the worker stops (``None``: the logger's ``exit_timeout``).
+    """
+
+    logger_factory: ClassVar[Callable[[], LlamaLogger]] = LlamaLogger
+    flush_timeout: ClassVar[float] = 10.0
+    close_timeout: ClassVar[float | None] = None
+
+    def __init__(self, *args: Any, llama_logger: LlamaLogger | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.llama_logger = (
+            llama_logger if llama_logger is not None else type(self).logger_factory()
+        )
+        self._llama_pid = os.getpid()
+
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        logger = self.llama_logger
+        scope = _scope(logger, job)
+        scope.__enter__()
+        try:
+            return bool(super().perform_job(job, queue, *args, **kwargs))
+        finally:
+            scope.__exit__(None, None, None)
+            if self.is_horse:
+                # The horse ends with os._exit: no atexit, no finalizer. Wait here.
+                logger.flush(self.flush_timeout)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        context = current_job()
+        if isinstance(exc, BaseException) and context is not None and context.job_id == job.id:
+            self._record_failure(job, exc)
+        super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        if not self.is_horse and current_job() is None:
+            # The horse died before it could say so (killed, out of memory, hard timeout):
+            # the worker records the failure in the job, from the outside.
+            reason = str(kwargs.get("exc_string") or "work horse ended unexpectedly")
+            scope = _scope(self.llama_logger, job)
+            with scope:
+                self._record_failure(job, reason)
+        super().handle_job_failure(job, queue, *args, **kwargs)
+
+    def _record_failure(self, job: Job, failure: BaseException | str) -> None:
+        logger = self.llama_logger
+        if _will_retry(job):
+            logger.log(
+                Category.SKIPPED,
+                f"attempt failed, retrying: {failure}",
+                level="warning",
+                retries_left=job.retries_left,
+                reason=str(failure),
+            )
+        elif logger._failed_logged():
+            return
+        elif isinstance(failure, BaseException):
+            logger.log_exception(failure)
+        else:
+            logger.log(Category.FAILED, failure.strip(), level="error")
+
+    def teardown(self) -> None:
+        super().teardown()  # type: ignore[no-untyped-call]
+        if not self.is_horse and self._llama_pid == os.getpid():
+            self.llama_logger.close(self.close_timeout)
