@@ -1,0 +1,261 @@
+"""What the Celery integration costs per task, and what a SIGKILLed task loses.
+
+    python benchmarks/bench_celery.py [--dsn DSN] [--tasks 2000] [--rounds 3] [--kill-runs 3]
+
+Overhead: the same real ``celery worker`` (Redis broker, or kombu's filesystem transport
+when Redis does not answer) runs the same empty task with and without ``instrument()``,
+rounds alternating. A round publishes a ``stamp`` task, N empty tasks and a second
+``stamp``; with one worker process (solo, or prefork with one child) tasks run in order,
+so (second stamp - first stamp) / N is the worker's time per task. Nothing is logged by
+the task: the difference is the integration alone (its job, and in prefork its wait for
+the task's events).
+
+SIGKILL: a prefork task logs at a steady rate and is killed by its hard time limit (Celery
+sends SIGKILL); the rows that reached the table are counted against the events logged,
+which the task records in a shared file as it goes.
+
+This module is also the Celery app the worker imports (``-A bench_celery``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from _support import scratch_schema
+from celery import Celery
+
+from llamalogger import LlamaLogger
+from llamalogger.integrations.celery import instrument
+
+HERE = Path(__file__).resolve().parent
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _configure(app: Celery, broker: str, backend: str, queue: str, folder: str) -> None:
+    transport: dict[str, Any] = {"global_keyprefix": f"{queue}:"}
+    if broker.startswith("filesystem"):
+        transport = {"data_folder_in": folder, "data_folder_out": folder}
+    app.conf.update(
+        broker_url=broker,
+        result_backend=backend,
+        broker_transport_options=transport,
+        result_backend_transport_options={"global_keyprefix": f"{queue}:"},
+        task_default_queue=queue,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+
+
+app = Celery("bench_celery")
+if "BENCH_BROKER" in os.environ:  # inside the worker
+    _configure(
+        app,
+        os.environ["BENCH_BROKER"],
+        os.environ["BENCH_BACKEND"],
+        os.environ["BENCH_QUEUE"],
+        os.environ["BENCH_FOLDER"],
+    )
+    if os.environ["BENCH_INSTRUMENT"] == "1":
+        llama = instrument(
+            app,
+            lambda: LlamaLogger(os.environ["LLAMALOG_DSN"], schema=os.environ["LLAMALOG_SCHEMA"]),
+        )
+
+
+@app.task(ignore_result=True)
+def empty() -> None:
+    """The bare task."""
+
+
+@app.task
+def stamp() -> float:
+    return time.time()
+
+
+@app.task(bind=True)
+def steady(self: Any, rate: int, counter: str, run: str) -> None:
+    """Logs ``rate`` events a second until its hard time limit kills it."""
+    logger = llama.logger
+    with open(counter, "r+b") as file, mmap.mmap(file.fileno(), 8) as shared:
+        started = time.perf_counter()
+        for number in range(10**9):
+            delay = started + number / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            logger.created(("track", number), run=run)
+            shared[:8] = struct.pack("q", number + 1)
+
+
+def _worker(
+    pool: list[str], instrumented: bool, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, **env, "BENCH_INSTRUMENT": "1" if instrumented else "0"}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(HERE), os.environ.get("PYTHONPATH")])
+    )
+    queue = env["BENCH_QUEUE"]
+    argv = [sys.executable, "-m", "celery", "-A", "bench_celery", "worker", "-Q", queue,
+            "-n", f"{queue}@%h", "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "-l", "WARNING", *pool]  # fmt: skip
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            argv, env=environment, stdout=output, stderr=subprocess.STDOUT, cwd=HERE
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def _per_task_us(client: Celery, tasks: int) -> float:
+    first = client.send_task("bench_celery.stamp")
+    for _ in range(tasks):
+        client.send_task("bench_celery.empty")
+    last = client.send_task("bench_celery.stamp")
+    return (last.get(timeout=300) - first.get(timeout=300)) / tasks * 1e6
+
+
+def overhead(env: dict[str, str], client: Celery, args: argparse.Namespace, log: Path) -> None:
+    for label, pool in (("solo", ["-P", "solo"]), ("prefork -c 1", ["-P", "prefork", "-c", "1"])):
+        results: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.rounds):
+            for instrumented in (False, True):
+                worker = _worker(pool, instrumented, env, log)
+                try:
+                    _per_task_us(client, 200)  # warm-up: imports, connections, the pool
+                    results[instrumented].append(_per_task_us(client, args.tasks))
+                finally:
+                    _stop(worker)
+        bare, with_it = (statistics.median(results[key]) for key in (False, True))
+        print(f"{label:13} bare {bare:7.0f} us/task (runs {_span(results[False])}), "
+              f"instrumented {with_it:7.0f} us/task (runs {_span(results[True])}): "
+              f"+{with_it - bare:.0f} us/task")  # fmt: skip
+
+
+def in_process(dsn: str, schema: str, calls: int) -> None:
+    """The handlers alone: ``Task.apply()`` (the worker's tracer, no broker) in this process."""
+    local = Celery("bench-local", set_as_current=False)
+
+    @local.task
+    def bare() -> None:
+        """Nothing."""
+
+    def per_call_us() -> float:
+        for _ in range(200):
+            bare.apply()
+        started = time.perf_counter()
+        for _ in range(calls):
+            bare.apply()
+        return (time.perf_counter() - started) / calls * 1e6
+
+    before = [per_call_us() for _ in range(3)]
+    with LlamaLogger(dsn, schema=schema) as logger:
+        instrument(local, logger)
+        after = [per_call_us() for _ in range(3)]
+    b, a = statistics.median(before), statistics.median(after)
+    print(
+        f"in one process, Task.apply(): bare {b:.1f} us/call (runs {_span(before, 1)}), "
+        f"instrumented {a:.1f} us/call (runs {_span(after, 1)}): +{a - b:.1f} us/call"
+    )
+
+
+def _span(values: list[float], digits: int = 0) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def kill_window(env: dict[str, str], client: Celery, args: argparse.Namespace, log: Path) -> None:
+    import psycopg
+    from psycopg import sql
+
+    worker = _worker(["-P", "prefork", "-c", "1"], True, env, log)
+    windows = []
+    try:
+        for _ in range(args.kill_runs):
+            run = uuid.uuid4().hex
+            with tempfile.NamedTemporaryFile(delete=False) as counter:
+                counter.write(b"\0" * 8)
+            result = client.send_task(
+                "bench_celery.steady", (args.rate, counter.name, run), time_limit=2.5
+            )
+            try:
+                result.get(timeout=120)
+            except Exception as exc:  # the TimeLimitExceeded Celery reports for the kill
+                outcome = type(exc).__name__
+            with open(counter.name, "rb") as file:
+                logged = struct.unpack("q", file.read(8))[0]
+            os.unlink(counter.name)
+            with psycopg.connect(env["LLAMALOG_DSN"]) as conn:
+                row = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.llama_log WHERE details->>'run' = %s").format(
+                        sql.Identifier(env["LLAMALOG_SCHEMA"])
+                    ),
+                    (run,),
+                ).fetchone()
+            stored = int(row[0]) if row else 0
+            lost = logged - stored
+            windows.append(lost / args.rate)
+            print(f"  {outcome}: logged {logged:6,}  stored {stored:6,}  lost {lost:5,}  "
+                  f"= {lost / args.rate * 1000:5.0f} ms of events")  # fmt: skip
+    finally:
+        _stop(worker)
+    print(f"hard time limit (SIGKILL) loss window: median {statistics.median(windows) * 1000:.0f}"
+          f" ms, max {max(windows) * 1000:.0f} ms")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn")
+    parser.add_argument("--tasks", type=int, default=2000, help="empty tasks per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=2000, help="events/s of the killed task")
+    parser.add_argument("--kill-runs", type=int, default=3)
+    args = parser.parse_args()
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+        broker = backend = REDIS
+    except OSError:
+        broker, backend = "filesystem://", ""
+    queue = f"bench-celery-{uuid.uuid4().hex[:8]}"
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        scratch_schema(args.dsn) as (dsn, schema, version),
+    ):
+        if not backend:
+            backend = f"file://{folder}/results"
+            os.mkdir(f"{folder}/results")
+        env = {"LLAMALOG_DSN": dsn, "LLAMALOG_SCHEMA": schema, "BENCH_BROKER": broker,
+               "BENCH_BACKEND": backend, "BENCH_QUEUE": queue, "BENCH_FOLDER": folder}  # fmt: skip
+        client = Celery("bench-client", set_as_current=False)
+        _configure(client, broker, backend, queue, folder)
+        log = Path(folder) / "worker.log"
+        print(f"PostgreSQL {version}, broker {broker.split(':')[0]}, "
+              f"{args.tasks} empty tasks per round, {args.rounds} rounds, medians")  # fmt: skip
+        in_process(dsn, schema, 5000)
+        overhead(env, client, args, log)
+        print(f"a prefork task logging {args.rate:,} events/s, killed by time_limit=2.5 "
+              f"(SIGKILL), {args.kill_runs} runs")  # fmt: skip
+        kill_window(env, client, args, log)
+    print("command: .venv/bin/python benchmarks/bench_celery.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
