@@ -90,7 +90,8 @@ def stamp() -> float:
 def steady(self: Any, rate: int, counter: str, run: str) -> None:
     """Logs ``rate`` events a second until its hard time limit kills it."""
     logger = llama.logger
-    with open(counter, "r+b") as file, mmap.mmap(file.fileno(), 8) as shared:
+    with open(counter, "r+b") as file, mmap.mmap(file.fileno(), 16) as shared:
+        shared[8:16] = struct.pack("q", os.getpid())
         started = time.perf_counter()
         for number in range(10**9):
             delay = started + number / rate - time.perf_counter()
@@ -151,26 +152,36 @@ def overhead(env: dict[str, str], client: Celery, args: argparse.Namespace, log:
               f"+{with_it - bare:.0f} us/task")  # fmt: skip
 
 
-def in_process(dsn: str, schema: str, calls: int) -> None:
-    """The handlers alone: ``Task.apply()`` (the worker's tracer, no broker) in this process."""
-    local = Celery("bench-local", set_as_current=False)
+def in_process(dsn: str, schema: str, calls: int, rounds: int) -> None:
+    """The handlers alone: ``Task.apply()`` (the worker's tracer, no broker) in this process.
 
-    @local.task
+    Two apps, one instrumented, rounds alternating; the bare app's tasks still pass the
+    integration's handlers (signals are global), which return at once for another app.
+    """
+    bare_app = Celery("bench-bare", set_as_current=False)
+    instrumented_app = Celery("bench-instrumented", set_as_current=False)
+
+    @bare_app.task
     def bare() -> None:
         """Nothing."""
 
-    def per_call_us() -> float:
-        for _ in range(200):
-            bare.apply()
+    @instrumented_app.task
+    def instrumented() -> None:
+        """Nothing."""
+
+    def per_call_us(task: Any) -> float:
         started = time.perf_counter()
         for _ in range(calls):
-            bare.apply()
+            task.apply()
         return (time.perf_counter() - started) / calls * 1e6
 
-    before = [per_call_us() for _ in range(3)]
     with LlamaLogger(dsn, schema=schema) as logger:
-        instrument(local, logger)
-        after = [per_call_us() for _ in range(3)]
+        instrument(instrumented_app, logger)
+        per_call_us(bare), per_call_us(instrumented)  # warm-up
+        before, after = [], []
+        for _ in range(rounds):
+            before.append(per_call_us(bare))
+            after.append(per_call_us(instrumented))
     b, a = statistics.median(before), statistics.median(after)
     print(
         f"in one process, Task.apply(): bare {b:.1f} us/call (runs {_span(before, 1)}), "
@@ -180,6 +191,17 @@ def in_process(dsn: str, schema: str, calls: int) -> None:
 
 def _span(values: list[float], digits: int = 0) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def _wait_for_death(pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"process {pid} still alive 30 s after its time limit")
 
 
 def kill_window(env: dict[str, str], client: Celery, args: argparse.Namespace, log: Path) -> None:
@@ -192,7 +214,7 @@ def kill_window(env: dict[str, str], client: Celery, args: argparse.Namespace, l
         for _ in range(args.kill_runs):
             run = uuid.uuid4().hex
             with tempfile.NamedTemporaryFile(delete=False) as counter:
-                counter.write(b"\0" * 8)
+                counter.write(b"\0" * 16)
             result = client.send_task(
                 "bench_celery.steady", (args.rate, counter.name, run), time_limit=2.5
             )
@@ -200,6 +222,10 @@ def kill_window(env: dict[str, str], client: Celery, args: argparse.Namespace, l
                 result.get(timeout=120)
             except Exception as exc:  # the TimeLimitExceeded Celery reports for the kill
                 outcome = type(exc).__name__
+            # Celery stores the result before it kills the process: wait for the death.
+            with open(counter.name, "rb") as file:
+                pid = struct.unpack("qq", file.read(16))[1]
+            _wait_for_death(pid)
             with open(counter.name, "rb") as file:
                 logged = struct.unpack("q", file.read(8))[0]
             os.unlink(counter.name)
@@ -249,7 +275,7 @@ def main() -> None:
         log = Path(folder) / "worker.log"
         print(f"PostgreSQL {version}, broker {broker.split(':')[0]}, "
               f"{args.tasks} empty tasks per round, {args.rounds} rounds, medians")  # fmt: skip
-        in_process(dsn, schema, 5000)
+        in_process(dsn, schema, 5000, 7)
         overhead(env, client, args, log)
         print(f"a prefork task logging {args.rate:,} events/s, killed by time_limit=2.5 "
               f"(SIGKILL), {args.kill_runs} runs")  # fmt: skip

@@ -109,6 +109,10 @@ class LlamaLogger:
         """
         return JobScope(name, job_id, parent, self._outermost_job_ended, self._job_exiting)
 
+    def _task_job(self, name: str, job_id: str | None, parent: JobContext | None) -> JobScope:
+        """A job for a task-queue integration, which waits for the task's events itself."""
+        return JobScope(name, job_id, parent, on_exit=self._job_exiting)
+
     def _job_exiting(self, context: JobContext, exc: BaseException | None) -> None:
         """Called while ``context`` is still current, as its block is left."""
         if (

@@ -37,7 +37,6 @@ from .._context import (
     HEADER_ROOT_JOB_ID,
     MAX_JOB_NAME_LENGTH,
     JobContext,
-    JobScope,
     current_job,
 )
 from .._logger import LlamaLogger
@@ -199,10 +198,10 @@ class CeleryInstrumentation:
         name = str(task.name)[:MAX_JOB_NAME_LENGTH]
         parent = _parent_of(request)
         try:
-            scope = JobScope(name, task_id, parent, None, logger._job_exiting)
+            scope = logger._task_job(name, task_id, parent)
         except (ValueError, TypeError):
             # A custom task id that is no valid job id (too long, say): a generated one.
-            scope = JobScope(name, None, parent, None, logger._job_exiting)
+            scope = logger._task_job(name, None, parent)
         scope.__enter__()
         setattr(request, _REQUEST_ATTRIBUTE, (scope, logger))
 

@@ -64,9 +64,9 @@ def _scope(logger: LlamaLogger, job: Job) -> JobScope:
     name = str(job.func_name)[:MAX_JOB_NAME_LENGTH]
     parent = _parent_of(job)
     try:
-        return JobScope(name, job.id, parent, None, logger._job_exiting)
+        return logger._task_job(name, job.id, parent)
     except (ValueError, TypeError):
-        return JobScope(name, None, parent, None, logger._job_exiting)  # id unfit for a job
+        return logger._task_job(name, None, parent)  # id unfit for a job
 
 
 def _will_retry(job: Job) -> bool:
