@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from celery import signals
 
@@ -160,8 +160,7 @@ class CeleryInstrumentation:
             return logger
         with self._lock:
             if self._logger is None or self._logger_pid != os.getpid():
-                factory = self.source
-                assert callable(factory)
+                factory = cast(Callable[[], LlamaLogger], self.source)
                 self._logger = factory()
                 self._logger_pid = os.getpid()
             return self._logger
@@ -260,7 +259,11 @@ class CeleryInstrumentation:
 
     def _pool_process_started(self, **_: Any) -> None:
         self._pool_process_pid = os.getpid()
-        self.logger.stats()  # a factory makes its logger here, before the first task
+        self._make_logger_here()
+
+    def _make_logger_here(self) -> None:
+        """A factory makes this process's logger now, before the first task."""
+        _ = self.logger
 
     def _process_ending(self, **_: Any) -> None:
         logger = self._logger
