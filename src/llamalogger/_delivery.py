@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Protocol
 
 import attrs
+import psycopg
+import psycopg.errors
 
 from ._diagnostics import Reporter, diagnostics
 from ._postgres import SCHEMA_MISSING, Failure, classify, explain
@@ -172,7 +174,8 @@ class Delivery:
         """Write ``rows``; returns the exception when the server refused the data.
 
         A failure is retried at once on a new connection (a terminated backend, a
-        restart); a second one means the server is unreachable: the rows go to disk if
+        restart), unless the write was cancelled because it hung; a second one means the
+        server is unreachable: the rows go to disk if
         there is a spill directory, else they are retried with backoff until ``deadline``.
         """
         delay = FIRST_RETRY_DELAY
@@ -184,13 +187,14 @@ class Delivery:
             try:
                 self._sink.write(rows)
             except Exception as exc:
-                if classify(exc) is Failure.REJECT:
+                failure = _failure(exc)
+                if failure is Failure.REJECT:
                     return exc
                 attempts += 1
                 outcome.retried += 1
                 self._note_failure(exc)
-                if attempts == 1:
-                    continue
+                if attempts == 1 and not isinstance(exc, psycopg.errors.QueryCanceled):
+                    continue  # a new connection may be all it takes; a cancelled write hangs
                 if self.spill is not None:
                     return _Attempt.UNREACHABLE
                 if self._sleep(delay):
@@ -340,7 +344,7 @@ class Delivery:
         try:
             inserted = self._sink.write_replay(file.spill_id, rows)
         except Exception as exc:
-            if classify(exc) is Failure.REJECT:
+            if _failure(exc) is Failure.REJECT:
                 aside = spill.set_aside(file, "rejected")
                 diagnostics.error(
                     "llamalogger: the database refused spill file %s (%s)", aside, explain(exc)
@@ -411,6 +415,16 @@ class Delivery:
         self.own_files = {}
         self._replay_delay = FIRST_RETRY_DELAY
         self._next_replay = 0.0
+
+
+def _failure(exc: Exception) -> Failure:
+    """What to do about a failed write. Anything but the server's word or an adapter's
+    refusal of a value is a bug: it is raised on, so that the writer reports it and
+    counts the batch, instead of retrying it forever."""
+    failure = classify(exc)
+    if failure is Failure.RETRY and not isinstance(exc, psycopg.Error):
+        raise exc
+    return failure
 
 
 # What a record becomes on its way to COPY. The sanitising functions never raise for any
