@@ -32,6 +32,9 @@ __all__ = ["Delivery", "Outcome", "Sink"]
 # connection, so retrying this often costs nothing worth saving.
 FIRST_RETRY_DELAY = 0.05
 MAX_RETRY_DELAY = 0.5
+# How often a writer that is not spilling looks for files other processes left: one
+# directory listing, so that a forked child's spill files do not wait for a restart.
+_SCAN_INTERVAL = 2.0
 
 
 class Sink(Protocol):
@@ -87,6 +90,7 @@ class Delivery:
         # survives the outage; the files are replayed, oldest first, before writing resumes.
         self.spilling = spill is not None and bool(spill.pending())
         self._next_replay = 0.0
+        self._next_scan = 0.0
         self._replay_delay = FIRST_RETRY_DELAY
         self._failing_since: float | None = None
         self._warned_spill = False
@@ -291,7 +295,18 @@ class Delivery:
         outcome.on_disk += len(records)
 
     def replay_due(self) -> bool:
-        return self.spilling and time.monotonic() >= self._next_replay
+        """Time to replay: while spilling, after the backoff; otherwise every few seconds
+        if files wait in the directory (left by another process, a forked child, a crash)."""
+        now = time.monotonic()
+        if self.spilling:
+            return now >= self._next_replay
+        if self.spill is None or now < self._next_scan:
+            return False
+        self._next_scan = now + _SCAN_INTERVAL
+        if self.spill.pending():
+            self.spilling = True  # keeps this writer's own order behind theirs
+            return True
+        return False
 
     def replay(self) -> Outcome:
         """Write the spill files, oldest first; leave spilling mode once none is left."""

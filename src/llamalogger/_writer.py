@@ -303,7 +303,7 @@ class Writer:
             if delivery.replay_due():
                 self._record(delivery.replay())
         if self._closing:
-            if delivery.spilling:
+            if delivery.spilling or (delivery.spill is not None and delivery.spill.pending()):
                 self._record(delivery.replay())  # one attempt: close() never waits on disk
             return True
         return False
