@@ -49,14 +49,16 @@ def _connect_kwargs(pool_kwargs: dict[str, Any] | None) -> dict[str, Any]:
 class LlamaLogger:
     """Records catalogue events as rows of ``{schema}.llama_log``, written in the background.
 
-    ``LlamaLogger(dsn)`` owns a connection pool; ``LlamaLogger(pool=pool)`` shares an
-    existing ``psycopg_pool.ConnectionPool``; ``LlamaLogger()`` reads ``LLAMALOG_DSN``.
-    The schema defaults to ``$LLAMALOG_SCHEMA`` or ``llamalog``.
+    ``LlamaLogger(dsn)`` writes through a connection of its own; ``LlamaLogger(pool=pool)``
+    borrows connections from an existing ``psycopg_pool.ConnectionPool``; ``LlamaLogger()``
+    reads ``LLAMALOG_DSN``. The schema defaults to ``$LLAMALOG_SCHEMA`` or ``llamalog``.
 
-    Logging calls only queue the event: they never wait for the database and never
-    raise because of it. ``flush()`` waits for what was logged; ``close()`` (or leaving
-    a ``with LlamaLogger(...)`` block, or interpreter exit) writes the rest and stops.
-    """
+    Logging calls only queue the event: they never wait for the database and never raise
+    because of it (a full queue makes them wait for room while the writer makes progress).
+    While the database is unreachable, events are kept in spill files (see ``spill_dir``).
+    ``flush()`` waits for what was logged; ``close()`` (or leaving a ``with LlamaLogger(...)``
+    block, or interpreter exit) writes the rest and stops.
+    """"""
 
     def __init__(
         self,
@@ -257,30 +259,26 @@ class LlamaLogger:
     # --- life cycle --------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything logged before this call is committed (or rejected).
+        """Wait until everything logged before this call is committed, on disk in a spill
+        file for replay, or dead-lettered.
 
         Returns ``False`` if that took longer than ``timeout`` seconds.
         """
         return self._writer.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush, stop the writer and close an owned pool. Safe to call twice.
+        """Flush, stop the writer and close its connection. Safe to call twice.
 
-        If the database stays unreachable, gives up after ``timeout`` seconds (default
-        ``exit_timeout``) and counts what was left as dropped. Returns ``True`` when
-        nothing was left unwritten.
+        With the database unreachable, queued events go to the spill directory; without
+        one, retrying stops after ``timeout`` seconds (default ``exit_timeout``) and what
+        was left is counted once as dropped. Returns ``True`` when nothing was lost.
         """
         return self._writer.close(timeout)
 
     def stats(self) -> dict[str, int]:
-        """Counters, read without waiting for the writer.
+        """Counters, read without waiting for the writer (docs/api.md lists them).
 
-        ``enqueued`` accepted by ``log()``; ``written`` committed; ``dropped`` lost (queue
-        full, logged after close, or unwritable at close); ``retried`` failed attempts
-        that were retried; ``rejected`` refused by the database and reported;
-        ``sanitised`` stored in a cleaned form; ``batches`` batches handled; ``spilled``
-        kept in spill files during an outage; ``replayed`` written from spill files (also
-        files left by earlier processes); ``queue_depth`` waiting.
+        They always add up: ``enqueued == written + rejected + dropped + on_disk + queued``.
         """
         return self._writer.stats()
 
