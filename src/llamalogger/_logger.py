@@ -58,7 +58,7 @@ class LlamaLogger:
     While the database is unreachable, events are kept in spill files (see ``spill_dir``).
     ``flush()`` waits for what was logged; ``close()`` (or leaving a ``with LlamaLogger(...)``
     block, or interpreter exit) writes the rest and stops.
-    """"""
+    """
 
     def __init__(
         self,
