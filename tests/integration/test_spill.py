@@ -80,7 +80,9 @@ def test_outage_is_spilled_then_replayed_in_order_exactly_once(
         assert logger.flush(timeout=30)
     stats = logger.stats()  # after close(): the spill files are replayed
     assert [entity for entity, _ in stored(server.dsn)] == [str(n) for n in range(450)]
-    assert (stats["written"], stats["spilled"], stats["replayed"]) == (450, 300, 300)
+    assert stats["written"] == 450
+    # Events logged after the restart, before the replay, join the spill files: order first.
+    assert 300 <= stats["spilled"] == stats["replayed"] <= 350
     assert stats["on_disk"] == stats["queued"] == stats["dropped"] == 0
     assert stats["retried"] >= 1
     assert list(spill.iterdir()) == []
