@@ -20,11 +20,18 @@ __all__ = ["LlamaLogger"]
 _CATEGORY_BY_NAME = {category.value: category.value for category in Category}
 
 
+_LEVEL_BY_NAME = {level: level for level in LEVELS}
+
+
 def _message_text(message: object) -> str:
+    # On the caller's thread: a KeyboardInterrupt here may be a real Ctrl-C, so only
+    # Exception becomes a stand-in. A str subclass is copied to a plain str, so that its
+    # own methods never run in the writer.
     try:
-        return str(message)
+        text = str(message)
     except Exception as exc:
         return f"<unprintable {type(message).__name__}: {type(exc).__name__}>"
+    return text if type(text) is str else str.__str__(text)
 
 
 class LlamaLogger:
@@ -183,8 +190,10 @@ class LlamaLogger:
 
         A ``None`` message is composed by the writer (see ``_records.default_message``).
         """
-        if level not in LEVELS:
-            raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}")
+        try:
+            level = _LEVEL_BY_NAME[level]  # also makes a str subclass the plain str
+        except (KeyError, TypeError):
+            raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}") from None
         entity_type = entity_id = related_type = related_id = None
         if entity is not None:
             entity_type, entity_id = coerce_entity(entity)

@@ -23,7 +23,8 @@ from typing import Literal, Protocol
 import attrs
 
 from ._postgres import Failure, classify, explain
-from ._records import MAX_TEXT_LENGTH, Record, clean_row, describe, fast_row
+from ._records import Record
+from ._sanitise import MAX_TEXT_LENGTH, clean_row, describe, fast_row
 from ._spill import SpillDir
 
 __all__ = ["FullPolicy", "Sink", "Writer"]
