@@ -8,7 +8,7 @@ the record is reported as changed, and no other record is affected.
 
 Details are encoded with orjson when they are plain (exact ``str``, ``int``, ``bool``,
 ``None``, finite ``float``, dates and times, ``Decimal``, ``UUID``, and ``dict``/``list``/
-``tuple`` of those, nested at most 31 deep), which is nearly every event. Anything else, and
+``tuple`` of those, less than 32 levels deep), which is nearly every event. Anything else, and
 anything orjson refuses or would store differently from the rules (ints beyond 64 bits,
 lone surrogates, NUL, over-long JSON), goes the careful way: ``_Cleaner`` builds a JSON-safe
 copy that ``json.dumps`` encodes.
@@ -232,7 +232,8 @@ def _plain_items(items: Iterable[object], depth: int) -> bool:
 
 
 def _orjson_default(value: object) -> object:
-    # Only reached for _BY_DEFAULT's types; anything it raises makes orjson raise TypeError.
+    # Only reached for the dates, times and Decimals that _plain lets through; anything it
+    # raises makes orjson raise TypeError, and the details go the careful way.
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     return str(value)
@@ -280,13 +281,17 @@ def _careful_json(details: object) -> tuple[str, bool]:
     return text, cleaner.changed
 
 
+def _careful_jsonb(details: object) -> tuple[bytes, bool]:
+    text, changed = _careful_json(details)
+    return b"\x01" + text.encode(), changed
+
+
 def _jsonb(details: Mapping[str, Any]) -> tuple[bytes, bool]:
     """The details as a binary jsonb field, and whether they had to be sanitised."""
     payload = _fast_jsonb(details)
     if payload is not None:
         return payload, False
-    text, changed = _careful_json(details)
-    return b"\x01" + text.encode(), changed
+    return _careful_jsonb(details)
 
 
 # --- rows ----------------------------------------------------------------------------
@@ -324,7 +329,7 @@ def fast_row(record: Record) -> tuple[tuple[object, ...], bool]:
     payload = _fast_jsonb(details)
     if payload is not None:
         return (*record[:12], payload), False
-    payload, changed = _jsonb(details)
+    payload, changed = _careful_jsonb(details)
     return (*record[:12], payload), changed
 
 
