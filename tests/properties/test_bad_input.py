@@ -8,7 +8,8 @@ generated inputs hold NUL characters, lone surrogates, text around and far beyon
 character limit, non-JSON values (datetimes, Decimals, UUIDs, sets, bytes, enums, arbitrary
 objects), NaN and infinities, non-string keys, cycles and deep nesting. A few inputs that no
 generator should produce at random (10 MB strings, 10 000 levels, objects whose ``repr``
-raises) have tests of their own.
+or iteration raises, ``SystemExit`` and other ``BaseException``s included) have tests of their
+own, as has one such event among 999 good ones in a single batch.
 """
 
 from __future__ import annotations
