@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from contextvars import ContextVar
@@ -66,18 +67,40 @@ def validate_job_id(value: object, what: str = "job_id") -> str:
     return value
 
 
+# The last id's time fields (48 bits of milliseconds, 12 of sub-millisecond), so that the
+# next id can be made larger even when the clock has not moved (or stepped back).
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+_time_ns = time.time_ns  # module-level so that tests can freeze the clock
+
+
+def _reset_after_fork() -> None:
+    # Another thread may have held the lock at fork(); the child has only this thread.
+    global _stamp_lock  # noqa: PLW0603 - the lock is replaced, never shared with the parent
+    _stamp_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def new_job_id() -> str:
     """A UUIDv7-style id: 48 bits of Unix milliseconds, then sub-millisecond time, then random.
 
     The 12 bits after the version carry the fraction of the millisecond (RFC 9562,
-    method 3), so ids generated in one process sort in creation order to ~250 ns.
+    method 3). Within a process every id's time fields are larger than the previous
+    id's: when the clock has not advanced by a 4096th of a millisecond (or went back),
+    the previous value plus one is used (RFC 9562, 6.2), so ids sort in creation order.
     ``random`` is reseeded in forked children by the standard library, so children
     never repeat their parent's ids.
     """
-    ns = time.time_ns()
-    ms, sub_ms = divmod(ns, 1_000_000)
-    frac = (sub_ms * 4096) // 1_000_000
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | frac << 64
+    global _last_stamp  # noqa: PLW0603 - one counter per process, guarded by the lock
+    ms, sub_ms = divmod(_time_ns(), 1_000_000)
+    stamp = (ms & 0xFFFF_FFFF_FFFF) << 12 | (sub_ms * 4096) // 1_000_000
+    with _stamp_lock:
+        if stamp <= _last_stamp:
+            stamp = _last_stamp + 1  # a full 4096 carries into the milliseconds
+        _last_stamp = stamp
+    value = (stamp >> 12) << 80 | 0x7 << 76 | (stamp & 0xFFF) << 64
     value |= 0b10 << 62 | random.getrandbits(62)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

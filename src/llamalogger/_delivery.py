@@ -21,7 +21,8 @@ import psycopg.errors
 
 from ._diagnostics import Reporter, diagnostics
 from ._postgres import SCHEMA_MISSING, Failure, classify, explain
-from ._records import MAX_TEXT_LENGTH, Record, clean_row, describe, fast_row
+from ._records import Record
+from ._sanitise import MAX_TEXT_LENGTH, clean_row, describe, fast_row
 from ._spill import SpillDir, SpillFile, SpillFull
 
 __all__ = ["Delivery", "Outcome", "Sink"]

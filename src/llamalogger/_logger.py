@@ -24,11 +24,26 @@ __all__ = ["LlamaLogger"]
 _CATEGORY_BY_NAME = {category.value: category.value for category in Category}
 
 
-def _message_text(message: object) -> str:
+_LEVEL_BY_NAME = {level: level for level in LEVELS}
+
+
+def _checked_level(level: object) -> str:
+    """The level named by ``level`` as a plain str; ``ValueError`` if there is none."""
     try:
-        return str(message)
+        return _LEVEL_BY_NAME[level]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}") from None
+
+
+def _message_text(message: object) -> str:
+    # On the caller's thread: a KeyboardInterrupt here may be a real Ctrl-C, so only
+    # Exception becomes a stand-in. A str subclass is copied to a plain str, so that its
+    # own methods never run in the writer.
+    try:
+        text = str(message)
     except Exception as exc:
         return f"<unprintable {type(message).__name__}: {type(exc).__name__}>"
+    return text if type(text) is str else str.__str__(text)
 
 
 def _connect_kwargs(pool_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -179,13 +194,33 @@ class LlamaLogger:
         Bad arguments (unknown category or level, malformed entity) raise ``ValueError``;
         anything about the data itself is sanitised in the background, never raised.
         """
+        # _enqueue's work, inlined: one call fewer is a tenth of this call's cost.
         try:
             category_value = _CATEGORY_BY_NAME[category]
+            level = _LEVEL_BY_NAME[level]  # also makes a str subclass the plain str
         except (KeyError, TypeError):
             category_value = Category.parse(category).value
+            level = _checked_level(level)
         if type(message) is not str:
             message = _message_text(message)
-        self._enqueue(category_value, message, entity, related, level, details)
+        entity_type = entity_id = related_type = related_id = None
+        if entity is not None:
+            entity_type, entity_id = coerce_entity(entity)
+        if related is not None:
+            related_type, related_id = coerce_entity(related, "related")
+        logged_at = _time_ns() // 1000 - PG_EPOCH_US
+        job = _current.get()
+        if job is None:
+            self._put((
+                logged_at, category_value, level, message, None, None, None, None,
+                entity_type, entity_id, related_type, related_id, details or None,
+            ))  # fmt: skip
+        else:
+            self._put((
+                logged_at, category_value, level, message,
+                job.job_id, job.parent_job_id, job.root_job_id, job.name,
+                entity_type, entity_id, related_type, related_id, details or None,
+            ))  # fmt: skip
 
     def created(
         self, entity: object, message: str | None = None, *, level: str = "info", **details: Any
@@ -233,8 +268,7 @@ class LlamaLogger:
 
         A ``None`` message is composed by the writer (see ``_records.default_message``).
         """
-        if level not in LEVELS:
-            raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}")
+        level = _checked_level(level)
         entity_type = entity_id = related_type = related_id = None
         if entity is not None:
             entity_type, entity_id = coerce_entity(entity)
