@@ -340,6 +340,8 @@ class Delivery:
         """Replay one claimed file; False if the database is still unreachable."""
         try:
             written_for, rows = spill.read(file)
+        except FileNotFoundError:
+            return True  # taken over meanwhile by a process that found us gone: not ours
         except (OSError, ValueError, KeyError, TypeError) as exc:
             aside = spill.set_aside(file, "unreadable")
             diagnostics.error("llamalogger cannot read spill file %s: %s", aside, exc)
@@ -347,7 +349,7 @@ class Delivery:
             return True
         if written_for is not None and written_for != target:
             # Not ours to write: give the file back for a logger of its own database.
-            file.path.rename(spill.path / f"{file.spill_id}.jsonl")
+            spill.leave_alone(file)
             self._reporter.once(
                 ("foreign spill", file.spill_id),
                 logging.WARNING,

@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -71,6 +72,10 @@ class SpillDir:
         self.target = dict(target)
         self.max_bytes = max_bytes
         self._counter = itertools.count()
+        # Claims name the process and this object: two loggers of one process sharing a
+        # directory must not mistake each other's claims for their own.
+        self._claimant = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._foreign: set[str] = set()  # files written for another target: never ours
         self._bytes = sum(_size(file) for file in self.path.glob("*" + _SUFFIX + "*"))
 
     @property
@@ -106,17 +111,30 @@ class SpillDir:
         for path in self.path.iterdir():
             name = path.name
             if name.endswith(_SUFFIX):
-                found.append(SpillFile(path, name.removesuffix(_SUFFIX)))
+                if name.removesuffix(_SUFFIX) not in self._foreign:
+                    found.append(SpillFile(path, name.removesuffix(_SUFFIX)))
                 continue
-            base, claimed, pid = name.rpartition(_CLAIMED)
-            mine_or_orphaned = pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid)))
-            if claimed and base.endswith(_SUFFIX) and mine_or_orphaned:
+            base, claimed, claimant = name.rpartition(_CLAIMED)
+            if claimed and base.endswith(_SUFFIX) and self._may_take(claimant):
                 found.append(SpillFile(path, base.removesuffix(_SUFFIX)))
         return sorted(found, key=lambda file: file.spill_id)
 
+    def _may_take(self, claimant: str) -> bool:
+        """A claim is ours to replay if we made it, or if the process that made it is gone."""
+        if claimant == self._claimant:
+            return True
+        pid = claimant.partition("-")[0]
+        return pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+
+    def leave_alone(self, file: SpillFile) -> None:
+        """Give back a file written for another target, and skip it from now on."""
+        self._foreign.add(file.spill_id)
+        with contextlib.suppress(FileNotFoundError):
+            file.path.rename(self.path / f"{file.spill_id}{_SUFFIX}")
+
     def claim(self, file: SpillFile) -> SpillFile | None:
         """Rename ``file`` to this process's claim; ``None`` if another process took it."""
-        claimed = self.path / f"{file.spill_id}{_SUFFIX}{_CLAIMED}{os.getpid()}"
+        claimed = self.path / f"{file.spill_id}{_SUFFIX}{_CLAIMED}{self._claimant}"
         if file.path == claimed:
             return file
         try:

@@ -36,6 +36,7 @@ def test_a_claimed_file_is_skipped_by_the_next_claimer_without_error(tmp_path: P
     assert claimed is not None
     assert second.claim(file) is None  # gone from under its old name: another took it
     assert first.pending() == [claimed]  # its own claim stays visible to the claimer
+    assert second.pending() == []  # a live claimant's file, even in the same process
 
 
 def test_a_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
@@ -46,7 +47,7 @@ def test_a_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     [orphan] = spill.pending()
     taken = spill.claim(orphan)
     assert taken is not None
-    assert taken.path.name.endswith(f".claimed-{os.getpid()}")
+    assert f".claimed-{os.getpid()}-" in taken.path.name
 
 
 def test_the_size_cap_refuses_a_batch_that_would_pass_it(tmp_path: Path) -> None:
