@@ -178,6 +178,11 @@ class LlamaLogger:
         """A job for a task-queue integration, which waits for the task's events itself."""
         return JobScope(name, job_id, parent, on_exit=self._job_exiting)
 
+    def _task_ended(self) -> None:
+        """A task ended in a process that may end with ``os._exit``: deliver or spill its
+        events now, as at the end of a forked child's outermost job (bounded)."""
+        self._writer.flush_at_job_end()
+
     def _job_exiting(self, context: JobContext, exc: BaseException | None) -> None:
         """Called while ``context`` is still current, as its block is left."""
         if (

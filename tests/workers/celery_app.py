@@ -46,7 +46,11 @@ def configure(
 
 def make_logger() -> LlamaLogger:
     """The factory the worker passes to ``instrument`` (called once per pool process)."""
-    return LlamaLogger(os.environ["LLAMALOG_DSN"], schema=os.environ["LLAMALOG_SCHEMA"])
+    return LlamaLogger(
+        os.environ["LLAMALOG_DSN"],
+        schema=os.environ["LLAMALOG_SCHEMA"],
+        spill_dir=os.environ.get("LLAMALOG_TEST_SPILL_DIR"),  # None: the per-user default
+    )
 
 
 app = Celery("celery_app")

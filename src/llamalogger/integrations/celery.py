@@ -56,17 +56,17 @@ def instrument(
     logger: LlamaLogger | Callable[[], LlamaLogger],
     *,
     flush_after_task: bool | None = None,
-    flush_timeout: float = 10.0,
     close_timeout: float | None = None,
 ) -> CeleryInstrumentation:
     """Run every task of ``app`` in a job of ``logger``, and close the logger at worker exit.
 
     ``logger`` is a ``LlamaLogger``, or a callable that makes one: it is then called once in
     each process that needs one (in ``worker_process_init`` for prefork children, at the
-    first task for the solo and threads pools). ``flush_after_task``: wait up to
-    ``flush_timeout`` seconds after each task for its events, so that a pool process that
-    is recycled or killed afterwards has lost nothing; by default on in prefork pool
-    processes only. ``close_timeout`` bounds the close at process exit (default: the
+    first task for the solo and threads pools). ``flush_after_task``: after each task,
+    deliver its events (or, with the database unreachable, put them in spill files), so that
+    a pool process recycled or killed afterwards has lost nothing; bounded like the end of a
+    forked child's outermost job; by default on in prefork pool processes only.
+    ``close_timeout`` bounds the close at process exit (default: the
     logger's ``exit_timeout``).
 
     Idempotent: calling it again for the same app and logger returns the same object and
@@ -86,7 +86,6 @@ def instrument(
         app,
         logger,
         flush_after_task=flush_after_task,
-        flush_timeout=flush_timeout,
         close_timeout=close_timeout,
     )
     setattr(app, _ATTRIBUTE_ON_APP, instrumentation)
@@ -138,13 +137,11 @@ class CeleryInstrumentation:
         source: LlamaLogger | Callable[[], LlamaLogger],
         *,
         flush_after_task: bool | None,
-        flush_timeout: float,
         close_timeout: float | None,
     ) -> None:
         self.app = app
         self.source = source
         self._flush_after_task = flush_after_task
-        self._flush_timeout = flush_timeout
         self._close_timeout = close_timeout
         self._logger: LlamaLogger | None = source if isinstance(source, LlamaLogger) else None
         self._logger_pid = os.getpid()
@@ -213,7 +210,7 @@ class CeleryInstrumentation:
         scope, logger = entry
         scope.__exit__(None, None, None)
         if current_job() is None and self._flushes_after_task():
-            logger.flush(self._flush_timeout)
+            logger._task_ended()
 
     def _flushes_after_task(self) -> bool:
         if self._flush_after_task is not None:

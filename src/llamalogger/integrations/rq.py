@@ -79,12 +79,11 @@ class LlamaWorker(Worker):
     ``llama_logger=`` gives the logger; without it ``logger_factory`` (a class attribute,
     by default ``LlamaLogger``, which reads ``LLAMALOG_DSN``) makes one. To configure it
     for ``rq worker --worker-class``, subclass and set ``logger_factory``.
-    ``flush_timeout`` bounds the horse's wait for its events, ``close_timeout`` the close
-    when the worker stops (``None``: the logger's ``exit_timeout``).
+    ``close_timeout`` bounds the close when the worker stops (``None``: the logger's
+    ``exit_timeout``).
     """
 
     logger_factory: ClassVar[Callable[[], LlamaLogger]] = LlamaLogger
-    flush_timeout: ClassVar[float] = 10.0
     close_timeout: ClassVar[float | None] = None
 
     def __init__(self, *args: Any, llama_logger: LlamaLogger | None = None, **kwargs: Any) -> None:
@@ -103,8 +102,9 @@ class LlamaWorker(Worker):
         finally:
             scope.__exit__(None, None, None)
             if self.is_horse:
-                # The horse ends with os._exit: no atexit, no finalizer. Wait here.
-                logger.flush(self.flush_timeout)
+                # The horse ends with os._exit: no atexit, no finalizer. Deliver (or
+                # spill) here, bounded.
+                logger._task_ended()
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         exc = exc_info[1] if len(exc_info) > 1 else None
