@@ -70,6 +70,9 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                         "rq_jobs.doomed", "d", retry=Retry(max=1), failure_ttl=300
                     ).id,
                     "killed": queue.enqueue("rq_jobs.killed", "k", failure_ttl=300).id,
+                    "overrun": queue.enqueue(
+                        "rq_jobs.overrun", "t", job_timeout=1, failure_ttl=300
+                    ).id,
                 }
                 with logger.job("import-catalogue") as outer:
                     logger.log("CREATED", "catalogue import started")
@@ -119,6 +122,7 @@ def test_every_event_of_the_work_horses_arrives(outcome: Outcome) -> None:
     assert tags["f"] == 3
     assert tags["d"] == 2
     assert tags["k"] == 1
+    assert tags["t"] == 1
     assert len({row["details"]["pid"] for row in outcome.tagged("a")}) == 1 + ARTISTS
 
 
@@ -169,3 +173,10 @@ def test_job_meta_carries_the_current_job() -> None:
 
     with JobScope("outer", None, None) as outer:
         assert job_meta() == {META_KEY: outer.to_headers()}
+
+
+def test_a_job_past_its_timeout_fails_inside_the_horse(outcome: Outcome) -> None:
+    """RQ's job_timeout raises in the horse: one FAILED event with its type, nothing lost."""
+    rows = outcome.of_job(outcome.ids["overrun"])
+    assert [row["category"] for row in rows] == ["ENRICHED", "FAILED"]
+    assert rows[1]["details"]["exception_type"] == "rq.timeouts.JobTimeoutException"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from redis import Redis
 from rq import Retry, get_current_job
@@ -54,6 +55,12 @@ def flaky(tag: str, failures: int) -> int:
 def doomed(tag: str) -> None:
     oracle(tag)
     raise LookupError("cover art not found")
+
+
+def overrun(tag: str) -> None:
+    """Runs past its ``job_timeout``: RQ raises JobTimeoutException inside the horse."""
+    oracle(tag)
+    time.sleep(60)
 
 
 def killed(tag: str) -> None:
