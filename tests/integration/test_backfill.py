@@ -25,14 +25,25 @@ Stored = tuple[int, str | None, str | None, str | None]
 CATEGORIES = ("CREATED", "UPDATED", "ENRICHED", "MATCHED", "SKIPPED", "FAILED")
 
 
-def load(conn: psycopg.Connection, schema: str, rows: Iterable[Row]) -> None:
-    """Append rows with COPY, as an import or another writer would; ids follow the row order."""
+def copy_rows(conn: psycopg.Connection, schema: str, rows: Iterable[Row]) -> None:
+    """Append rows with COPY, as an import or another writer would; ids follow the row order.
+
+    On a schema at 0004 or later the insert trigger gives them their roots as they arrive.
+    """
     copy_sql = sql.SQL(
         "COPY {}.llama_log (category, message, job_id, parent_job_id, job_name) FROM STDIN"
     ).format(sql.Identifier(schema))
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         for i, (job, parent) in enumerate(rows):
             copy.write_row((CATEGORIES[i % len(CATEGORIES)], f"event {i}", job, parent, "test"))
+
+
+def load(conn: psycopg.Connection, schema: str, rows: Iterable[Row]) -> None:
+    """Append rows with COPY and leave every root NULL, as rows from before 0002 would be."""
+    copy_rows(conn, schema, rows)
+    conn.execute(
+        sql.SQL("UPDATE {}.llama_log SET root_job_id = NULL").format(sql.Identifier(schema))
+    )
 
 
 def stored(conn: psycopg.Connection, schema: str) -> list[Stored]:
@@ -133,7 +144,7 @@ class TestReferenceSet:
     ) -> None:
         """Migrating a 0001 schema holding the reference set reports the documented line."""
         migrate(conn, schema=schema_name, target="0001")
-        load(conn, schema_name, reference_rows())
+        copy_rows(conn, schema_name, reference_rows())
 
         result = migrate(conn, schema=schema_name)
 

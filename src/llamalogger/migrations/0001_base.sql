@@ -2,6 +2,13 @@
 --
 -- Names are unqualified on purpose: the runner sets search_path to the target schema for this
 -- transaction, so one file serves any schema name.
+--
+-- One step, in one transaction with its record: it only creates objects nobody can see before
+-- it commits, so it is applied whole or not at all and blocks no one.
+-- squawk-ignore-file require-timeout-settings -- the runner sets lock_timeout and statement_timeout before every step
+-- squawk-ignore-file prefer-robust-stmts -- one transaction with its record: never half-applied, never re-run
+
+-- step: base | transaction | none (creates new objects only)
 
 CREATE TYPE llama_log_category AS ENUM (
     'CREATED', 'UPDATED', 'ENRICHED', 'MATCHED', 'SKIPPED', 'FAILED'

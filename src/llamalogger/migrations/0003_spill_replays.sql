@@ -7,6 +7,9 @@
 -- as well as on llama_log.
 --
 -- Names are unqualified on purpose: the runner sets search_path to the target schema.
+-- squawk-ignore-file require-timeout-settings -- the runner sets lock_timeout and statement_timeout before every step
+
+-- step: spill_replays | transaction | none (creates a new table only)
 
 CREATE TABLE llama_log_spill_replays (
     spill_id    text PRIMARY KEY,
