@@ -32,7 +32,7 @@ import psycopg.errors
 from psycopg import sql
 
 from ._backfill import BackfillReport, Progress, backfill_batches, backoff
-from ._errors import MigrationError
+from ._errors import ConfigurationError, MigrationError
 from ._postgres import validate_schema
 
 __all__ = [
@@ -250,6 +250,9 @@ def migrate(
     invalid schema name.
     """
     validate_schema(schema)
+    _check_positive(lock_timeout=lock_timeout, batch_seconds=batch_seconds, wait=wait)
+    if lock_retries < 0:
+        raise ConfigurationError(f"lock_retries must be 0 or more, not {lock_retries!r}")
     target = _resolve_target(target)
     runner = _Runner(
         conn,
@@ -290,6 +293,7 @@ def backfill_root_job_id(
     ``batch_seconds``). The connection must have no transaction open.
     """
     validate_schema(schema)
+    _check_positive(batch_seconds=batch_seconds)
     with _autocommit(conn):
         return backfill_batches(conn, schema, batch_seconds=batch_seconds, progress=progress)
 
@@ -489,6 +493,12 @@ class _Runner:
             (self.schema, index),
         ).fetchone()
         return None if row is None else bool(row[0])
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:  # also refuses NaN
+            raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
 
 
 def _resolve_target(target: str | None) -> str:

@@ -12,11 +12,13 @@
 -- step: linked_category | transaction | a brief lock on the enum type only
 -- Allowed inside a transaction since PostgreSQL 12, as long as nothing here uses the new value
 -- before commit (nothing does).
+-- squawk-ignore require-enum-value-ordering -- LINKED comes last, as in the reference enum; nothing sorts by category
 ALTER TYPE llama_log_category ADD VALUE IF NOT EXISTS 'LINKED';
 
 -- step: root_job_id_column | transaction | ACCESS EXCLUSIVE on llama_log, for a catalog change only
 -- Nullable without a default: a catalog change, no table rewrite, so the lock lasts a moment.
-ALTER TABLE llama_log ADD COLUMN IF NOT EXISTS root_job_id varchar(100);  -- squawk-ignore prefer-text-field -- varchar(100) is the reference schema's type, like job_id
+-- squawk-ignore prefer-text-field -- varchar(100) is the reference schema's type, like job_id
+ALTER TABLE llama_log ADD COLUMN IF NOT EXISTS root_job_id varchar(100);
 
 -- step: backfill_function | transaction | none
 -- Fills root_job_id where it is NULL, job by job (DESIGN.md section 4):

@@ -11,8 +11,10 @@
 
 -- step: spill_replays | transaction | none (creates a new table only)
 
+-- squawk-ignore prefer-robust-stmts -- one step in one transaction with its record: applied whole or not at all
 CREATE TABLE llama_log_spill_replays (
     spill_id    text PRIMARY KEY,
+    -- squawk-ignore prefer-bigint-over-int -- the events of one spill file, at most one batch
     events      integer NOT NULL,
     replayed_at timestamptz NOT NULL DEFAULT now()
 );
