@@ -458,10 +458,15 @@ class _Runner:
                 time.sleep(backoff(attempt))
 
     def _set_local(self, *, lock_timeout: str) -> None:
+        # SET rather than set_config() for the path: PostgreSQL then stores it normalised, and
+        # functions created with SET search_path FROM CURRENT carry exactly what 0.1.0 gave them.
         self.conn.execute(
-            "SELECT set_config('search_path', %s, true), set_config('lock_timeout', %s, true),"
+            sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.schema))
+        )
+        self.conn.execute(
+            "SELECT set_config('lock_timeout', %s, true),"
             " set_config('statement_timeout', %s, true)",
-            (_quoted(self.schema), lock_timeout, _STEP_STATEMENT_TIMEOUT),
+            (lock_timeout, _STEP_STATEMENT_TIMEOUT),
         )
 
     def _record(self, migration: Migration, step: Step | None, *, last: bool) -> None:
