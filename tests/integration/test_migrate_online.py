@@ -20,7 +20,7 @@ from pathlib import Path
 import attrs
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
@@ -403,28 +403,47 @@ def recorded(conn: psycopg.Connection, schema: str) -> list[tuple[str]]:
     ).fetchall()
 
 
+def start_migrate(dsn: str, schema: str, conn: psycopg.Connection) -> subprocess.Popen[bytes]:
+    """`llamalog migrate` in a child process, returned once its session is on the server."""
+    name = f"llamalog-kill-test-{schema}"
+    child = subprocess.Popen(
+        [*_CLI, "--dsn", dsn, "--schema", schema],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PGAPPNAME": name},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and child.poll() is None:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone()
+        if row and row[0]:
+            break
+        time.sleep(0.002)  # polling the server for the child's session, not waiting on a writer
+    return child
+
+
 @pytest.fixture
-def uninterrupted(dsn: str, other_schema: str) -> Uninterrupted:
-    """An uninterrupted `llamalog migrate` of the rows the kill test uses, and its duration."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn, schema=other_schema, target="0001")
-        load_rows(conn, other_schema, KILL_ROWS)
-        began = time.monotonic()
-        subprocess.run(
-            [*_CLI, "--dsn", dsn, "--schema", other_schema], check=True, capture_output=True
-        )
-        seconds = time.monotonic() - began
-        return Uninterrupted(
-            roots(conn, other_schema),
-            catalog(conn, other_schema),
-            recorded(conn, other_schema),
-            seconds,
-        )
+def uninterrupted(dsn: str, conn: psycopg.Connection, other_schema: str) -> Uninterrupted:
+    """An uninterrupted `llamalog migrate` of the rows the kill test uses, and how long it
+    ran once connected."""
+    migrate(conn, schema=other_schema, target="0001")
+    load_rows(conn, other_schema, KILL_ROWS)
+    child = start_migrate(dsn, other_schema, conn)
+    began = time.monotonic()
+    assert child.wait(timeout=120) == 0
+    seconds = time.monotonic() - began
+    return Uninterrupted(
+        roots(conn, other_schema),
+        catalog(conn, other_schema),
+        recorded(conn, other_schema),
+        seconds,
+    )
 
 
 class TestKilled:
     @settings(
-        max_examples=8,
+        max_examples=12,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
@@ -433,20 +452,23 @@ class TestKilled:
         self, dsn: str, conn: psycopg.Connection, uninterrupted: Uninterrupted, moment: float
     ) -> None:
         """SIGKILL `llamalog migrate` at a moment hypothesis picks (a share of how long an
-        uninterrupted run takes, process start included), run it again: the same rows, the
+        uninterrupted run takes once connected), run it again: the same rows, the
         same catalog, the same versions recorded."""
         schema = f"k_{uuid.uuid4().hex[:12]}"
         try:
             migrate(conn, schema=schema, target="0001")
             load_rows(conn, schema, KILL_ROWS)
-            child = subprocess.Popen(
-                [*_CLI, "--dsn", dsn, "--schema", schema],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            child = start_migrate(dsn, schema, conn)
             time.sleep(moment * uninterrupted.seconds)
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
+
+            done = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {}.schema_migration_steps WHERE done_at IS NOT NULL"
+                ).format(ident(schema))
+            ).fetchone()
+            event(f"killed after {done[0] if done else 0} steps")
 
             result = migrate(conn, schema=schema)
 
