@@ -46,7 +46,8 @@ class ProgressDisplay:
             end = "\n" if done >= total else ""
             self._stream.write(
                 f"\r{label} [{bar}] {share:4.0%} {done:,}/{total:,} rows "
-                f"{rate:,.0f} rows/s ETA {_clock_time(left)}{end}"
+                # ESC [K clears what a longer previous line left on the right.
+                f"{rate:,.0f} rows/s ETA {_clock_time(left)}\x1b[K{end}"
             )
             self._stream.flush()
             return

@@ -328,3 +328,119 @@ class TestRandomForests:
 def test_backfill_report_line_format() -> None:
     """The report line is the one the CLI prints after the root-job migration."""
     assert str(BackfillReport(3, 2, 1, 6)) == "backfill: 3 filled, 2 orphans, 1 unresolved, 6 total"
+
+
+def natural_order(rows: list[Row]) -> list[Row]:
+    """``rows`` reordered so that a job's first row comes after its parent's first row (when
+    the parent has rows at all), as a logger writes them; the order within a job is kept."""
+    parent_of: dict[str, str | None] = {}
+    for job, parent in rows:
+        if job is not None:
+            parent_of.setdefault(job, parent)
+    placed: list[str] = []
+    remaining = list(parent_of)
+    while remaining:
+        ready = [
+            job
+            for job in remaining
+            if parent_of[job] is None or parent_of[job] not in parent_of or parent_of[job] in placed
+        ]
+        if not ready:  # a cycle: what is left can go in any order
+            ready = remaining[:]
+        placed.extend(ready)
+        remaining = [job for job in remaining if job not in ready]
+    rank = {job: index for index, job in enumerate(placed)}
+    return sorted(rows, key=lambda row: -1 if row[0] is None else rank[row[0]])
+
+
+@st.composite
+def acyclic_rows(draw: st.DrawFn) -> Row:
+    """A row whose parent, if a job of JOB_IDS, comes before its own job in JOB_IDS."""
+    index = draw(st.integers(-1, len(JOB_IDS) - 1))
+    if index < 0:
+        return (None, draw(st.none() | st.just("outside-1")))
+    parents = [None, "outside-1", "outside-2", *JOB_IDS[:index]]
+    return (JOB_IDS[index], draw(st.sampled_from(parents)))
+
+
+class TestInsertTrigger:
+    """0004's trigger gives rows that arrive without a root the one the rules give them."""
+
+    def test_rows_written_by_0001_era_code_get_their_root_on_insert(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """Root, child, grandchild, child of a parent without rows, orphan: as the backfill."""
+        copy_rows(
+            conn,
+            schema,
+            [
+                ("root", None),
+                ("child", "root"),
+                ("grandchild", "child"),
+                ("grandchild", "child"),
+                ("from-elsewhere", "upstream"),
+                (None, None),
+            ],
+        )
+        assert [root for *_, root in stored(conn, schema)] == [
+            "root",
+            "root",
+            "root",
+            "root",
+            "upstream",
+            None,
+        ]
+
+    def test_a_root_that_comes_with_the_row_is_kept(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """The WHEN condition skips rows that bring their root: nothing is recomputed."""
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.llama_log (category, message, job_id, parent_job_id, root_job_id)"
+                " VALUES ('CREATED', 'm', 'j', 'p', 'given')"
+            ).format(sql.Identifier(schema))
+        )
+        assert [root for *_, root in stored(conn, schema)] == ["given"]
+
+    def test_a_later_row_of_a_job_shares_the_root_its_earlier_rows_have(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """Invariant 7 for late rows: a job's rows keep one root even when the rules, applied
+        to the rows as they are now, would say otherwise (its parent logged only later)."""
+        copy_rows(conn, schema, [("job", "parent")])  # parent has no rows: it is the root
+        copy_rows(conn, schema, [("parent", "grandparent"), ("job", "parent")])
+        assert [(job, root) for _, job, _, root in stored(conn, schema)] == [
+            ("job", "parent"),
+            ("parent", "grandparent"),
+            ("job", "parent"),
+        ]
+
+    def test_a_cycle_leaves_the_row_null_like_the_backfill(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        copy_rows(conn, schema, [("self", "self"), ("a", "b"), ("b", "a"), ("a", "b")])
+        assert [(job, root) for _, job, _, root in stored(conn, schema)] == [
+            ("self", None),
+            ("a", "b"),  # when a arrived, b had no rows: b was the root
+            ("b", "b"),
+            ("a", "b"),
+        ]
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(rows=st.lists(acyclic_rows(), max_size=40))
+    def test_rows_inserted_in_the_order_a_logger_writes_them_get_the_backfills_roots(
+        self, conn: psycopg.Connection, schema: str, rows: list[Row]
+    ) -> None:
+        """When each job's first row comes after its parent's (as a logger writes them, and a
+        logger writes no cycles), the trigger fills every row exactly as the backfill fills
+        the same rows afterwards."""
+        conn.execute(
+            sql.SQL("TRUNCATE {}.llama_log RESTART IDENTITY").format(sql.Identifier(schema))
+        )
+        copy_rows(conn, schema, natural_order(rows))
+        assert_roots_as_expected(stored(conn, schema))
