@@ -242,10 +242,10 @@ def main() -> None:
             with Load(dsn, schema, args.rows, args.events_per_second) as traffic:
                 time.sleep(1.0)  # let the traffic settle before measuring
                 with recording(traffic):
+                    command = ["migrate", "--dsn", dsn, "--schema", schema]
                     began = time.monotonic()
                     done = subprocess.run(
-                        [sys.executable, "-m", "llamalogger.cli", "migrate"]
-                        + ["--dsn", dsn, "--schema", schema],
+                        [sys.executable, "-m", "llamalogger.cli", *command],
                         capture_output=True,
                         text=True,
                         check=False,
