@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from llamalogger._migrate import BackfillReport, backfill_root_job_id, migrate
+from llamalogger.schema import BackfillReport, backfill_root_job_id, migrate
 
 # (job_id, parent_job_id) of one row, in insert order
 Row = tuple[str | None, str | None]
