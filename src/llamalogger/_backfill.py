@@ -40,6 +40,8 @@ Checkpoint = Callable[[psycopg.Connection[Any], int], None]
 _FIRST_BATCH = 2_000
 _MIN_BATCH = 100
 _MAX_BATCH = 2_000_000
+# Below one row to fill in this many, the map is built from those rows' jobs and ancestors.
+_FEW_PENDING = 20
 # A batch that takes this long was sized wrongly; it is cancelled and retried at half the size.
 _BATCH_STATEMENT_TIMEOUT_MS = 30_000
 
@@ -77,26 +79,30 @@ def backfill_batches(
     batch_seconds: float = 0.2,
     lock_timeout: float = 0.2,
     lock_retries: int = 10,
+    full_map: bool | None = None,
 ) -> BackfillReport:
     """Fill NULL ``root_job_id`` of rows with ``id > resume_after`` batch by batch; commit each.
 
     ``conn`` must be in autocommit mode. The map of every job's root is built once, from the
     rows present when it starts; rows that arrive later are the insert trigger's (0004) or the
     next run's. ``filled`` counts this call's rows; the other counts describe the table at the
-    end.
+    end. ``full_map`` chooses how the map is built (None: by the share of rows to fill; the
+    tests force each way).
     """
     table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
     bounds = conn.execute(
         sql.SQL(
-            "SELECT min(id), max(id) FROM {} WHERE root_job_id IS NULL AND job_id IS NOT NULL"
-            " AND id > %s"
+            "SELECT min(id), max(id), count(*) FROM {}"
+            " WHERE root_job_id IS NULL AND job_id IS NOT NULL AND id > %s"
         ).format(table),
         (resume_after,),
     ).fetchone()
     filled = 0
     if bounds is not None and bounds[0] is not None:
-        low, high = int(bounds[0]), int(bounds[1])
-        _build_root_map(conn, table)
+        low, high, pending = int(bounds[0]), int(bounds[1]), int(bounds[2])
+        if full_map is None:
+            full_map = pending * _FEW_PENDING > _estimated_rows(conn, schema)
+        _build_root_map(conn, table, None if full_map else resume_after)
         try:
             filled = _update_in_batches(
                 conn,
@@ -128,26 +134,58 @@ def backfill_batches(
     return BackfillReport(filled, int(counts[0]), int(counts[1]), int(counts[2]))
 
 
-def _build_root_map(conn: psycopg.Connection[Any], table: sql.Composable) -> None:
+def _estimated_rows(conn: psycopg.Connection[Any], schema: str) -> float:
+    row = conn.execute(
+        "SELECT c.reltuples FROM pg_catalog.pg_class AS c"
+        " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = 'llama_log'",
+        (schema,),
+    ).fetchone()
+    return 0.0 if row is None else float(row[0])  # -1 (never analysed) counts as small
+
+
+def _build_root_map(
+    conn: psycopg.Connection[Any], table: sql.Composable, only_pending_after: int | None
+) -> None:
     """``pg_temp.llamalog_backfill_roots(job_id, root)`` for every job whose root is known.
 
     The same set-based descent as ``llama_log_backfill_root_job_id()``: a job's parent is that
     of its earliest row; descending from the roots reaches each job once, and the jobs it never
     reaches are those on or below a cycle, which get no entry (unresolved).
+
+    With ``only_pending_after``, the jobs are only those of the rows still to fill (after that
+    id) and their ancestors, found by walking up through the job_id index: for a few late rows
+    in a large table, a few index look-ups instead of sorting the whole table. The set is
+    closed upwards, so a parent missing from it has no rows at all, as in the full map.
     """
+    if only_pending_after is None:
+        jobs = sql.SQL(
+            "SELECT DISTINCT ON (l.job_id) l.job_id, l.parent_job_id AS parent"
+            " FROM {} AS l WHERE l.job_id IS NOT NULL ORDER BY l.job_id, l.id"
+        ).format(table)
+    else:
+        # "id + 0": the earliest row of one job through the job_id index, never a walk along
+        # the primary key. UNION (not ALL) ends the walk on a cycle.
+        earliest = sql.SQL(
+            "SELECT l.parent_job_id AS parent FROM {} AS l"
+            " WHERE l.job_id = up.job_id ORDER BY l.id + 0 LIMIT 1"
+        ).format(table)
+        jobs = sql.SQL(
+            "WITH RECURSIVE up (job_id) AS ("
+            " SELECT DISTINCT l.job_id FROM {table} AS l"
+            "  WHERE l.root_job_id IS NULL AND l.job_id IS NOT NULL AND l.id > {after}"
+            " UNION"
+            " SELECT first.parent FROM up CROSS JOIN LATERAL ({earliest}) AS first"
+            "  WHERE first.parent IS NOT NULL"
+            ") SELECT up.job_id, first.parent FROM up CROSS JOIN LATERAL ({earliest}) AS first"
+        ).format(table=table, after=sql.Literal(only_pending_after), earliest=earliest)
     with conn.transaction():
         # One scan of the table under ACCESS SHARE, which blocks no writer or reader; on a
         # large table it takes as long as it takes, so no statement_timeout here.
         conn.execute("SELECT set_config('statement_timeout', '0', true)")
         conn.execute("DROP TABLE IF EXISTS pg_temp.llamalog_backfill_jobs")
         conn.execute("DROP TABLE IF EXISTS pg_temp.llamalog_backfill_roots")
-        conn.execute(
-            sql.SQL(
-                "CREATE TEMPORARY TABLE llamalog_backfill_jobs AS"
-                " SELECT DISTINCT ON (l.job_id) l.job_id, l.parent_job_id AS parent"
-                " FROM {} AS l WHERE l.job_id IS NOT NULL ORDER BY l.job_id, l.id"
-            ).format(table)
-        )
+        conn.execute(sql.SQL("CREATE TEMPORARY TABLE llamalog_backfill_jobs AS {}").format(jobs))
         conn.execute("ALTER TABLE pg_temp.llamalog_backfill_jobs ADD PRIMARY KEY (job_id)")
         conn.execute("CREATE INDEX ON pg_temp.llamalog_backfill_jobs (parent)")
         conn.execute("ANALYZE pg_temp.llamalog_backfill_jobs")

@@ -11,10 +11,14 @@ import random
 from collections.abc import Iterable, Sequence
 
 import psycopg
+import pytest
+from attrs import astuple
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
+from llamalogger import _backfill
+from llamalogger._backfill import backfill_batches
 from llamalogger.schema import BackfillReport, backfill_root_job_id, migrate
 
 # (job_id, parent_job_id) of one row, in insert order
@@ -323,6 +327,74 @@ class TestRandomForests:
         after = stored(conn, schema)
         assert_roots_as_expected(after)
         assert report == expected_report(after)
+
+
+class TestMapOfPendingJobsOnly:
+    """With few rows to fill, the map covers only their jobs and ancestors, found walking up."""
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        rows=st.lists(
+            st.tuples(
+                st.none() | st.sampled_from(JOB_IDS),
+                st.none() | st.sampled_from([*JOB_IDS, "outside-1", "outside-2"]),
+            ),
+            max_size=40,
+        ),
+        keep=st.sets(st.sampled_from(JOB_IDS)),
+    )
+    def test_walking_up_from_the_pending_jobs_agrees_with_the_full_map(
+        self, conn: psycopg.Connection, schema: str, rows: list[Row], keep: set[str]
+    ) -> None:
+        """For any rows, cycles and all, and any jobs already filled, the map built by walking
+        up from the NULL rows' jobs fills them as the map of every job would."""
+        conn.execute(
+            sql.SQL("TRUNCATE {}.llama_log RESTART IDENTITY").format(sql.Identifier(schema))
+        )
+        load(conn, schema, rows)
+        backfill_batches(conn, schema, full_map=True)
+        conn.execute(
+            sql.SQL("UPDATE {}.llama_log SET root_job_id = NULL WHERE NOT job_id = ANY(%s)").format(
+                sql.Identifier(schema)
+            ),
+            (sorted(keep),),
+        )
+        report = backfill_batches(conn, schema, full_map=False)
+        after = stored(conn, schema)
+        assert_roots_as_expected(after)
+        assert (report.orphans, report.unresolved, report.total) == astuple(expected_report(after))[
+            1:
+        ]
+
+    def test_late_rows_in_a_filled_table_get_the_roots_of_their_jobs(
+        self, conn: psycopg.Connection, schema: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The reference set filled, then a few jobs' roots wiped: only they are filled again,
+        and the choice falls on the pending-only map by itself (few NULL rows, table analysed)."""
+        backfill(conn, schema, reference_rows())
+        before = stored(conn, schema)
+        wiped = conn.execute(
+            sql.SQL(
+                "UPDATE {}.llama_log SET root_job_id = NULL"
+                " WHERE job_id IN ('job-0007', 'job-0100', 'job-0321')"
+            ).format(sql.Identifier(schema))
+        ).rowcount
+        conn.execute(sql.SQL("ANALYZE {}.llama_log").format(sql.Identifier(schema)))
+        builds: list[int | None] = []
+        build = _backfill._build_root_map
+        monkeypatch.setattr(
+            _backfill,
+            "_build_root_map",
+            lambda conn, table, after: builds.append(after) or build(conn, table, after),
+        )
+        report = backfill_root_job_id(conn, schema=schema)
+        assert builds == [0]  # the pending-only map, chosen by itself
+        assert str(report) == f"backfill: {wiped} filled, 42 orphans, 0 unresolved, 4052 total"
+        assert stored(conn, schema) == before
 
 
 def test_backfill_report_line_format() -> None:
