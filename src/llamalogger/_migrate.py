@@ -337,8 +337,9 @@ class _Runner:
             except psycopg.Error as exc:
                 raise MigrationError(
                     f"migration {migration.version}_{migration.name} failed at step "
-                    f"{step.name}, which was rolled back ({exc}); steps done before it are "
-                    "kept: run `llamalog migrate` again to resume"
+                    f"{step.name} ({exc}); what it had not committed was rolled back, the "
+                    "steps and batches done before are kept: run `llamalog migrate` again "
+                    "to resume"
                 ) from exc
         if all((migration.version, step.name) in done for step in steps):
             # Every step was done but the version not recorded: a run killed in between.
@@ -367,30 +368,30 @@ class _Runner:
                 )
             )
 
+        target = sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
+        has_rows = sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target)
+
         def on_empty_table() -> bool:
             # On an empty table a plain CREATE INDEX is instant, while CONCURRENTLY waits for
             # every older transaction in the database, however unrelated (fresh installs,
-            # tests). The SHARE lock makes "empty" true until commit.
+            # tests). The SHARE lock keeps it empty until commit.
             with self.conn.transaction():
                 self._set_local(lock_timeout=self.lock_timeout_ms)
-                self.conn.execute(
-                    sql.SQL("LOCK TABLE {}.{} IN SHARE MODE").format(
-                        sql.Identifier(self.schema), sql.Identifier(table)
-                    )
-                )
-                row = self.conn.execute(
-                    sql.SQL("SELECT EXISTS (SELECT FROM {}.{})").format(
-                        sql.Identifier(self.schema), sql.Identifier(table)
-                    )
-                ).fetchone()
+                self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(target))
+                row = self.conn.execute(has_rows).fetchone()
                 if row is None or row[0]:
                     return False
                 self.conn.execute(re.sub(r"(?i)\s+CONCURRENTLY\b", "", step.sql, count=1))
                 self._record(migration, step, last=last)
             return True
 
-        if self._with_lock_retries(migration, step, on_empty_table):
-            return
+        row = self.conn.execute(has_rows).fetchone()
+        if row is not None and not row[0]:
+            try:
+                if on_empty_table():
+                    return
+            except psycopg.errors.LockNotAvailable:
+                pass  # writers are busy with it after all: build it concurrently below
         # Outside a transaction, with no lock_timeout: SHARE UPDATE EXCLUSIVE blocks neither
         # writers nor readers, and the wait for older transactions holds no lock anyone needs.
         with _session_values(
