@@ -220,6 +220,9 @@ def _update_in_batches(
     lock_timeout: float,
     lock_retries: int,
 ) -> int:
+    # No ANALYZE before this on purpose: with statistics, the planner hashes the map and
+    # updates the rows in hash order, scattered over the table and its indexes, about twice
+    # as slow as the nested loop that follows the id range (measured on 1M rows).
     update = sql.SQL(
         "UPDATE {} AS l SET root_job_id = m.root"
         " FROM pg_temp.llamalog_backfill_roots AS m"
