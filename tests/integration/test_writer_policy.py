@@ -16,7 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from llamalogger import ConfigurationError, LlamaLogger, migrate
+from llamalogger import ConfigurationError, LlamaLogger
+from llamalogger.schema import migrate
 
 
 def rows_of(dsn: str, schema: str, where: str = "true", params: tuple[object, ...] = ()) -> int:
