@@ -371,6 +371,7 @@ class Delivery:
                 return True
             outcome.retried += 1
             self._note_failure(exc)
+            spill.release(file)
             return False
         spill.remove(file)
         # Not inserted: an earlier replay of this file had committed already.
