@@ -127,7 +127,7 @@ class LlamaLogger:
             conninfo=dsn, pool=pool, schema=schema, connect_kwargs=_connect_kwargs(pool_kwargs)
         )
         self.schema = self._sink.schema
-        self.settings = settings
+        self._settings = settings
         self._writer = Writer(self._sink, settings, self._open_spill(spill_dir, settings))
         self._created_in_pid = os.getpid()
         self._put = self._writer.put  # bound once: the hot path skips two lookups
@@ -168,7 +168,7 @@ class LlamaLogger:
         return JobScope(name, job_id, parent, self._outermost_job_ended)
 
     def _outermost_job_ended(self) -> None:
-        flush = self.settings.flush_on_outer_job_exit
+        flush = self._settings.flush_on_outer_job_exit
         if flush is None:  # the default: on in a forked child, off in the parent
             flush = os.getpid() != self._created_in_pid
         if flush:

@@ -30,7 +30,6 @@ class Writer:
 
     def __init__(self, sink: Sink, settings: Settings, spill: SpillDir | None) -> None:
         self._sink = sink
-        self._settings = settings
         self._maxsize = settings.queue_size
         self._batch_size = settings.batch_size
         self._flush_interval = settings.flush_interval
@@ -165,7 +164,7 @@ class Writer:
             return
         queued = self.stats()["queued"]
         diagnostics.error(
-            "llamalogger: a job ended in process with %d events not yet delivered after "
+            "llamalogger: a process's outermost job ended with %d events not delivered after "
             "%.1fs (database unreachable and no spill directory, or a write hanging); a "
             "process that ends now without close() loses them",
             queued,
@@ -210,9 +209,16 @@ class Writer:
                 self._abandoned = True
                 abandoned = self._in_flight - len(leftover)
         kept = Outcome()
-        if leftover:
+        if leftover:  # logged while the writer finished: one attempt, else to disk
             self._delivery.deadline = time.monotonic()  # no more waiting for the database
-            self._delivery.keep_on_disk(leftover, time.time_ns(), kept)
+            if stuck:  # its connection is in use: straight to disk
+                self._delivery.keep_on_disk(leftover, time.time_ns(), kept)
+            else:
+                try:
+                    kept = self._delivery.deliver(leftover, time.time_ns())
+                except BaseException as exc:
+                    self._unexpected(exc)
+                    kept = Outcome(dropped=len(leftover))
         with self._lock:
             self._apply(kept)
             self._settle(len(leftover))
