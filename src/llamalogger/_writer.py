@@ -188,15 +188,7 @@ class Writer:
             dropped_before = self._dropped
             self._delivery.deadline = time.monotonic() + timeout
             self._lock.notify_all()  # callers waiting for room give up now
-        self._wake.set()
-        thread = self._thread
-        stuck = False
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():  # in a write that does not return: a lock, a stalled network
-                self._sink.cancel(timeout=1.0)
-                thread.join(1.0)
-            stuck = thread.is_alive()
+        stuck = self._stop_thread(timeout)
         with self._lock:
             leftover = list(self._queue)
             self._queue.clear()
@@ -208,17 +200,7 @@ class Writer:
                 # writer will not count it then, so it is counted here, once, as lost.
                 self._abandoned = True
                 abandoned = self._in_flight - len(leftover)
-        kept = Outcome()
-        if leftover:  # logged while the writer finished: one attempt, else to disk
-            self._delivery.deadline = time.monotonic()  # no more waiting for the database
-            if stuck:  # its connection is in use: straight to disk
-                self._delivery.keep_on_disk(leftover, time.time_ns(), kept)
-            else:
-                try:
-                    kept = self._delivery.deliver(leftover, time.time_ns())
-                except BaseException as exc:
-                    self._unexpected(exc)
-                    kept = Outcome(dropped=len(leftover))
+        kept = self._deliver_leftover(leftover, stuck)
         with self._lock:
             self._apply(kept)
             self._settle(len(leftover))
@@ -247,6 +229,33 @@ class Writer:
             self._sink.close()
         _process.unregister(self)
         return self._close_result
+
+    def _stop_thread(self, timeout: float) -> bool:
+        """Let the writer finish within ``timeout``; True if it is stuck in a write."""
+        self._wake.set()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return False
+        thread.join(timeout)
+        if thread.is_alive():  # in a write that does not return: a lock, a stalled network
+            self._sink.cancel(timeout=1.0)
+            thread.join(1.0)
+        return thread.is_alive()
+
+    def _deliver_leftover(self, leftover: list[Record], stuck: bool) -> Outcome:
+        """Events logged while the writer finished: one attempt, else to disk."""
+        kept = Outcome()
+        if not leftover:
+            return kept
+        self._delivery.deadline = time.monotonic()  # no more waiting for the database
+        if stuck:  # its connection is in use: straight to disk
+            self._delivery.keep_on_disk(leftover, time.time_ns(), kept)
+            return kept
+        try:
+            return self._delivery.deliver(leftover, time.time_ns())
+        except BaseException as exc:
+            self._unexpected(exc)
+            return Outcome(dropped=len(leftover))
 
     def stats(self) -> dict[str, int]:
         """Counters: see ``LlamaLogger.stats()`` for their meaning."""
