@@ -318,7 +318,7 @@ class Writer:
             if delivery.replay_due():
                 self._record(delivery.replay())
         if self._closing:
-            if delivery.spilling or (delivery.spill is not None and delivery.spill.pending()):
+            if delivery.spilling or delivery.pending_files():
                 self._record(delivery.replay())  # one attempt: close() never waits on disk
             return True
         return False
