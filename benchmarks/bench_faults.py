@@ -1052,6 +1052,8 @@ def main() -> None:
     with fault_server(args.server, allow_restart=args.allow_restart) as server:
         print(f"PostgreSQL {server.version} ({server.kind}), llamalogger {llamalogger.__version__}")
         print(f"command: {command}")
+        print("default settings unless a row names an option; XDG_STATE_HOME is a new temporary")
+        print("directory for each row (where a default spill directory, if any, would go)")
         bench = Bench(server)
         begun = time.monotonic()
         for name in args.only or list(SCENARIOS):
