@@ -397,9 +397,12 @@ def child_close_down(
     }
 
 
-def child_recover(probe: Probe, dsn: str, schema: str) -> dict[str, Any]:
-    """A new logger with the same (default) settings: does it bring in what was kept?"""
-    logger = LlamaLogger(dsn, schema=schema)
+def child_recover(
+    probe: Probe, dsn: str, schema: str, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A new logger with the same settings: does it bring in what was kept on disk?
+    (Its close() replays whatever spill files it finds.)"""
+    logger = LlamaLogger(dsn, schema=schema, **(options or {}))
     flushed = logger.flush(60)
     stats = logger.stats()
     logger.close(15)
@@ -678,11 +681,15 @@ class Bench:
                 logged = sum(r.get("logged", 0) for r in results)
                 stored, lost, dups = self.lost(schema, run, logged)
                 left = sum(1 for p in Path(spill).rglob("*") if p.is_file())
-                losses.append(lost)
+                recovered = Child(child_recover, self.server.dsn, schema, {"spill_dir": spill})
+                recovered.report(120)
+                _, lost_later, dups = self.lost(schema, run, logged)
+                losses.append(lost_later)
                 dups_all.append(dups)
                 print(
-                    f"  logged {logged:,}  stored {stored:,}  lost {lost:,}  duplicates {dups:,}"
-                    f"  files left in spill_dir {left}"
+                    f"  logged {logged:,}  stored {stored:,}  lost {lost:,}  files left in "
+                    f"spill_dir {left}; after a new logger with that spill_dir: lost "
+                    f"{lost_later:,}, duplicates {dups:,}"
                 )
                 for process, result in enumerate(results):
                     if "error" in result:
@@ -840,7 +847,12 @@ class Bench:
             )
             for level, text in forked_report.get("first_lines", []):
                 print(f"    {level}: {text}")
-            print(f"  child's counters at its end: {counters(forked_report.get('stats', {}))}")
+            child_stats = forked_report.get("stats", {})
+            balance, _ = identity(child_stats)
+            print(
+                f"  child's counters at its end: {counters(child_stats)}; enqueued - (written + "
+                f"rejected + dropped + on_disk + queued) = {balance:,}"
+            )
             print(
                 f"  its events lost once the server was back and the parent flushed: "
                 f"{lost_now:,} of {events:,}; after a new logger started: {lost_later:,} "
