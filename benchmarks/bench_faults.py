@@ -341,6 +341,7 @@ def child_fork_in_outage(
                 "stats": logger.stats(),
                 "levels": probe.levels(lines),
                 "first_lines": lines[:3],
+                "all_lines": lines[:50],
                 "writer_threads": writer_threads(),
             }
             os.write(write_end, json.dumps(report).encode())
@@ -860,7 +861,7 @@ class Bench:
             # Reported: a line that gives the count ("1000" or "1,000" events).
             reported = any(
                 str(events) in text.replace(",", "")
-                for _, text in forked_report.get("first_lines", [])
+                for _, text in forked_report.get("all_lines", [])
             )
             ok = task_end <= 1.0 and (lost_later == 0 or reported)
             self.verdict(
