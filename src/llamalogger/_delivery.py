@@ -89,7 +89,7 @@ class Delivery:
         self._reporter = reporter
         # While spilling, every batch goes to a spill file, so that the order of events
         # survives the outage; the files are replayed, oldest first, before writing resumes.
-        self.spilling = spill is not None and bool(spill.pending())
+        self.spilling = bool(self.pending_files())
         self._next_replay = 0.0
         self._next_scan = 0.0
         self._replay_delay = FIRST_RETRY_DELAY
@@ -295,6 +295,22 @@ class Delivery:
         self.own_files[file.spill_id] = len(records)
         outcome.on_disk += len(records)
 
+    def pending_files(self) -> list[SpillFile]:
+        """The spill files to replay; none (reported) if the directory cannot be listed."""
+        if self.spill is None:
+            return []
+        try:
+            return self.spill.pending()
+        except OSError as exc:
+            self._reporter.report(
+                "spill listing",
+                logging.ERROR,
+                "llamalogger cannot list its spill directory %s: %s",
+                self.spill.path,
+                exc,
+            )
+            return []
+
     def replay_due(self) -> bool:
         """Time to replay: while spilling, after the backoff; otherwise every few seconds
         if files wait in the directory (left by another process, a forked child, a crash)."""
@@ -304,7 +320,7 @@ class Delivery:
         if self.spill is None or now < self._next_scan:
             return False
         self._next_scan = now + _SCAN_INTERVAL
-        if self.spill.pending():
+        if self.pending_files():
             self.spilling = True  # keeps this writer's own order behind theirs
             return True
         return False
@@ -317,7 +333,7 @@ class Delivery:
             self.spilling = False
             return outcome
         target = self._sink.target()
-        for file in spill.pending():
+        for file in self.pending_files():
             claimed = spill.claim(file)
             if claimed is None:
                 continue  # another process took it
@@ -371,6 +387,7 @@ class Delivery:
                 return True
             outcome.retried += 1
             self._note_failure(exc)
+            spill.release(file)
             return False
         spill.remove(file)
         # Not inserted: an earlier replay of this file had committed already.
@@ -427,7 +444,7 @@ class Delivery:
         )
 
     def after_fork_in_child(self) -> None:
-        self.spilling = self.spill is not None and bool(self.spill.pending())
+        self.spilling = bool(self.pending_files())
         self._failing_since = None
         self._warned_spill = False
         self.own_files = {}

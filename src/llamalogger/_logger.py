@@ -130,7 +130,7 @@ class LlamaLogger:
             conninfo=dsn, pool=pool, schema=schema, connect_kwargs=_connect_kwargs(pool_kwargs)
         )
         self.schema = self._sink.schema
-        self.settings = settings
+        self._settings = settings
         self._writer = Writer(self._sink, settings, self._open_spill(spill_dir, settings))
         self._log_failed_jobs = log_failed_jobs
         # Jobs (by the id of their context) in which a FAILED event was logged, so that
@@ -196,7 +196,7 @@ class LlamaLogger:
             self._failed_in.pop(id(context), None)
 
     def _outermost_job_ended(self) -> None:
-        flush = self.settings.flush_on_outer_job_exit
+        flush = self._settings.flush_on_outer_job_exit
         if flush is None:  # the default: on in a forked child, off in the parent
             flush = os.getpid() != self._created_in_pid
         if flush:

@@ -191,10 +191,18 @@ class BatchSink:
             "keepalives_idle": 5,
             "keepalives_interval": 2,
             "keepalives_count": 3,
+            # A COPY in autocommit is its own transaction: no COMMIT round trip per batch.
+            "autocommit": True,
         }
         options.update(self._connect_kwargs)
-        # A COPY in autocommit is its own transaction: no COMMIT round trip per batch.
-        return psycopg.connect(self._conninfo or "", autocommit=True, **options)
+        try:
+            return psycopg.connect(self._conninfo or "", **options)
+        except psycopg.Error:
+            raise
+        except Exception as exc:
+            # Not about any row (a bad connection option): the events are kept while the
+            # diagnostics say why, instead of being taken for rows the server refused.
+            raise psycopg.OperationalError(f"cannot connect: {type(exc).__name__}: {exc}") from exc
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -126,11 +126,15 @@ class SpillDir:
         pid = claimant.partition("-")[0]
         return pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
 
+    def release(self, file: SpillFile) -> None:
+        """Give a claimed file back, for the next attempt of any logger."""
+        with contextlib.suppress(FileNotFoundError):
+            file.path.rename(self.path / f"{file.spill_id}{_SUFFIX}")
+
     def leave_alone(self, file: SpillFile) -> None:
         """Give back a file written for another target, and skip it from now on."""
         self._foreign.add(file.spill_id)
-        with contextlib.suppress(FileNotFoundError):
-            file.path.rename(self.path / f"{file.spill_id}{_SUFFIX}")
+        self.release(file)
 
     def claim(self, file: SpillFile) -> SpillFile | None:
         """Rename ``file`` to this process's claim; ``None`` if another process took it."""

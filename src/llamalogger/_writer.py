@@ -30,7 +30,6 @@ class Writer:
 
     def __init__(self, sink: Sink, settings: Settings, spill: SpillDir | None) -> None:
         self._sink = sink
-        self._settings = settings
         self._maxsize = settings.queue_size
         self._batch_size = settings.batch_size
         self._flush_interval = settings.flush_interval
@@ -165,7 +164,7 @@ class Writer:
             return
         queued = self.stats()["queued"]
         diagnostics.error(
-            "llamalogger: a job ended in process with %d events not yet delivered after "
+            "llamalogger: a process's outermost job ended with %d events not delivered after "
             "%.1fs (database unreachable and no spill directory, or a write hanging); a "
             "process that ends now without close() loses them",
             queued,
@@ -189,15 +188,7 @@ class Writer:
             dropped_before = self._dropped
             self._delivery.deadline = time.monotonic() + timeout
             self._lock.notify_all()  # callers waiting for room give up now
-        self._wake.set()
-        thread = self._thread
-        stuck = False
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():  # in a write that does not return: a lock, a stalled network
-                self._sink.cancel(timeout=1.0)
-                thread.join(1.0)
-            stuck = thread.is_alive()
+        stuck = self._stop_thread(timeout)
         with self._lock:
             leftover = list(self._queue)
             self._queue.clear()
@@ -209,10 +200,7 @@ class Writer:
                 # writer will not count it then, so it is counted here, once, as lost.
                 self._abandoned = True
                 abandoned = self._in_flight - len(leftover)
-        kept = Outcome()
-        if leftover:
-            self._delivery.deadline = time.monotonic()  # no more waiting for the database
-            self._delivery.keep_on_disk(leftover, time.time_ns(), kept)
+        kept = self._deliver_leftover(leftover, stuck)
         with self._lock:
             self._apply(kept)
             self._settle(len(leftover))
@@ -241,6 +229,33 @@ class Writer:
             self._sink.close()
         _process.unregister(self)
         return self._close_result
+
+    def _stop_thread(self, timeout: float) -> bool:
+        """Let the writer finish within ``timeout``; True if it is stuck in a write."""
+        self._wake.set()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return False
+        thread.join(timeout)
+        if thread.is_alive():  # in a write that does not return: a lock, a stalled network
+            self._sink.cancel(timeout=1.0)
+            thread.join(1.0)
+        return thread.is_alive()
+
+    def _deliver_leftover(self, leftover: list[Record], stuck: bool) -> Outcome:
+        """Events logged while the writer finished: one attempt, else to disk."""
+        kept = Outcome()
+        if not leftover:
+            return kept
+        self._delivery.deadline = time.monotonic()  # no more waiting for the database
+        if stuck:  # its connection is in use: straight to disk
+            self._delivery.keep_on_disk(leftover, time.time_ns(), kept)
+            return kept
+        try:
+            return self._delivery.deliver(leftover, time.time_ns())
+        except BaseException as exc:
+            self._unexpected(exc)
+            return Outcome(dropped=len(leftover))
 
     def stats(self) -> dict[str, int]:
         """Counters: see ``LlamaLogger.stats()`` for their meaning."""
@@ -303,7 +318,7 @@ class Writer:
             if delivery.replay_due():
                 self._record(delivery.replay())
         if self._closing:
-            if delivery.spilling or (delivery.spill is not None and delivery.spill.pending()):
+            if delivery.spilling or delivery.pending_files():
                 self._record(delivery.replay())  # one attempt: close() never waits on disk
             return True
         return False

@@ -24,7 +24,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from llamalogger import LlamaLogger, migrate
+from llamalogger import LlamaLogger
+from llamalogger.schema import migrate
 
 if TYPE_CHECKING:  # fixtures' types only: conftest modules are not imported by tests
     from conftest import RestartableServer, TcpProxy

@@ -21,8 +21,8 @@ from llamalogger import (
     Entity,
     JobContext,
     LlamaLogger,
-    migrate,
 )
+from llamalogger.schema import migrate
 
 
 def rows(dsn: str, schema: str, where: str = "true") -> list[dict[str, Any]]:

@@ -22,8 +22,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from llamalogger import ConfigurationError, LlamaLogger, migrate
+from llamalogger import ConfigurationError, LlamaLogger
 from llamalogger.cli import main
+from llamalogger.schema import migrate
 
 SECRET = "s3cr3t-Pw"
 

@@ -18,9 +18,10 @@ import pytest
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from llamalogger import LlamaLogger, migrate
+from llamalogger import LlamaLogger
 from llamalogger._postgres import BatchSink
 from llamalogger.embedded import EmbeddedPostgres
+from llamalogger.schema import migrate
 
 SCHEMA = "spill_tests"
 

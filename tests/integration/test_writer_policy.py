@@ -16,7 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from llamalogger import ConfigurationError, LlamaLogger, migrate
+from llamalogger import ConfigurationError, LlamaLogger
+from llamalogger.schema import migrate
 
 
 def rows_of(dsn: str, schema: str, where: str = "true", params: tuple[object, ...] = ()) -> int:
@@ -210,3 +211,24 @@ def test_fork_inside_a_job_then_os_exit_delivers_the_childs_events(dsn: str, sch
         rows_of(dsn, schema, "job_name = 'child-work' AND parent_job_id = %s", (parent.job_id,))
         == 300
     )
+
+
+def test_deprecated_pool_kwargs_still_reach_the_connection(dsn: str, schema: str) -> None:
+    """``pool_kwargs={"kwargs": {...}}`` keeps working (with a warning), even when it
+    repeats an option the writer sets itself."""
+    application = f"llamalog_kwargs_{os.getpid()}"
+    with pytest.warns(DeprecationWarning, match="pool_kwargs"):
+        logger = LlamaLogger(
+            dsn,
+            schema=schema,
+            pool_kwargs={"kwargs": {"application_name": application, "autocommit": True}},
+        )
+    with logger:
+        logger.created(("track", 1))
+        assert logger.flush(timeout=10)
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application]
+            ).fetchone()
+        assert row == (1,)
+    assert (logger.stats()["written"], logger.stats()["rejected"]) == (1, 0)

@@ -306,3 +306,58 @@ def test_the_counters_add_up_at_every_moment_under_load(make_writer) -> None:
     stats = writer.stats()
     assert_adds_up(stats)
     assert stats["queued"] == stats["on_disk"] == stats["dropped"] == 0
+
+
+STEPS = {
+    "encoding a record": ("llamalogger._delivery.fast_row", RuntimeError("encoder bug")),
+    "cleaning a record": ("llamalogger._delivery.clean_row", SystemExit(1)),
+    "writing a spill file": ("llamalogger._spill.SpillDir.write", OSError(28, "No space left")),
+    "reading a spill file": ("llamalogger._spill.SpillDir.read", ValueError("torn file")),
+    "listing the spill directory": ("llamalogger._spill.SpillDir.pending", OSError("gone")),
+    "describing a dead letter": ("llamalogger._delivery.describe", KeyboardInterrupt()),
+}
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_a_failure_at_any_step_is_survived_and_accounted(
+    make_writer, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Whatever step fails — once, with any exception — the writer goes on, flush() answers
+    and every event is accounted for in the counters."""
+    target, error = STEPS[step]
+    real = _resolve(target)
+    failed = threading.Event()
+
+    def fail_once(*args: object, **kwargs: object) -> object:
+        if not failed.is_set():
+            failed.set()
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, fail_once)
+    writer, sink = make_writer(batch_size=10)
+    sink.refuse = lambda row: str(row[9]) == "5"  # so that cleaning and dead letters run
+    sink.down = True  # so that the spill directory is used
+    for number in range(30):
+        writer.put(record(number, message="x" * 100_001 if number == 3 else None))
+    assert writer.flush(timeout=10)
+    sink.down = False
+    for number in range(30, 40):
+        writer.put(record(number))
+    writer.close(timeout=5)
+    stats = writer.stats()
+    assert_adds_up(stats)
+    assert stats["queued"] == 0
+    assert 39 in numbers(sink.rows)  # the writer went on after the failure
+
+
+def _resolve(target: str) -> Callable[..., object]:
+    module_name, _, attribute = target.rpartition(".")
+    import importlib
+
+    try:
+        owner: object = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        module_name, _, class_name = module_name.rpartition(".")
+        owner = getattr(importlib.import_module(module_name), class_name)
+    return getattr(owner, attribute)  # type: ignore[no-any-return]
