@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from llamalogger._migrate import migrate
+from llamalogger.schema import migrate
 
 HERE = Path(__file__).resolve().parent
 REDIS = "redis://127.0.0.1:6379/0"
