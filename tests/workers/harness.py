@@ -24,7 +24,12 @@ RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def answers(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something accepts TCP connections on ``host:port`` (within half a second)."""
+    """Whether something accepts TCP connections on ``host:port`` (within half a second).
+
+    ``LLAMALOG_TEST_NO_BROKERS=1`` says no, to run the lanes a laptop without brokers runs.
+    """
+    if os.environ.get("LLAMALOG_TEST_NO_BROKERS") == "1":
+        return False
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
