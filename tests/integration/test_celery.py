@@ -71,6 +71,7 @@ class Outcome:
     outer_job_id: str
     ids: dict[str, Any]  # what the test process learnt from Celery's results
     broker: str
+    prefork: bool  # time limits need the prefork pool
 
     def oracle(self, tag: str) -> list[dict[str, Any]]:
         return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]
@@ -139,7 +140,7 @@ def outcome(
         try:
             with LlamaLogger(dsn, schema=schema) as logger:
                 instrument(app, logger)
-                ids = _publish_and_wait(app, logger, worker)
+                ids = _publish_and_wait(app, logger, worker, "prefork" in lane.args)
                 outer_job_id = ids.pop("outer")
                 assert logger.flush(10)
             assert worker.stop() == 0, worker.output()
@@ -148,11 +149,13 @@ def outcome(
                 worker.kill()
             if lane.broker == "rabbitmq":
                 _delete_queue(app, run)
-        yield Outcome(harness.rows(dsn, schema), outer_job_id, ids, lane.broker)
+        yield Outcome(
+            harness.rows(dsn, schema), outer_job_id, ids, lane.broker, "prefork" in lane.args
+        )
 
 
 def _publish_and_wait(
-    app: Celery, logger: LlamaLogger, worker: harness.WorkerProcess
+    app: Celery, logger: LlamaLogger, worker: harness.WorkerProcess, prefork: bool
 ) -> dict[str, Any]:
     def get(task_id: str, propagate: bool = True) -> Any:
         try:
@@ -166,6 +169,9 @@ def _publish_and_wait(
         "doomed": app.send_task("celery_app.doomed", ("d",)).id,
         "reports": app.send_task("celery_app.reports_then_raises", ("r",)).id,
     }
+    if prefork:  # killed by its hard time limit: SIGTERM, then SIGKILL
+        sent["overrun"] = app.send_task("celery_app.overrun", ("t",), time_limit=1).id
+        sent["killed"] = app.send_task("celery_app.killed", ("k",)).id
     with logger.job("import-album") as outer:
         logger.log("CREATED", "album import started", entity=("album", 1))
         sent["nested"] = app.send_task("celery_app.start_tree", ("b",)).id
@@ -176,8 +182,9 @@ def _publish_and_wait(
         for task_id in (published["chain"], *published["group"], published["chord"]):
             get(task_id)
     assert get(sent["flaky"]) == 2
-    for name in ("doomed", "reports"):
-        assert isinstance(get(sent[name], propagate=False), Exception)
+    for name in ("doomed", "reports", "overrun", "killed"):
+        if name in sent:
+            assert isinstance(get(sent[name], propagate=False), Exception)
     return ids
 
 
@@ -202,9 +209,15 @@ def test_every_event_arrives(outcome: Outcome) -> None:
     assert tags["r"] == 1
     categories = Counter(row["category"] for row in outcome.rows)
     assert categories["SKIPPED"] == 4  # two retries of flaky, two of doomed
-    assert categories["FAILED"] == 2  # doomed's (by the integration) and reports' own
+    # doomed's (by the integration), reports' own; overrun's and killed's from the main process
+    dead = 2 if outcome.prefork else 0
+    assert categories["FAILED"] == 2 + dead, [
+        (r["job_name"], r["message"]) for r in outcome.rows if r["category"] == "FAILED"
+    ]
     assert categories["CREATED"] == 1  # the plain job's event
-    assert len(outcome.rows) == 2 * TREE + 3 + 3 + 1 + 4 + 2 + 1
+    # what overrun and killed logged may or may not have left their process before the kill
+    others = len(outcome.rows) - tags["t"] - tags["k"]
+    assert others == 2 * TREE + 3 + 3 + 1 + 4 + 2 + 1 + dead
 
 
 def test_rows_match_celerys_own_ids(outcome: Outcome) -> None:
@@ -290,3 +303,26 @@ def test_every_job_has_one_parent_and_root(outcome: Outcome) -> None:
     for row in outcome.rows:
         seen[row["job_id"]].add((row["parent_job_id"], row["root_job_id"]))
     assert {job: pairs for job, pairs in seen.items() if len(pairs) > 1} == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "exception_type"),
+    [
+        ("overrun", "billiard.exceptions.TimeLimitExceeded"),
+        ("killed", "billiard.exceptions.WorkerLostError"),
+    ],
+)
+def test_a_task_whose_process_is_killed_gets_one_failed_event(
+    outcome: Outcome, key: str, exception_type: str
+) -> None:
+    """Hard time limit or SIGKILL: the worker's main process records FAILED in the task's job."""
+    if not outcome.prefork:
+        pytest.skip("hard time limits and lost pool processes need the prefork pool")
+    rows = outcome.of_job(outcome.ids[key])
+    failed = [row for row in rows if row["category"] == "FAILED"]
+    assert len(failed) == 1
+    assert failed[0]["details"]["exception_type"] == exception_type
+    assert failed[0]["job_name"] == f"celery_app.{key}"
+    assert {(row["parent_job_id"], row["root_job_id"]) for row in rows} == {
+        (None, outcome.ids[key])
+    }

@@ -9,6 +9,8 @@ compare the rows' job columns with Celery's tree.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from typing import Any
 
 from celery import Celery, chain, chord, group
@@ -138,6 +140,20 @@ def reports_then_raises(self: Any, tag: str) -> None:
     oracle(self, tag=tag)
     llama.logger.log(Category.FAILED, "gave up on the cover", level="error")
     raise RuntimeError("gave up")
+
+
+@app.task(bind=True)
+def overrun(self: Any, tag: str) -> None:
+    """Runs past its hard time limit: the pool process is killed mid-task."""
+    oracle(self, tag=tag)
+    time.sleep(60)
+
+
+@app.task(bind=True)
+def killed(self: Any, tag: str) -> None:
+    """Its pool process dies as under the OOM killer: SIGKILL, mid-task."""
+    oracle(self, tag=tag)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @app.task(bind=True)

@@ -14,7 +14,9 @@ What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
   ``root_id``. The job is entered before the body and left after ``task_postrun``'s
   turn comes, so a chain's next task, which Celery publishes after the body returns, is a
   child of this task. The job lives on the request (``task.request``), not in a module dict.
-* ``task_failure``: one ``FAILED`` event in the task's job, unless the task logged one.
+* ``task_failure``: one ``FAILED`` event in the task's job, unless the task logged one. When
+  the pool process is gone (hard time limit, lost worker), the worker's main process records
+  it, from the request it received (``task_received``).
 * ``task_retry``: one ``SKIPPED`` event (level ``warning``) naming the attempt and the reason;
   the next attempt is the same job.
 * ``worker_process_init``: a logger factory is called in each pool process.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -37,6 +40,7 @@ from .._context import (
     HEADER_ROOT_JOB_ID,
     MAX_JOB_NAME_LENGTH,
     JobContext,
+    JobScope,
     current_job,
 )
 from .._logger import LlamaLogger
@@ -49,6 +53,7 @@ _HEADERS = (HEADER_JOB_ID, HEADER_PARENT_JOB_ID, HEADER_ROOT_JOB_ID, HEADER_JOB_
 # it lives and dies with the request, in whichever thread or process runs it.
 _REQUEST_ATTRIBUTE = "_llamalogger_job"
 _ATTRIBUTE_ON_APP = "_llamalogger_instrumentation"
+_FAILED_ATTRIBUTE = "_llamalogger_failed"  # on a received request: its FAILED event is logged
 
 
 def instrument(
@@ -128,6 +133,16 @@ def _parent_of(request: Any) -> JobContext | None:
     return None
 
 
+def _task_scope(
+    logger: LlamaLogger, name: str, task_id: str | None, parent: JobContext | None
+) -> JobScope:
+    try:
+        return logger._task_job(name[:MAX_JOB_NAME_LENGTH], task_id, parent)
+    except (ValueError, TypeError):
+        # A custom task id that is no valid job id (too long, say): a generated one.
+        return logger._task_job(name[:MAX_JOB_NAME_LENGTH], None, parent)
+
+
 class CeleryInstrumentation:
     """What ``instrument()`` connects; ``logger`` is the logger of the calling process."""
 
@@ -148,6 +163,10 @@ class CeleryInstrumentation:
         self._pool_process_pid: int | None = None
         # Threads-pool tasks may ask for the logger at the same moment: make only one.
         self._lock = threading.Lock()
+        # The requests this (main) process received and still holds, by task id: a task
+        # whose pool process dies gets its FAILED event from here. Weak: Celery decides
+        # how long a request lives.
+        self._received: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
     @property
     def logger(self) -> LlamaLogger:
@@ -170,6 +189,7 @@ class CeleryInstrumentation:
         signals.task_prerun.connect(self._enter_task, weak=False, dispatch_uid=f"{uid}.prerun")
         signals.task_postrun.connect(self._leave_task, weak=False, dispatch_uid=f"{uid}.postrun")
         signals.task_failure.connect(self._task_failed, weak=False, dispatch_uid=f"{uid}.failure")
+        signals.task_received.connect(self._received_request, weak=False, dispatch_uid=f"{uid}.rcv")
         signals.task_retry.connect(self._task_retried, weak=False, dispatch_uid=f"{uid}.retry")
         signals.worker_process_init.connect(
             self._pool_process_started, weak=False, dispatch_uid=f"{uid}.process_init"
@@ -191,13 +211,7 @@ class CeleryInstrumentation:
             return
         request = task.request
         logger = self.logger
-        name = str(task.name)[:MAX_JOB_NAME_LENGTH]
-        parent = _parent_of(request)
-        try:
-            scope = logger._task_job(name, task_id, parent)
-        except (ValueError, TypeError):
-            # A custom task id that is no valid job id (too long, say): a generated one.
-            scope = logger._task_job(name, None, parent)
+        scope = _task_scope(logger, str(task.name), task_id, _parent_of(request))
         scope.__enter__()
         setattr(request, _REQUEST_ATTRIBUTE, (scope, logger))
 
@@ -224,13 +238,36 @@ class CeleryInstrumentation:
             return None
         return entry[1]  # type: ignore[no-any-return]
 
+    def _received_request(self, request: Any = None, **_: Any) -> None:
+        task_id = getattr(request, "id", None)
+        if task_id is not None and self._ours(getattr(request, "task", None)):
+            self._received[task_id] = request
+
     def _task_failed(
-        self, sender: Any = None, exception: BaseException | None = None, **_: Any
+        self,
+        sender: Any = None,
+        task_id: str | None = None,
+        exception: BaseException | None = None,
+        **_: Any,
     ) -> None:
-        logger = self._running(sender)
-        if logger is None or exception is None or logger._failed_logged():
+        if exception is None:
             return
-        logger.log_exception(exception)
+        logger = self._running(sender)
+        if logger is not None:
+            if not logger._failed_logged():
+                logger.log_exception(exception)
+            return
+        request = self._received.get(task_id) if task_id is not None else None
+        if request is None or getattr(request, _FAILED_ATTRIBUTE, False):
+            return  # Celery 5.7 sends task_failure twice for a hard time limit: one event
+        setattr(request, _FAILED_ATTRIBUTE, True)
+        # The task's process is gone (hard time limit, lost worker): its job is entered
+        # again here, with the parent its message named, just long enough for the event.
+        headers = getattr(request, "request_dict", None) or {}
+        name = str(getattr(request, "name", "") or getattr(sender, "name", "task"))
+        logger = self.logger
+        with _task_scope(logger, name, task_id, _parent_of(headers)):
+            logger.log_exception(exception)
 
     def _task_retried(
         self, sender: Any = None, request: Any = None, reason: object = None, **_: Any
