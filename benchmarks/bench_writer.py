@@ -1,17 +1,28 @@
-"""Writer benchmarks, measured side by side in one run.
+"""Writer benchmarks on realistic events, measured side by side in one run.
 
-    python benchmarks/bench_writer.py [--dsn DSN] [--events 200000]
+    python benchmarks/bench_writer.py [--dsn DSN] [--events 200000] [--repeat 5]
 
-1. Caller cost: seconds per ``logger.linked(...)`` inside a job, against stdlib
-   ``logging`` into a ``QueueHandler`` (the usual "don't block the worker" set-up), with
-   the writer running (the figure that counts) and with the writer idle (the call alone).
-2. End to end: events/s from the first log call until ``flush()`` returns, against a
-   raw binary COPY of equivalent rows in batches of 5,000 into an identical table, and
-   against one INSERT + commit per event (on a sample). Every run starts from an emptied
-   table (TRUNCATE and CHECKPOINT); ours and the raw COPY alternate.
+Realistic events: four kinds in turn, each a message and 2-3 details (a str, a float, an int
+or a bool), inside a job of 20 events (``with logger.job(...)``), as an enrichment worker
+logs them.
+
+1. Caller cost, in bursts of 1,000 events with a 10 ms pause after each (the worker doing
+   I/O), which never fill the queue. The figure that counts, the target's: the wall time
+   spent in the calls, per event, with the writer running; it carries the writer's share of
+   the GIL, taken while the calls run. The same for stdlib ``logging`` into a
+   ``QueueHandler`` drained by a ``QueueListener``, logging the same fields (``extra=``).
+   Also shown: the call alone (writer idle), and the worst case for a worker that never
+   releases the GIL between bursts: all CPU time per event, the calling thread's in the
+   calls plus all of the background threads' (the writer's or the listener's) over the run.
+2. End to end: events/s from the first log call until ``flush()`` returns, against a raw
+   binary COPY of the same rows with the details encoded per row (orjson, through psycopg's
+   jsonb dumper) in batches of 5,000 and of the logger's own batch size, and against one
+   INSERT + commit per event (on a sample; a reference, not a target). Every run starts
+   from an emptied table (TRUNCATE and CHECKPOINT); ours and the raw COPYs alternate, and
+   each ratio is taken pair by pair.
 
 Without --dsn / LLAMALOG_DSN it starts the embedded PostgreSQL. Prints measured numbers
-only; nothing here is asserted.
+only; nothing here is asserted. Figures are medians of the runs, with the range.
 """
 
 from __future__ import annotations
@@ -23,38 +34,152 @@ import inspect
 import logging
 import logging.handlers
 import queue
+import shlex
 import statistics
+import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import attrs
+import orjson
 import psycopg
 from _support import scratch_schema
 from psycopg import sql
+from psycopg.types.json import set_json_dumps
 
-from llamalogger import LlamaLogger
+from llamalogger import Category, LlamaLogger
+from llamalogger._postgres import masked_conninfo
+
+JOB_SIZE = 20
+BURST = 1000
+PAUSE = 0.01
 
 
-def llamalogger_call_cost(dsn: str, schema: str, events: int, *, writer_idle: bool) -> float:
-    """Seconds per ``linked()`` call inside a job.
+# --- the events ------------------------------------------------------------------------------
 
-    With ``writer_idle`` the writer sleeps until the end (a queue as big as the run and a
-    long flush interval): the caller's own cost. Otherwise it writes as it would in
-    production, and its share of the GIL shows up in the caller's time.
-    """
+
+def log_events(logger: LlamaLogger, first: int, count: int) -> None:
+    """``count`` realistic events, numbered from ``first``, a job per 20 events."""
+    log, linked, job = logger.log, logger.linked, logger.job
+    for start in range(first, first + count, JOB_SIZE):
+        with job("enrich-track"):
+            for n in range(start, min(start + JOB_SIZE, first + count)):
+                kind = n % 4
+                if kind == 0:
+                    log(Category.ENRICHED, "track enriched", entity=("track", n),
+                        source="musicbrainz", score=0.93)  # fmt: skip
+                elif kind == 1:
+                    log(Category.MATCHED, "recording matched", entity=("recording", n),
+                        candidates=3, best="mb-4f2a", score=0.87)  # fmt: skip
+                elif kind == 2:
+                    linked(("artist", 7), ("track", n), "artist linked to track",
+                           role="primary", position=n % 12)  # fmt: skip
+                else:
+                    log(Category.SKIPPED, "track skipped", entity=("track", n),
+                        reason="duplicate", seen_before=True)  # fmt: skip
+
+
+def stdlib_events(std: logging.Logger, job_id: str, first: int, count: int) -> None:
+    """The same events through stdlib logging: the same fields, as ``extra``."""
+    info = std.info
+    for n in range(first, first + count):
+        kind = n % 4
+        if kind == 0:
+            info("track enriched", extra={"category": "ENRICHED", "entity": ("track", n),
+                 "job_id": job_id, "source": "musicbrainz", "score": 0.93})  # fmt: skip
+        elif kind == 1:
+            info("recording matched", extra={"category": "MATCHED", "entity": ("recording", n),
+                 "job_id": job_id, "candidates": 3, "best": "mb-4f2a", "score": 0.87})  # fmt: skip
+        elif kind == 2:
+            info("artist linked to track", extra={"category": "LINKED", "entity": ("artist", 7),
+                 "related": ("track", n), "job_id": job_id, "role": "primary",
+                 "position": n % 12})  # fmt: skip
+        else:
+            info("track skipped", extra={"category": "SKIPPED", "entity": ("track", n),
+                 "job_id": job_id, "reason": "duplicate", "seen_before": True})  # fmt: skip
+
+
+def equivalent_rows(events: int) -> list[tuple[object, ...]]:
+    """The rows the logger writes for log_events(0, events), for the baselines to write."""
+    rows: list[tuple[object, ...]] = []
+    now = dt.datetime.now(dt.UTC)
+    job = str(uuid.uuid4())
+    for n in range(events):
+        if n % JOB_SIZE == 0:
+            job = str(uuid.uuid4())
+        kind = n % 4
+        if kind == 0:
+            event = ("ENRICHED", "track enriched", "track", str(n), None, None,
+                     {"source": "musicbrainz", "score": 0.93})  # fmt: skip
+        elif kind == 1:
+            event = ("MATCHED", "recording matched", "recording", str(n), None, None,
+                     {"candidates": 3, "best": "mb-4f2a", "score": 0.87})  # fmt: skip
+        elif kind == 2:
+            event = ("LINKED", "artist linked to track", "artist", "7", "track", str(n),
+                     {"role": "primary", "position": n % 12})  # fmt: skip
+        else:
+            event = ("SKIPPED", "track skipped", "track", str(n), None, None,
+                     {"reason": "duplicate", "seen_before": True})  # fmt: skip
+        category, message, entity_type, entity_id, related_type, related_id, details = event
+        rows.append((now, category, "info", message, job, None, job, "enrich-track",
+                     entity_type, entity_id, related_type, related_id, details))  # fmt: skip
+    return rows
+
+
+# --- caller cost -----------------------------------------------------------------------------
+
+
+def cpu_seconds(threads: Iterable[threading.Thread]) -> float:
+    """CPU time the live ``threads`` have used so far."""
+    total = 0.0
+    for thread in threads:
+        if thread.ident is not None and thread.is_alive():
+            with contextlib.suppress(OSError):
+                total += time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return total
+
+
+@attrs.frozen
+class Cost:
+    """Seconds per event: wall time in the calls, and calls' CPU + background CPU."""
+
+    wall: float
+    cpu: float
+
+
+def in_bursts(events: int, burst: Callable[[int, int], None]) -> tuple[float, float]:
+    """Wall seconds and calling-thread CPU seconds spent in ``burst(first, count)``."""
+    wall = cpu = 0.0
+    for first in range(0, events, BURST):
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        burst(first, min(BURST, events - first))
+        wall += time.perf_counter() - started
+        cpu += time.thread_time() - started_cpu
+        time.sleep(PAUSE)  # the worker's I/O: the background thread gets the GIL
+    return wall, cpu
+
+
+def llamalogger_cost(dsn: str, schema: str, events: int, *, writer_idle: bool) -> Cost:
+    """Per event: the calls' wall time, and their CPU plus the logger's threads' CPU time."""
     options = {"flush_interval": 3600, "batch_size": events + 1} if writer_idle else {}
+    before = set(threading.enumerate())
     with LlamaLogger(dsn, schema=schema, queue_size=events + 1, **options) as logger:
-        with logger.job("bench"):
-            started = time.perf_counter()
-            for number in range(events):
-                logger.linked(("artist", 7), ("track", number), "artist linked to track")
-            cost = (time.perf_counter() - started) / events
-        logger.flush(timeout=300)
-    return cost
+        logger.log(Category.CREATED, "warm-up")  # starts the writer and its connection
+        if not writer_idle:
+            assert logger.flush(timeout=30)
+        threads = [thread for thread in threading.enumerate() if thread not in before]
+        background = cpu_seconds(threads)
+        wall, cpu = in_bursts(events, lambda first, count: log_events(logger, first, count))
+        assert logger.flush(timeout=300)
+        background = cpu_seconds(threads) - background
+        assert logger.stats()["dropped"] == 0
+    return Cost(wall / events, (cpu + (0 if writer_idle else background)) / events)
 
 
-def stdlib_call_cost(events: int) -> float:
-    """Seconds per stdlib ``logging`` call into a ``QueueHandler`` drained by a listener."""
+def stdlib_cost(events: int) -> Cost:
+    """Per event for stdlib logging into a QueueHandler, measured as llamalogger_cost."""
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     std = logging.getLogger("bench.stdlib")
     std.propagate = False
@@ -64,23 +189,30 @@ def stdlib_call_cost(events: int) -> float:
     listener = logging.handlers.QueueListener(records, logging.NullHandler())
     listener.start()
     try:
-        started = time.perf_counter()
-        for number in range(events):
-            std.info("artist %s linked to track %s", 7, number)
-        return (time.perf_counter() - started) / events
+        thread = listener._thread  # type: ignore[attr-defined]
+        background = cpu_seconds([thread])
+        job_id = str(uuid.uuid4())
+        wall, cpu = in_bursts(events, lambda first, count: stdlib_events(std, job_id, first, count))
+        while not records.empty():  # what the listener still has to take counts too
+            time.sleep(0.001)
+        background = cpu_seconds([thread]) - background
+        return Cost(wall / events, (cpu + background) / events)
     finally:
         listener.stop()
         std.removeHandler(handler)
 
 
+# --- end to end ------------------------------------------------------------------------------
+
+
 def end_to_end(dsn: str, schema: str, events: int) -> float:
     with LlamaLogger(dsn, schema=schema, queue_size=events + 1) as logger:
         started = time.perf_counter()
-        with logger.job("bench-e2e"):
-            for number in range(events):
-                logger.linked(("artist", 7), ("track", number), "artist linked to track")
+        log_events(logger, 0, events)
         assert logger.flush(timeout=600)
-        return events / (time.perf_counter() - started)
+        rate = events / (time.perf_counter() - started)
+        assert logger.stats()["sanitised"] == 0
+        return rate
 
 
 COLUMNS = sql.SQL(
@@ -89,35 +221,23 @@ COLUMNS = sql.SQL(
 )
 
 
-def equivalent_rows(events: int) -> list[tuple[object, ...]]:
-    """The rows the logger writes in end_to_end(), for the baselines to write the same."""
-    job = str(uuid.uuid4())
-    return [
-        (dt.datetime.now(dt.UTC), "LINKED", "info", "artist linked to track", job, None, job,
-         "bench-raw", "artist", "7", "track", str(n), None)
-        for n in range(events)
-    ]  # fmt: skip
-
-
 def raw_copy(dsn: str, table: sql.Composed, events: int, batch: int = 5000) -> float:
+    """Rows/s of a binary COPY of the same rows; the details dict of each row is encoded
+    by psycopg's jsonb dumper, set to orjson, while the row is written."""
     rows = equivalent_rows(events)
-    columns = COLUMNS
     types = ["timestamptz", "text", "text", "text", "varchar", "varchar", "varchar", "text",
              "text", "text", "text", "text", "jsonb"]  # fmt: skip
-    started = time.perf_counter()
+    statement = sql.SQL("COPY {} {} FROM STDIN (FORMAT BINARY)").format(table, COLUMNS)
     with psycopg.connect(dsn) as conn:
+        set_json_dumps(orjson.dumps, context=conn)
+        started = time.perf_counter()
         for offset in range(0, events, batch):
-            with (
-                conn.cursor() as cur,
-                cur.copy(
-                    sql.SQL("COPY {} {} FROM STDIN (FORMAT BINARY)").format(table, columns)
-                ) as copy,
-            ):
+            with conn.cursor() as cur, cur.copy(statement) as copy:
                 copy.set_types(types)
                 for row in rows[offset : offset + batch]:
                     copy.write_row(row)
             conn.commit()
-    return events / (time.perf_counter() - started)
+        return events / (time.perf_counter() - started)
 
 
 def insert_per_event(dsn: str, schema: str, events: int) -> float:
@@ -125,13 +245,14 @@ def insert_per_event(dsn: str, schema: str, events: int) -> float:
         "INSERT INTO {schema}.llama_log {columns} VALUES"
         " (%s, %s::{schema}.llama_log_category, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     ).format(schema=sql.Identifier(schema), columns=COLUMNS)
-    rows = equivalent_rows(events)
-    started = time.perf_counter()
+    rows = [(*row[:12], psycopg.types.json.Jsonb(row[12])) for row in equivalent_rows(events)]
     with psycopg.connect(dsn) as conn:
+        set_json_dumps(orjson.dumps, context=conn)
+        started = time.perf_counter()
         for row in rows:
             conn.execute(query, row)
             conn.commit()
-    return events / (time.perf_counter() - started)
+        return events / (time.perf_counter() - started)
 
 
 def fresh_table(dsn: str, table: sql.Composed) -> None:
@@ -147,43 +268,62 @@ def fresh_table(dsn: str, table: sql.Composed) -> None:
             conn.execute("CHECKPOINT")
 
 
+# --- report ----------------------------------------------------------------------------------
+
+
+def spread(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
+    return f"(runs {min(values) * scale:{fmt}}-{max(values) * scale:{fmt}})"
+
+
+def ratio_line(label: str, ratios: list[float]) -> str:
+    return f"{label} {statistics.median(ratios):.2f}x (pairs {min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn")
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--skip-end-to-end", action="store_true")
     args = parser.parse_args()
+    shown = [masked_conninfo(arg) if "=" in arg or "://" in arg else arg for arg in sys.argv[1:]]
+    print("command:", shlex.join(["python", "benchmarks/bench_writer.py", *shown]))
     with scratch_schema(args.dsn) as (dsn, schema, version):
         table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
-        print(f"PostgreSQL {version}, {args.events} events per run, {args.repeat} runs each, "
-              "every run into an emptied table, medians")  # fmt: skip
+        print(
+            f"PostgreSQL {version}, {args.events} realistic events per run (message + 2-3 "
+            f"details, a job per {JOB_SIZE}), {args.repeat} interleaved runs each, medians"
+        )
 
-        def runs(measure: Callable[[], float]) -> list[float]:
-            results = []
-            for _ in range(args.repeat):
-                fresh_table(dsn, table)
-                results.append(measure())
-            return results
-
-        def spread(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
-            return f"(runs {min(values) * scale:{fmt}}-{max(values) * scale:{fmt}})"
-
-        idle = runs(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=True))
-        busy = runs(lambda: llamalogger_call_cost(dsn, schema, args.events, writer_idle=False))
-        std = runs(lambda: stdlib_call_cost(args.events))
-        std_cost = statistics.median(std)
-        print(f"caller cost, stdlib logging + QueueHandler: {std_cost * 1e6:.2f} us/call "
-              f"{spread(std, 1e6)}")  # fmt: skip
-        for label, costs in (("writer running", busy), ("writer idle:   ", idle)):
-            cost = statistics.median(costs)
+        # Caller cost: ours (writer running), stdlib and ours (writer idle) in turn.
+        busy: list[Cost] = []
+        std: list[Cost] = []
+        idle: list[Cost] = []
+        for _ in range(args.repeat):
+            fresh_table(dsn, table)
+            busy.append(llamalogger_cost(dsn, schema, args.events, writer_idle=False))
+            std.append(stdlib_cost(args.events))
+            idle.append(llamalogger_cost(dsn, schema, args.events, writer_idle=True))
+        print(f"caller cost per event, in bursts of {BURST:,} with {PAUSE * 1000:.0f} ms pauses:")
+        for what, label in (("wall", "wall time in the calls"), ("cpu", "all CPU, worst case")):
+            theirs = [getattr(cost, what) for cost in std]
             print(
-                f"caller cost, llamalogger linked(), {label} {cost * 1e6:.2f} us/call "
-                f"{spread(costs, 1e6)}, ratio {cost / std_cost:.2f}x"
+                f"  {label}: stdlib logging + QueueHandler "
+                f"{statistics.median(theirs) * 1e6:.2f} us {spread(theirs, 1e6)}"
             )
-        # Ours and the raw COPY alternate, each into an emptied table; the ratio of each
-        # pair is taken, so that a slow spell of the machine hits both sides alike.
-        # The target's baseline is COPY in batches of 5,000; COPY in batches as big as the
-        # logger's own is shown too, so that the batch size's share is visible.
+            variants = [("writer running", busy)]
+            if what == "wall":
+                variants.append(("call alone, writer idle", idle))
+            for variant, costs in variants:
+                ours = [getattr(cost, what) for cost in costs]
+                pairs = [a / b for a, b in zip(ours, theirs, strict=True)]
+                print(
+                    f"    llamalogger, {variant}: {statistics.median(ours) * 1e6:.2f} us "
+                    f"{spread(ours, 1e6)}, " + ratio_line("ratio", pairs)
+                )
+        if args.skip_end_to_end:
+            return
+
         own_batch = int(inspect.signature(LlamaLogger).parameters["batch_size"].default)
         ours: list[float] = []
         raw: list[float] = []
@@ -195,26 +335,21 @@ def main() -> None:
             raw.append(raw_copy(dsn, table, args.events))
             fresh_table(dsn, table)
             raw_own.append(raw_copy(dsn, table, args.events, batch=own_batch))
-        ratios = [a / b for a, b in zip(ours, raw, strict=True)]
-        ratios_own = [a / b for a, b in zip(ours, raw_own, strict=True)]
-        inserts = runs(lambda: insert_per_event(dsn, schema, min(args.events, 5000)))
-        ours_rate, raw_rate = statistics.median(ours), statistics.median(raw)
-        insert_rate = statistics.median(inserts)
+        inserts: list[float] = []
+        for _ in range(args.repeat):
+            fresh_table(dsn, table)
+            inserts.append(insert_per_event(dsn, schema, min(args.events, 5000)))
+        ours_rate, insert_rate = statistics.median(ours), statistics.median(inserts)
+        print(f"end to end: llamalogger {ours_rate:,.0f} events/s {spread(ours, 1, ',.0f')}")
+        for label, rates in (("5,000", raw), (f"{own_batch:,}, the logger's", raw_own)):
+            pairs = [a / b for a, b in zip(ours, rates, strict=True)]
+            print(
+                f"  raw binary COPY, details encoded per row ({label} per batch) "
+                f"{statistics.median(rates):,.0f} rows/s {spread(rates, 1, ',.0f')}, "
+                + ratio_line("llamalogger", pairs)
+            )
         print(
-            f"end to end: llamalogger {ours_rate:,.0f} events/s {spread(ours, 1, ',.0f')}, "
-            f"raw binary COPY (5,000/batch) {raw_rate:,.0f} rows/s {spread(raw, 1, ',.0f')}"
-        )
-        print(
-            f"  ratio {statistics.median(ratios):.2f}x (pairs {min(ratios):.2f}-{max(ratios):.2f})"
-        )
-        print(
-            f"raw binary COPY ({own_batch:,}/batch, the logger's batch size) "
-            f"{statistics.median(raw_own):,.0f} rows/s {spread(raw_own, 1, ',.0f')}, "
-            f"ratio {statistics.median(ratios_own):.2f}x "
-            f"(pairs {min(ratios_own):.2f}-{max(ratios_own):.2f})"
-        )
-        print(
-            f"one INSERT + commit per event {insert_rate:,.0f} rows/s "
+            f"  one INSERT + commit per event (reference) {insert_rate:,.0f} rows/s "
             f"{spread(inserts, 1, ',.0f')}: llamalogger is {ours_rate / insert_rate:.0f}x that"
         )
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from contextvars import ContextVar
@@ -65,18 +67,40 @@ def validate_job_id(value: object, what: str = "job_id") -> str:
     return value
 
 
+# The last id's time fields (48 bits of milliseconds, 12 of sub-millisecond), so that the
+# next id can be made larger even when the clock has not moved (or stepped back).
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+_time_ns = time.time_ns  # module-level so that tests can freeze the clock
+
+
+def _reset_after_fork() -> None:
+    # Another thread may have held the lock at fork(); the child has only this thread.
+    global _stamp_lock  # noqa: PLW0603 - the lock is replaced, never shared with the parent
+    _stamp_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def new_job_id() -> str:
     """A UUIDv7-style id: 48 bits of Unix milliseconds, then sub-millisecond time, then random.
 
     The 12 bits after the version carry the fraction of the millisecond (RFC 9562,
-    method 3), so ids generated in one process sort in creation order to ~250 ns.
+    method 3). Within a process every id's time fields are larger than the previous
+    id's: when the clock has not advanced by a 4096th of a millisecond (or went back),
+    the previous value plus one is used (RFC 9562, 6.2), so ids sort in creation order.
     ``random`` is reseeded in forked children by the standard library, so children
     never repeat their parent's ids.
     """
-    ns = time.time_ns()
-    ms, sub_ms = divmod(ns, 1_000_000)
-    frac = (sub_ms * 4096) // 1_000_000
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | frac << 64
+    global _last_stamp  # noqa: PLW0603 - one counter per process, guarded by the lock
+    ms, sub_ms = divmod(_time_ns(), 1_000_000)
+    stamp = (ms & 0xFFFF_FFFF_FFFF) << 12 | (sub_ms * 4096) // 1_000_000
+    with _stamp_lock:
+        if stamp <= _last_stamp:
+            stamp = _last_stamp + 1  # a full 4096 carries into the milliseconds
+        _last_stamp = stamp
+    value = (stamp >> 12) << 80 | 0x7 << 76 | (stamp & 0xFFF) << 64
     value |= 0b10 << 62 | random.getrandbits(62)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -145,6 +169,12 @@ class JobContext:
 
 
 _current: ContextVar[JobContext | None] = ContextVar("llamalogger_job", default=None)
+# The process in which the current job was entered (0: none was).
+_entered_in_pid: ContextVar[int] = ContextVar("llamalogger_job_pid", default=0)
+
+# One entry of a JobScope: the tokens that undo it, its context, and whether it was the
+# outermost job of its process.
+_Entry = tuple[contextvars.Token[JobContext | None], JobContext, contextvars.Token[int], bool]
 
 
 def current_job() -> JobContext | None:
@@ -204,7 +234,7 @@ class JobScope:
         # The active entries, keyed by the id of the context each one set: the same scope
         # object may be entered recursively, or by several asyncio tasks whose blocks end
         # in any order, and each exit must undo its own entry.
-        self._entered: dict[int, tuple[contextvars.Token[JobContext | None], JobContext]] = {}
+        self._entered: dict[int, _Entry] = {}
 
     def _new_context(self) -> JobContext:
         job_id = new_job_id() if self._job_id is None else self._job_id
@@ -215,7 +245,16 @@ class JobScope:
 
     def __enter__(self) -> JobContext:
         context = self._new_context()
-        self._entered[id(context)] = (_current.set(context), context)
+        pid = os.getpid()
+        # The outermost job of *this* process: a forked child inherits its parent's
+        # current job, but its own first job is where its work ends.
+        outermost = _entered_in_pid.get() != pid
+        self._entered[id(context)] = (
+            _current.set(context),
+            context,
+            _entered_in_pid.set(pid),
+            outermost,
+        )
         return context
 
     def __exit__(
@@ -232,14 +271,18 @@ class JobScope:
             # the dict: which one it was cannot be told, and forgetting the wrong one
             # would break another task's exit.)
             return
-        token = entry[0]
+        token, _context, pid_token, outermost = entry
         try:
             _current.reset(token)
+            _entered_in_pid.reset(pid_token)
         except ValueError:
             # Our job is current, but in a copy of the context the block was entered in
-            # (a task created inside the block): restore the value it replaced.
+            # (a task created inside the block): restore the values it replaced.
             _current.set(token.old_value if token.old_value is not token.MISSING else None)
-        if self._on_outermost_exit is not None and _current.get() is None:
+            _entered_in_pid.set(
+                pid_token.old_value if pid_token.old_value is not pid_token.MISSING else 0
+            )
+        if self._on_outermost_exit is not None and outermost:
             self._on_outermost_exit()
 
     async def __aenter__(self) -> JobContext:

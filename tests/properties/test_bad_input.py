@@ -8,7 +8,8 @@ generated inputs hold NUL characters, lone surrogates, text around and far beyon
 character limit, non-JSON values (datetimes, Decimals, UUIDs, sets, bytes, enums, arbitrary
 objects), NaN and infinities, non-string keys, cycles and deep nesting. A few inputs that no
 generator should produce at random (10 MB strings, 10 000 levels, objects whose ``repr``
-raises) have tests of their own.
+or iteration raises, ``SystemExit`` and other ``BaseException``s included) have tests of their
+own, as has one such event among 999 good ones in a single batch.
 """
 
 from __future__ import annotations
@@ -478,6 +479,55 @@ class Unprintable:
     __str__ = __repr__
 
 
+class CallerError(BaseException):
+    """Neither an Exception nor one of the interpreter's own BaseExceptions."""
+
+
+def raising(error: type[BaseException]) -> Any:
+    def method(*_args: object) -> Any:
+        raise error("raised by the caller's object")
+
+    return method
+
+
+def unreprable(error: type[BaseException]) -> object:
+    """repr() and str() raise ``error``: SystemExit and KeyboardInterrupt included."""
+    return type("Unreprable", (), {"__repr__": raising(error), "__str__": raising(error)})()
+
+
+class UnreadableMapping(Mapping[str, int]):
+    """A Mapping whose iteration raises a BaseException."""
+
+    def __getitem__(self, key: str) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[str]:
+        raise GeneratorExit("iteration")
+
+    def __len__(self) -> int:
+        return 1
+
+
+class UnreadableList(list[int]):
+    """A list subclass whose iteration raises."""
+
+    def __iter__(self) -> Iterator[int]:
+        raise CallerError("iteration")
+
+
+HOSTILE = [
+    pytest.param({"thing": unreprable(error)}, id=f"repr-raises-{error.__name__}")
+    for error in (SystemExit, KeyboardInterrupt, GeneratorExit, CallerError)
+] + [
+    pytest.param({"items": UnreadableMapping()}, id="mapping-iteration-raises"),
+    pytest.param({"items": UnreadableList([1])}, id="list-subclass-iteration-raises"),
+    pytest.param(
+        {"items": type("ItemsRaise", (dict,), {"items": raising(KeyboardInterrupt)})(a=1)},
+        id="dict-subclass-items-raises",
+    ),
+]
+
+
 @pytest.fixture
 def own_logger(dsn: str, module_schema: str) -> Iterator[LlamaLogger]:
     """A logger for one test: if its writer thread dies, only this test notices. Its long
@@ -498,6 +548,7 @@ def own_logger(dsn: str, module_schema: str) -> Iterator[LlamaLogger]:
         pytest.param({"thing": Shown("fine")}, id="str-raises-repr-works"),
         pytest.param({"number": 10**5000}, id="int-too-long-for-str"),
         pytest.param({"keys": {10**5000: 1}}, id="int-key-too-long-for-repr"),
+        *HOSTILE,
     ],
 )
 def test_details_that_cannot_be_printed_are_stored_with_their_batch_mates(
@@ -543,3 +594,39 @@ def test_a_message_whose_str_raises_is_stored(
     )
     assert isinstance(row["message"], str)
     assert row["message"]
+
+
+@pytest.mark.parametrize("details", HOSTILE)
+def test_one_hostile_event_among_999_good_ones_costs_nothing_but_its_own_details(
+    own_logger: LlamaLogger,
+    module_conn: psycopg.Connection[Any],
+    module_schema: str,
+    details: dict[str, Any],
+) -> None:
+    """A batch of 999 good events and one whose details raise a BaseException when read is
+    stored whole: 1000 rows, the good ones exactly as logged, the hostile one with an
+    "<unprintable ...>" stand-in for its bad detail, counted once as sanitised."""
+    run = uuid.uuid4().hex
+    before = own_logger.stats()
+    for number in range(1000):
+        extra = details if number == 500 else {"n": number, "source": "musicbrainz"}
+        own_logger.log("ENRICHED", f"event {number}", entity=("bad", f"{run}-{number}"), **extra)
+    assert own_logger.flush(timeout=30)
+    after = own_logger.stats()
+    query = sql.SQL(
+        "SELECT entity_id, message, details FROM {}.llama_log WHERE entity_type = 'bad'"
+        " AND entity_id LIKE %s ORDER BY id"
+    ).format(sql.Identifier(module_schema))
+    rows = module_conn.execute(query, [f"{run}-%"]).fetchall()
+    assert len(rows) == 1000
+    assert after["batches"] - before["batches"] == 1  # one batch: the hostile one's mates
+    assert after["sanitised"] - before["sanitised"] == 1
+    assert after["dropped"] == before["dropped"]
+    for number, (entity_id, message, stored) in enumerate(rows):
+        assert entity_id == f"{run}-{number}"
+        assert message == f"event {number}"
+        if number != 500:
+            assert stored == {"n": number, "source": "musicbrainz"}
+    (bad_value,) = rows[500][2].values()
+    assert isinstance(bad_value, str)
+    assert bad_value.startswith("<unprintable ")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from llamalogger import JobContext, bind_job, current_job, new_job_id
+from llamalogger import JobContext, _context, bind_job, current_job, new_job_id
 from llamalogger._context import JobScope
 
 
@@ -23,6 +24,38 @@ class TestJobIds:
         ids = [new_job_id() for _ in range(10_000)]
         assert ids == sorted(ids)
         assert len(set(ids)) == len(ids)
+
+    def test_ids_in_a_tight_loop_are_strictly_increasing(self) -> None:
+        """100,000 ids made as fast as possible (many within one clock tick) each sort
+        strictly after the one before."""
+        ids = [new_job_id() for _ in range(100_000)]
+        assert all(a < b for a, b in itertools.pairwise(ids))
+
+    def test_ids_are_strictly_increasing_with_a_frozen_clock(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When the clock does not advance at all, ids still sort in creation order, also
+        past 4,096 ids in one millisecond (the sub-millisecond field carries over)."""
+        frozen = 1_764_000_000_123_456_789
+        monkeypatch.setattr(_context, "_last_stamp", 0)
+        monkeypatch.setattr(_context, "_time_ns", lambda: frozen)
+        ids = [new_job_id() for _ in range(10_000)]
+        assert all(a < b for a, b in itertools.pairwise(ids))
+        assert all(value[14] == "7" and value[19] in "89ab" for value in ids)
+        millis = {int(value[:8] + value[9:13], 16) for value in ids}
+        assert min(millis) == frozen // 1_000_000
+        assert len(millis) == 3  # 10,000 ids at 4,096 per millisecond
+
+    def test_ids_keep_increasing_when_the_clock_steps_back(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A clock set back (NTP) does not make a later id sort before an earlier one."""
+        now = [1_764_000_000_000_000_000]
+        monkeypatch.setattr(_context, "_last_stamp", 0)
+        monkeypatch.setattr(_context, "_time_ns", lambda: now[0])
+        before = new_job_id()
+        now[0] -= 5_000_000_000
+        assert new_job_id() > before
 
     def test_generated_ids_look_like_uuid7(self) -> None:
         value = new_job_id()
