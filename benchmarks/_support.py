@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
-from llamalogger import migrate
+from llamalogger.schema import migrate
 
 
 @contextlib.contextmanager

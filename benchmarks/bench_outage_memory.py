@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from llamalogger import LlamaLogger, migrate
+from llamalogger import LlamaLogger
 from llamalogger.embedded import EmbeddedPostgres
+from llamalogger.schema import migrate
 
 
 def rss_mib() -> float:

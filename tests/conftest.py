@@ -10,6 +10,7 @@ never see each other's rows and the servers need no cleanup between runs.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -18,6 +19,13 @@ import pytest
 from psycopg import sql
 
 from llamalogger._migrate import migrate
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Spilling is on by default, into the per-user state directory: the suite (and the
+    # processes it starts) must not fill the home directory of whoever runs it.
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="llamalog-test-state-")
+
 
 SERVERS = ["embedded"] + (["env"] if os.environ.get("LLAMALOG_TEST_DSN") else [])
 

@@ -22,13 +22,11 @@ from ._errors import (
     SchemaNotMigrated,
 )
 from ._logger import LlamaLogger
-from ._migrate import BackfillReport, MigrateResult, backfill_root_job_id, current_version, migrate
 from ._records import Category, Entity
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackfillReport",
     "Category",
     "ConfigurationError",
     "EmbeddedUnavailable",
@@ -37,13 +35,30 @@ __all__ = [
     "JobScope",
     "LlamaLogError",
     "LlamaLogger",
-    "MigrateResult",
     "MigrationError",
     "SchemaNotMigrated",
-    "backfill_root_job_id",
     "bind_job",
     "current_job",
-    "current_version",
-    "migrate",
     "new_job_id",
 ]
+
+# Schema administration moved to llamalogger.schema; the old names work for one more release.
+_MOVED_TO_SCHEMA = frozenset(
+    {"BackfillReport", "MigrateResult", "backfill_root_job_id", "current_version", "migrate"}
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED_TO_SCHEMA:
+        import warnings
+
+        from . import schema
+
+        warnings.warn(
+            f"llamalogger.{name} is deprecated and will be removed in the next release: "
+            f"use llamalogger.schema.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(schema, name)
+    raise AttributeError(f"module 'llamalogger' has no attribute {name!r}")

@@ -169,6 +169,12 @@ class JobContext:
 
 
 _current: ContextVar[JobContext | None] = ContextVar("llamalogger_job", default=None)
+# The process in which the current job was entered (0: none was).
+_entered_in_pid: ContextVar[int] = ContextVar("llamalogger_job_pid", default=0)
+
+# One entry of a JobScope: the tokens that undo it, its context, and whether it was the
+# outermost job of its process.
+_Entry = tuple[contextvars.Token[JobContext | None], JobContext, contextvars.Token[int], bool]
 
 
 def current_job() -> JobContext | None:
@@ -228,7 +234,7 @@ class JobScope:
         # The active entries, keyed by the id of the context each one set: the same scope
         # object may be entered recursively, or by several asyncio tasks whose blocks end
         # in any order, and each exit must undo its own entry.
-        self._entered: dict[int, tuple[contextvars.Token[JobContext | None], JobContext]] = {}
+        self._entered: dict[int, _Entry] = {}
 
     def _new_context(self) -> JobContext:
         job_id = new_job_id() if self._job_id is None else self._job_id
@@ -239,7 +245,16 @@ class JobScope:
 
     def __enter__(self) -> JobContext:
         context = self._new_context()
-        self._entered[id(context)] = (_current.set(context), context)
+        pid = os.getpid()
+        # The outermost job of *this* process: a forked child inherits its parent's
+        # current job, but its own first job is where its work ends.
+        outermost = _entered_in_pid.get() != pid
+        self._entered[id(context)] = (
+            _current.set(context),
+            context,
+            _entered_in_pid.set(pid),
+            outermost,
+        )
         return context
 
     def __exit__(
@@ -256,14 +271,18 @@ class JobScope:
             # the dict: which one it was cannot be told, and forgetting the wrong one
             # would break another task's exit.)
             return
-        token = entry[0]
+        token, _context, pid_token, outermost = entry
         try:
             _current.reset(token)
+            _entered_in_pid.reset(pid_token)
         except ValueError:
             # Our job is current, but in a copy of the context the block was entered in
-            # (a task created inside the block): restore the value it replaced.
+            # (a task created inside the block): restore the values it replaced.
             _current.set(token.old_value if token.old_value is not token.MISSING else None)
-        if self._on_outermost_exit is not None and _current.get() is None:
+            _entered_in_pid.set(
+                pid_token.old_value if pid_token.old_value is not pid_token.MISSING else 0
+            )
+        if self._on_outermost_exit is not None and outermost:
             self._on_outermost_exit()
 
     async def __aenter__(self) -> JobContext:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from time import time_ns as _time_ns
 from types import TracebackType
 from typing import Any
@@ -10,10 +11,13 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from ._context import JobContext, JobScope, _current
+from ._diagnostics import diagnostics
 from ._errors import ConfigurationError
 from ._postgres import BatchSink, masked_conninfo
 from ._records import LEVELS, PG_EPOCH_US, Category, Record, coerce_entity
-from ._writer import FullPolicy, Writer
+from ._settings import DEFAULT_SPILL_MAX_BYTES, FullPolicy, Settings
+from ._spill import SpillDir, default_spill_root, target_dirname
+from ._writer import Writer
 
 __all__ = ["LlamaLogger"]
 
@@ -42,16 +46,33 @@ def _message_text(message: object) -> str:
     return text if type(text) is str else str.__str__(text)
 
 
+def _connect_kwargs(pool_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Connection options from the deprecated ``pool_kwargs``: only its ``kwargs`` entry
+    still means something, now that the logger keeps one connection of its own."""
+    if pool_kwargs is None:
+        return {}
+    warnings.warn(
+        "pool_kwargs is deprecated and will be removed in llamalogger 0.3: the logger no longer "
+        "owns a pool; its 'kwargs' entry is still passed to the connection, other keys are "
+        f"ignored ({sorted(set(pool_kwargs) - {'kwargs'})})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return dict(pool_kwargs.get("kwargs") or {})
+
+
 class LlamaLogger:
     """Records catalogue events as rows of ``{schema}.llama_log``, written in the background.
 
-    ``LlamaLogger(dsn)`` owns a connection pool; ``LlamaLogger(pool=pool)`` shares an
-    existing ``psycopg_pool.ConnectionPool``; ``LlamaLogger()`` reads ``LLAMALOG_DSN``.
-    The schema defaults to ``$LLAMALOG_SCHEMA`` or ``llamalog``.
+    ``LlamaLogger(dsn)`` writes through a connection of its own; ``LlamaLogger(pool=pool)``
+    borrows connections from an existing ``psycopg_pool.ConnectionPool``; ``LlamaLogger()``
+    reads ``LLAMALOG_DSN``. The schema defaults to ``$LLAMALOG_SCHEMA`` or ``llamalog``.
 
-    Logging calls only queue the event: they never wait for the database and never
-    raise because of it. ``flush()`` waits for what was logged; ``close()`` (or leaving
-    a ``with LlamaLogger(...)`` block, or interpreter exit) writes the rest and stops.
+    Logging calls only queue the event: they never wait for the database and never raise
+    because of it (a full queue makes them wait for room while the writer makes progress).
+    While the database is unreachable, events are kept in spill files (see ``spill_dir``).
+    ``flush()`` waits for what was logged; ``close()`` (or leaving a ``with LlamaLogger(...)``
+    block, or interpreter exit) writes the rest and stops.
     """
 
     def __init__(
@@ -63,14 +84,17 @@ class LlamaLogger:
         queue_size: int = 100_000,
         batch_size: int = 20_000,
         flush_interval: float = 0.2,
-        on_full: FullPolicy = "drop",
+        on_full: FullPolicy = "block",
         block_timeout: float = 1.0,
         exit_timeout: float = 10.0,
         dead_letter_path: str | os.PathLike[str] | None = None,
-        spill_dir: str | os.PathLike[str] | None = None,
+        spill_dir: str | os.PathLike[str] | bool | None = None,
+        spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES,
         flush_on_outer_job_exit: bool | None = None,
         pool_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        # Everything is checked before any thread, connection or directory exists, so a
+        # mistake leaves nothing behind.
         if dsn is not None and pool is not None:
             raise ConfigurationError("pass either a DSN or a pool, not both")
         if dsn is None and pool is None:
@@ -79,14 +103,12 @@ class LlamaLogger:
                 raise ConfigurationError(
                     "no database given: pass a DSN or pool=, or set LLAMALOG_DSN"
                 )
-        if schema is None:
-            schema = os.environ.get("LLAMALOG_SCHEMA") or "llamalog"
-        self._target = masked_conninfo(dsn) if dsn is not None else "<shared pool>"
-        self._sink = BatchSink(conninfo=dsn, pool=pool, schema=schema, pool_kwargs=pool_kwargs)
-        self.schema = self._sink.schema
-        self._sink.open()
-        self._writer = Writer(
-            self._sink,
+        if spill_dir is not None and not isinstance(spill_dir, bool | str | os.PathLike):
+            raise ConfigurationError(
+                f"spill_dir must be a path, False (no spilling) or None (the per-user "
+                f"default), not {spill_dir!r:.40}"
+            )
+        settings = Settings(
             queue_size=queue_size,
             batch_size=batch_size,
             flush_interval=flush_interval,
@@ -94,11 +116,39 @@ class LlamaLogger:
             block_timeout=block_timeout,
             exit_timeout=exit_timeout,
             dead_letter_path=dead_letter_path,
-            spill_dir=spill_dir,
+            spill_dir=None if isinstance(spill_dir, bool) else spill_dir,
+            spill_max_bytes=spill_max_bytes,
+            flush_on_outer_job_exit=flush_on_outer_job_exit,
         )
-        self._flush_on_outer_job_exit = flush_on_outer_job_exit
+        if schema is None:
+            schema = os.environ.get("LLAMALOG_SCHEMA") or "llamalog"
+        self._target = masked_conninfo(dsn) if dsn is not None else "<shared pool>"
+        self._sink = BatchSink(
+            conninfo=dsn, pool=pool, schema=schema, connect_kwargs=_connect_kwargs(pool_kwargs)
+        )
+        self.schema = self._sink.schema
+        self._settings = settings
+        self._writer = Writer(self._sink, settings, self._open_spill(spill_dir, settings))
         self._created_in_pid = os.getpid()
         self._put = self._writer.put  # bound once: the hot path skips two lookups
+
+    def _open_spill(
+        self, spill_dir: str | os.PathLike[str] | bool | None, settings: Settings
+    ) -> SpillDir | None:
+        if spill_dir is False:
+            return None
+        target = self._sink.target()
+        path = settings.spill_dir or default_spill_root() / target_dirname(target)
+        try:
+            return SpillDir(path, target, settings.spill_max_bytes)
+        except OSError as exc:
+            diagnostics.warning(
+                "llamalogger cannot use %s for spill files (%s): during an outage events are "
+                "kept in memory only, up to queue_size",
+                path,
+                exc,
+            )
+            return None
 
     # --- jobs --------------------------------------------------------------------
 
@@ -118,11 +168,11 @@ class LlamaLogger:
         return JobScope(name, job_id, parent, self._outermost_job_ended)
 
     def _outermost_job_ended(self) -> None:
-        flush = self._flush_on_outer_job_exit
+        flush = self._settings.flush_on_outer_job_exit
         if flush is None:  # the default: on in a forked child, off in the parent
             flush = os.getpid() != self._created_in_pid
         if flush:
-            self._writer.flush(self._writer.exit_timeout)
+            self._writer.flush_at_job_end()
 
     # --- events (the hot path: no I/O, no formatting, no JSON) --------------------
 
@@ -243,30 +293,26 @@ class LlamaLogger:
     # --- life cycle --------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything logged before this call is committed (or rejected).
+        """Wait until everything logged before this call is committed, on disk in a spill
+        file for replay, or dead-lettered.
 
         Returns ``False`` if that took longer than ``timeout`` seconds.
         """
         return self._writer.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush, stop the writer and close an owned pool. Safe to call twice.
+        """Flush, stop the writer and close its connection. Safe to call twice.
 
-        If the database stays unreachable, gives up after ``timeout`` seconds (default
-        ``exit_timeout``) and counts what was left as dropped. Returns ``True`` when
-        nothing was left unwritten.
+        With the database unreachable, queued events go to the spill directory; without
+        one, retrying stops after ``timeout`` seconds (default ``exit_timeout``) and what
+        was left is counted once as dropped. Returns ``True`` when nothing was lost.
         """
         return self._writer.close(timeout)
 
     def stats(self) -> dict[str, int]:
-        """Counters, read without waiting for the writer.
+        """Counters, read without waiting for the writer (docs/api.md lists them).
 
-        ``enqueued`` accepted by ``log()``; ``written`` committed; ``dropped`` lost (queue
-        full, logged after close, or unwritable at close); ``retried`` failed attempts
-        that were retried; ``rejected`` refused by the database and reported;
-        ``sanitised`` stored in a cleaned form; ``batches`` batches handled; ``spilled``
-        kept in spill files during an outage; ``replayed`` written from spill files (also
-        files left by earlier processes); ``queue_depth`` waiting.
+        They always add up: ``enqueued == written + rejected + dropped + on_disk + queued``.
         """
         return self._writer.stats()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,6 +19,7 @@ from ._errors import ConfigurationError
 from ._records import COLUMNS, COPY_TYPES
 
 __all__ = [
+    "SCHEMA_MISSING",
     "BatchSink",
     "Failure",
     "check_conninfo",
@@ -29,8 +31,10 @@ __all__ = [
 ]
 
 # Waiting longer for a connection than this only delays the retry loop's own backoff
-# and the reaction to close().
+# and the reaction to close(). 2 s is libpq's smallest connect_timeout.
 _GETCONN_TIMEOUT = 2.0
+_CONNECT_TIMEOUT = 2
+_CANCEL_TIMEOUT = 2.0
 _MAX_IDENTIFIER_LENGTH = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
@@ -86,6 +90,15 @@ def scrub(text: str, conninfo: str) -> str:
     return text
 
 
+# What new code meets on a schema that is missing or older than it: it heals once an
+# operator runs `llamalog migrate`, so the rows are kept meanwhile.
+SCHEMA_MISSING = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.InvalidSchemaName,
+)
+
+
 class Failure(enum.Enum):
     """What the writer should do about an exception from ``BatchSink.write``."""
 
@@ -108,16 +121,18 @@ def explain(exc: BaseException) -> str:
     """One line about ``exc`` for the diagnostics log, with a hint where one helps."""
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+    if isinstance(exc, SCHEMA_MISSING):
         text += " (is the schema migrated? run `llamalog migrate`)"
     return text
 
 
 class BatchSink:
-    """Writes batches of rows into ``{schema}.llama_log`` with COPY through a pool.
+    """Writes batches of rows into ``{schema}.llama_log`` with COPY.
 
-    An owned pool is created from a DSN and closed by ``close()``; a borrowed pool
-    (``pool=``) is used as it is and left open for its owner.
+    Given a DSN, it keeps one connection of its own, in autocommit, made again by the
+    writer's own retry schedule after any failure: a pool's reconnect backoff (1 s
+    doubling) would decide how soon writing resumes after an outage. Given a pool
+    (``pool=``), it borrows a connection per batch and leaves the pool to its owner.
     """
 
     def __init__(
@@ -126,16 +141,17 @@ class BatchSink:
         conninfo: str | None = None,
         pool: ConnectionPool[Any] | None = None,
         schema: str = "llamalog",
-        pool_kwargs: dict[str, Any] | None = None,
+        connect_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if (conninfo is None) == (pool is None):
             raise ConfigurationError("give either a DSN or a pool")
         if conninfo is not None:
             check_conninfo(conninfo)
         self._conninfo = conninfo
-        self._pool_kwargs = dict(pool_kwargs or {})
-        self._owns_pool = pool is None
+        self._connect_kwargs = dict(connect_kwargs or {})
         self._pool: ConnectionPool[Any] | None = pool
+        self._own: psycopg.Connection[Any] | None = None
+        self._active: psycopg.Connection[Any] | None = None  # the one a write is using
         self._pid = os.getpid()
         self.schema = validate_schema(schema)
         self._copy = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
@@ -148,48 +164,78 @@ class BatchSink:
             " ON CONFLICT DO NOTHING"
         ).format(sql.Identifier(schema))
 
-    def _make_pool(self) -> ConnectionPool[Any]:
-        options: dict[str, Any] = {
-            "min_size": 1,
-            "max_size": 2,
-            "name": "llamalogger",
-            # A connection broken by a server restart is noticed at checkout, not by
-            # a failed COPY halfway through a batch.
-            "check": ConnectionPool.check_connection,
-            # A COPY in autocommit is its own transaction: no COMMIT round trip per batch.
-            "kwargs": {"application_name": "llamalogger", "autocommit": True},
+    def target(self) -> dict[str, str]:
+        """Where rows go: host, port, database and schema (never a password)."""
+        conninfo = self._conninfo if self._conninfo is not None else self._pool_conninfo()
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError:
+            params = {}
+        return {
+            "host": str(params.get("host") or params.get("hostaddr") or "localhost"),
+            "port": str(params.get("port") or "5432"),
+            "dbname": str(params.get("dbname") or params.get("user") or ""),
+            "schema": self.schema,
         }
-        options.update(self._pool_kwargs)
-        pool: ConnectionPool[Any] = ConnectionPool(self._conninfo or "", open=False, **options)
-        # Not waiting: a server that is down at start-up must not stop the worker.
-        pool.open(wait=False)
-        return pool
 
-    def open(self) -> None:
-        """Create the owned pool now (connections are made in the background)."""
-        if self._pool is None:
-            self._pool = self._make_pool()
+    def _pool_conninfo(self) -> str:
+        conninfo = getattr(self._pool, "conninfo", "")
+        return conninfo if isinstance(conninfo, str) else ""
 
-    def after_fork_in_child(self) -> None:
-        """Forget an owned pool inherited from the parent: its sockets are the parent's."""
-        if self._owns_pool and self._pid != os.getpid():
-            self._pool = None  # never closed here: closing would end the parent's sessions
-        self._pid = os.getpid()
+    def _connect(self) -> psycopg.Connection[Any]:
+        options: dict[str, Any] = {
+            "application_name": "llamalogger",
+            "connect_timeout": _CONNECT_TIMEOUT,
+            # A peer that vanishes without closing is noticed in seconds, not hours.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            # A COPY in autocommit is its own transaction: no COMMIT round trip per batch.
+            "autocommit": True,
+        }
+        options.update(self._connect_kwargs)
+        try:
+            return psycopg.connect(self._conninfo or "", **options)
+        except psycopg.Error:
+            raise
+        except Exception as exc:
+            # Not about any row (a bad connection option): the events are kept while the
+            # diagnostics say why, instead of being taken for rows the server refused.
+            raise psycopg.OperationalError(f"cannot connect: {type(exc).__name__}: {exc}") from exc
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection: in autocommit (as the writer's own pool makes them), or in
-        a transaction that the pool commits when the block ends. Either way one COPY is
-        atomic."""
-        if self._pool is None:
-            self._pool = self._make_pool()
+        """A connection for one write: our own (in autocommit), or one borrowed from the
+        pool (in a transaction the pool commits when the block ends). Either way one COPY
+        is atomic."""
+        if self._pool is not None:
+            try:
+                with self._pool.connection(timeout=_GETCONN_TIMEOUT) as conn:
+                    self._active = conn
+                    try:
+                        yield conn
+                    finally:
+                        self._active = None
+            except PoolTimeout as exc:
+                raise psycopg.OperationalError(
+                    f"no connection from the pool within {_GETCONN_TIMEOUT:g}s"
+                ) from exc
+            return
+        conn = self._own
+        if conn is None or conn.closed:
+            conn = self._own = self._connect()
+        self._active = conn
         try:
-            with self._pool.connection(timeout=_GETCONN_TIMEOUT) as conn:
-                yield conn
-        except PoolTimeout as exc:
-            raise psycopg.OperationalError(
-                f"no connection to the database within {_GETCONN_TIMEOUT:g}s"
-            ) from exc
+            yield conn
+        except BaseException:
+            # Whatever state the failure left the session in, the next batch gets a new one.
+            self._own = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        finally:
+            self._active = None
 
     def _copy_rows(self, conn: psycopg.Connection[Any], rows: Iterable[tuple[object, ...]]) -> None:
         with conn.cursor() as cur, cur.copy(self._copy) as copy:
@@ -215,10 +261,28 @@ class BatchSink:
             self._copy_rows(conn, rows)
         return True
 
+    def cancel(self, timeout: float = _CANCEL_TIMEOUT) -> None:
+        """Ask the server to cancel the write in progress (from another thread)."""
+        conn = self._active
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.cancel_safe(timeout=timeout)
+
+    def after_fork_in_child(self) -> None:
+        """Forget a connection inherited from the parent: its socket is the parent's.
+
+        psycopg never closes a connection made in another process, so dropping it is safe.
+        """
+        if self._pid != os.getpid():
+            self._own = None
+            self._active = None
+        self._pid = os.getpid()
+
     def close(self) -> None:
-        if self._owns_pool and self._pool is not None and self._pid == os.getpid():
-            self._pool.close()
-        self._pool = None
+        conn, self._own = self._own, None
+        if conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def __repr__(self) -> str:
         target = masked_conninfo(self._conninfo) if self._conninfo else "<borrowed pool>"

@@ -1,71 +1,210 @@
 """Spill files: batches kept on local disk while the database is unreachable.
 
 One file per batch, written to a temporary name, fsynced and renamed, so a file that
-exists is complete. Names start with the time in nanoseconds, so sorting them replays
-batches in the order they were spilled, across processes and restarts. Rows are stored
-in their cleaned COPY form as JSON lines; the file name is the id that makes a replay
-happen exactly once (see migration 0003).
+exists is complete. Its first line names the database it belongs to (host, port,
+database, schema; never a password), and it is only replayed there. Names start with
+the time the batch was taken from the queue, in nanoseconds, so sorting them replays
+batches in the order they were logged, across processes and restarts. A replaying
+process first claims a file by renaming it; a file another process claimed first is
+simply skipped, and the file name is the id that makes a replay happen exactly once
+(see migration 0003). Files are 0600 in 0700 directories: events may hold personal data.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import json
 import os
-import time
+import re
+import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["SpillDir"]
+import attrs
+
+__all__ = ["SpillDir", "SpillFile", "SpillFull", "default_spill_root", "target_dirname"]
 
 _SUFFIX = ".jsonl"
+_CLAIMED = ".claimed-"
+_FORMAT = 1
+
+
+class SpillFull(Exception):
+    """Writing this batch would take the directory past its size cap."""
+
+
+def default_spill_root() -> Path:
+    """The per-user state directory for spill files (XDG state home)."""
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(state_home) / "llamalogger" / "spill"
+
+
+def target_dirname(target: Mapping[str, str]) -> str:
+    """A directory name of its own for each target database and schema."""
+    readable = "_".join(target.get(key, "") for key in ("host", "port", "dbname", "schema"))
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "-", readable)[:80]
+    digest = hashlib.sha256(json.dumps(dict(target), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{readable}-{digest}"
+
+
+@attrs.frozen
+class SpillFile:
+    """A spill file on disk: ``path`` as found, ``spill_id`` the name it was written under."""
+
+    path: Path
+    spill_id: str
 
 
 class SpillDir:
-    """A directory of spill files."""
+    """A directory of spill files for one target database and schema."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], target: Mapping[str, str], max_bytes: int
+    ) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.path.stat().st_mode & 0o077:
+            os.chmod(self.path, 0o700)
+        self.target = dict(target)
+        self.max_bytes = max_bytes
         self._counter = itertools.count()
+        # Claims name the process and this object: two loggers of one process sharing a
+        # directory must not mistake each other's claims for their own.
+        self._claimant = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._foreign: set[str] = set()  # files written for another target: never ours
+        self._bytes = sum(_size(file) for file in self.path.glob("*" + _SUFFIX + "*"))
 
-    def write(self, rows: list[tuple[object, ...]]) -> Path:
-        """Store ``rows`` durably in a new spill file and return its path."""
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._counter):06d}{_SUFFIX}"
-        final = self.path / name
-        partial = self.path / (name + ".partial")
-        with partial.open("w", encoding="utf-8") as file:
-            for row in rows:
-                file.write(json.dumps(_to_json(row), ensure_ascii=False) + "\n")
+    @property
+    def used_bytes(self) -> int:
+        return self._bytes
+
+    def write(self, rows: list[tuple[object, ...]], taken_ns: int) -> SpillFile:
+        """Store ``rows`` durably in a new file named for ``taken_ns``; ``SpillFull`` if
+        that would pass the size cap."""
+        header = {"llamalogger_spill": _FORMAT, "target": self.target}
+        lines = [json.dumps(header)]
+        lines.extend(json.dumps(_to_json(row), ensure_ascii=False) for row in rows)
+        data = ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
+        if self._bytes + len(data) > self.max_bytes:
+            raise SpillFull(f"{self._bytes + len(data)} bytes would pass {self.max_bytes}")
+        spill_id = f"{taken_ns:020d}-{os.getpid()}-{next(self._counter):06d}"
+        final = self.path / (spill_id + _SUFFIX)
+        partial = self.path / (spill_id + _SUFFIX + ".partial")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         partial.replace(final)
         _fsync_directory(self.path)
-        return final
+        self._bytes += len(data)
+        return SpillFile(final, spill_id)
 
-    def pending(self) -> list[Path]:
-        """Complete spill files, oldest first."""
-        return sorted(self.path.glob("*" + _SUFFIX))
+    def pending(self) -> list[SpillFile]:
+        """Files this process may replay, oldest first: unclaimed ones, its own claims, and
+        claims of processes that no longer exist."""
+        found = []
+        for path in self.path.iterdir():
+            name = path.name
+            if name.endswith(_SUFFIX):
+                if name.removesuffix(_SUFFIX) not in self._foreign:
+                    found.append(SpillFile(path, name.removesuffix(_SUFFIX)))
+                continue
+            base, claimed, claimant = name.rpartition(_CLAIMED)
+            if claimed and base.endswith(_SUFFIX) and self._may_take(claimant):
+                found.append(SpillFile(path, base.removesuffix(_SUFFIX)))
+        return sorted(found, key=lambda file: file.spill_id)
 
-    def read(self, file: Path) -> list[tuple[object, ...]]:
-        with file.open(encoding="utf-8") as lines:
-            return [_from_json(json.loads(line)) for line in lines if line.strip()]
+    def _may_take(self, claimant: str) -> bool:
+        """A claim is ours to replay if we made it, or if the process that made it is gone."""
+        if claimant == self._claimant:
+            return True
+        pid = claimant.partition("-")[0]
+        return pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
 
-    def set_aside(self, file: Path, why: str) -> Path:
+    def release(self, file: SpillFile) -> None:
+        """Give a claimed file back, for the next attempt of any logger."""
+        with contextlib.suppress(FileNotFoundError):
+            file.path.rename(self.path / f"{file.spill_id}{_SUFFIX}")
+
+    def leave_alone(self, file: SpillFile) -> None:
+        """Give back a file written for another target, and skip it from now on."""
+        self._foreign.add(file.spill_id)
+        self.release(file)
+
+    def claim(self, file: SpillFile) -> SpillFile | None:
+        """Rename ``file`` to this process's claim; ``None`` if another process took it."""
+        claimed = self.path / f"{file.spill_id}{_SUFFIX}{_CLAIMED}{self._claimant}"
+        if file.path == claimed:
+            return file
+        try:
+            file.path.rename(claimed)
+        except FileNotFoundError:
+            return None
+        return SpillFile(claimed, file.spill_id)
+
+    def read(self, file: SpillFile) -> tuple[dict[str, str] | None, list[tuple[object, ...]]]:
+        """The target a file was written for (``None``: a file of llamalogger 0.1), its rows."""
+        target: dict[str, str] | None = None
+        rows = []
+        with file.path.open(encoding="utf-8", errors="surrogatepass") as lines:
+            for number, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                value = json.loads(line)
+                if number == 0 and isinstance(value, dict):
+                    target = dict(value["target"])
+                else:
+                    rows.append(_from_json(value))
+        return target, rows
+
+    def remove(self, file: SpillFile) -> None:
+        size = _size(file.path)
+        file.path.unlink(missing_ok=True)
+        self._bytes = max(0, self._bytes - size)
+
+    def set_aside(self, file: SpillFile, why: str) -> Path:
         """Move a file that cannot be replayed out of the way, keeping it for a person."""
-        target = file.with_name(file.name + f".{why}")
-        file.replace(target)
+        target = self.path / f"{file.spill_id}{_SUFFIX}.{why}"
+        file.path.replace(target)
+        self._bytes = max(0, self._bytes - _size(target))
         return target
 
-    @staticmethod
-    def spill_id(file: Path) -> str:
-        return file.name.removesuffix(_SUFFIX)
+    def state(self, spill_id: str) -> str:
+        """``pending`` (still to replay), ``rejected`` (set aside) or ``gone`` (replayed)."""
+        for path in self.path.glob(f"{spill_id}{_SUFFIX}*"):
+            if path.name.endswith((".rejected", ".unreadable")):
+                return "rejected"
+            if not path.name.endswith(".partial"):
+                return "pending"
+        return "gone"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    return True
 
 
 def _to_json(row: tuple[object, ...]) -> list[object]:
     details = row[12]
-    encoded = (
-        details[1:].decode() if isinstance(details, bytes) else None
-    )  # drop jsonb's version byte
+    # Drop jsonb's version byte; the text goes back into the file as a JSON string.
+    encoded = bytes(details)[1:].decode() if isinstance(details, bytes | bytearray) else None
     return [*row[:12], encoded]
 
 
@@ -81,9 +220,6 @@ def _fsync_directory(path: Path) -> None:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory
         os.fsync(descriptor)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the file itself is synced
-    finally:
-        os.close(descriptor)
+    os.close(descriptor)

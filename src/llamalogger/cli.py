@@ -1,4 +1,4 @@
-"""The ``llamalog`` command: migrate, status, tree, history, tail and demo.
+"""The ``llamalog`` command: migrate, backfill, status, tree, history, tail and demo.
 
 Every command takes ``--dsn`` (default ``$LLAMALOG_DSN``); without either it starts the
 embedded PostgreSQL in its own data directory and says so. Errors print one line and
@@ -22,8 +22,15 @@ from psycopg import sql
 
 from . import queries
 from ._errors import LlamaLogError, SchemaNotMigrated
-from ._migrate import LATEST_VERSION, current_version, migrate
+from ._migrate import (
+    LATEST_VERSION,
+    backfill_root_job_id,
+    current_version,
+    migrate,
+    plan_migration,
+)
 from ._postgres import check_conninfo, scrub
+from ._progress import ProgressDisplay
 from ._render import render_event, render_tree
 
 __all__ = ["main"]
@@ -53,6 +60,40 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate_cmd = add("migrate", "apply the schema migrations this package ships")
     migrate_cmd.add_argument("--target", help="stop after this version (e.g. 0001)")
+    migrate_cmd.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each step that would run, the lock it takes and the rows it touches",
+    )
+    migrate_cmd.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=0.2,
+        help="seconds a DDL step waits for its lock before it backs off and retries (0.2)",
+    )
+    migrate_cmd.add_argument(
+        "--lock-retries", type=int, default=10, help="retries of a step whose lock was busy (10)"
+    )
+    migrate_cmd.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for another migrate of the same schema to finish (60)",
+    )
+    migrate_cmd.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=0.2,
+        help="target duration of one backfill batch, each its own transaction (0.2)",
+    )
+
+    backfill = add("backfill", "fill root_job_id wherever it is still NULL; safe at any time")
+    backfill.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=0.2,
+        help="target duration of one batch, each its own transaction (0.2)",
+    )
 
     status = add("status", "schema version, row counts and the last events")
     status.add_argument("-n", "--last", type=int, default=5, help="events to show (5)")
@@ -122,13 +163,41 @@ def _json_line(row: dict[str, Any]) -> str:
 
 def _cmd_migrate(args: argparse.Namespace, dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        result = migrate(conn, schema=args.schema, target=args.target)
+        if args.dry_run:
+            print(plan_migration(conn, schema=args.schema, target=args.target))
+            return 0
+        # Progress goes to standard error, so standard output stays the report.
+        result = migrate(
+            conn,
+            schema=args.schema,
+            target=args.target,
+            lock_timeout=args.lock_timeout,
+            lock_retries=args.lock_retries,
+            wait=args.wait,
+            batch_seconds=args.batch_seconds,
+            progress=ProgressDisplay(),
+        )
     for migration in result.applied:
         print(f"applied {migration.version} {migration.name}")
     if result.backfill is not None:
         print(result.backfill)
     if not result.applied:
         print(f"schema {args.schema} is up to date (version {result.version})")
+    return 0
+
+
+def _cmd_backfill(args: argparse.Namespace, dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        version = current_version(conn, args.schema)
+        # The column exists from 0002 on; the backfill needs nothing newer.
+        if version is None or version < "0002":
+            raise SchemaNotMigrated(
+                f"schema {args.schema!r} has no root_job_id yet: run `llamalog migrate`"
+            )
+        report = backfill_root_job_id(
+            conn, schema=args.schema, batch_seconds=args.batch_seconds, progress=ProgressDisplay()
+        )
+    print(report)
     return 0
 
 
@@ -223,6 +292,7 @@ def _cmd_demo(args: argparse.Namespace, dsn: str) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, str], int]] = {
     "migrate": _cmd_migrate,
+    "backfill": _cmd_backfill,
     "status": _cmd_status,
     "tree": _cmd_tree,
     "history": _cmd_history,

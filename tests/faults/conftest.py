@@ -28,7 +28,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from llamalogger import migrate
+from llamalogger.schema import migrate
 
 # Upper bounds for anything the proxy waits on: a slow machine must make a test fail, not hang.
 _CONNECT_TIMEOUT = 2.0

@@ -11,11 +11,15 @@ import random
 from collections.abc import Iterable, Sequence
 
 import psycopg
+import pytest
+from attrs import astuple
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from llamalogger._migrate import BackfillReport, backfill_root_job_id, migrate
+from llamalogger import _backfill
+from llamalogger._backfill import backfill_batches
+from llamalogger.schema import BackfillReport, backfill_root_job_id, migrate
 
 # (job_id, parent_job_id) of one row, in insert order
 Row = tuple[str | None, str | None]
@@ -25,14 +29,25 @@ Stored = tuple[int, str | None, str | None, str | None]
 CATEGORIES = ("CREATED", "UPDATED", "ENRICHED", "MATCHED", "SKIPPED", "FAILED")
 
 
-def load(conn: psycopg.Connection, schema: str, rows: Iterable[Row]) -> None:
-    """Append rows with COPY, as an import or another writer would; ids follow the row order."""
+def copy_rows(conn: psycopg.Connection, schema: str, rows: Iterable[Row]) -> None:
+    """Append rows with COPY, as an import or another writer would; ids follow the row order.
+
+    On a schema at 0004 or later the insert trigger gives them their roots as they arrive.
+    """
     copy_sql = sql.SQL(
         "COPY {}.llama_log (category, message, job_id, parent_job_id, job_name) FROM STDIN"
     ).format(sql.Identifier(schema))
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         for i, (job, parent) in enumerate(rows):
             copy.write_row((CATEGORIES[i % len(CATEGORIES)], f"event {i}", job, parent, "test"))
+
+
+def load(conn: psycopg.Connection, schema: str, rows: Iterable[Row]) -> None:
+    """Append rows with COPY and leave every root NULL, as rows from before 0002 would be."""
+    copy_rows(conn, schema, rows)
+    conn.execute(
+        sql.SQL("UPDATE {}.llama_log SET root_job_id = NULL").format(sql.Identifier(schema))
+    )
 
 
 def stored(conn: psycopg.Connection, schema: str) -> list[Stored]:
@@ -133,7 +148,7 @@ class TestReferenceSet:
     ) -> None:
         """Migrating a 0001 schema holding the reference set reports the documented line."""
         migrate(conn, schema=schema_name, target="0001")
-        load(conn, schema_name, reference_rows())
+        copy_rows(conn, schema_name, reference_rows())
 
         result = migrate(conn, schema=schema_name)
 
@@ -314,6 +329,190 @@ class TestRandomForests:
         assert report == expected_report(after)
 
 
+class TestMapOfPendingJobsOnly:
+    """With few rows to fill, the map covers only their jobs and ancestors, found walking up."""
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        rows=st.lists(
+            st.tuples(
+                st.none() | st.sampled_from(JOB_IDS),
+                st.none() | st.sampled_from([*JOB_IDS, "outside-1", "outside-2"]),
+            ),
+            max_size=40,
+        ),
+        keep=st.sets(st.sampled_from(JOB_IDS)),
+    )
+    def test_walking_up_from_the_pending_jobs_agrees_with_the_full_map(
+        self, conn: psycopg.Connection, schema: str, rows: list[Row], keep: set[str]
+    ) -> None:
+        """For any rows, cycles and all, and any jobs already filled, the map built by walking
+        up from the NULL rows' jobs fills them as the map of every job would."""
+        conn.execute(
+            sql.SQL("TRUNCATE {}.llama_log RESTART IDENTITY").format(sql.Identifier(schema))
+        )
+        load(conn, schema, rows)
+        backfill_batches(conn, schema, full_map=True)
+        conn.execute(
+            sql.SQL("UPDATE {}.llama_log SET root_job_id = NULL WHERE NOT job_id = ANY(%s)").format(
+                sql.Identifier(schema)
+            ),
+            (sorted(keep),),
+        )
+        report = backfill_batches(conn, schema, full_map=False)
+        after = stored(conn, schema)
+        assert_roots_as_expected(after)
+        assert (report.orphans, report.unresolved, report.total) == astuple(expected_report(after))[
+            1:
+        ]
+
+    def test_late_rows_in_a_filled_table_get_the_roots_of_their_jobs(
+        self, conn: psycopg.Connection, schema: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The reference set filled, then a few jobs' roots wiped: only they are filled again,
+        and the choice falls on the pending-only map by itself (few NULL rows, table analysed)."""
+        backfill(conn, schema, reference_rows())
+        before = stored(conn, schema)
+        wiped = conn.execute(
+            sql.SQL(
+                "UPDATE {}.llama_log SET root_job_id = NULL"
+                " WHERE job_id IN ('job-0007', 'job-0100', 'job-0321')"
+            ).format(sql.Identifier(schema))
+        ).rowcount
+        conn.execute(sql.SQL("ANALYZE {}.llama_log").format(sql.Identifier(schema)))
+        builds: list[int | None] = []
+        build = _backfill._build_root_map
+        monkeypatch.setattr(
+            _backfill,
+            "_build_root_map",
+            lambda conn, table, after: builds.append(after) or build(conn, table, after),
+        )
+        report = backfill_root_job_id(conn, schema=schema)
+        assert builds == [0]  # the pending-only map, chosen by itself
+        assert str(report) == f"backfill: {wiped} filled, 42 orphans, 0 unresolved, 4052 total"
+        assert stored(conn, schema) == before
+
+
 def test_backfill_report_line_format() -> None:
     """The report line is the one the CLI prints after the root-job migration."""
     assert str(BackfillReport(3, 2, 1, 6)) == "backfill: 3 filled, 2 orphans, 1 unresolved, 6 total"
+
+
+def natural_order(rows: list[Row]) -> list[Row]:
+    """``rows`` reordered so that a job's first row comes after its parent's first row (when
+    the parent has rows at all), as a logger writes them; the order within a job is kept."""
+    parent_of: dict[str, str | None] = {}
+    for job, parent in rows:
+        if job is not None:
+            parent_of.setdefault(job, parent)
+    placed: list[str] = []
+    remaining = list(parent_of)
+    while remaining:
+        ready = [
+            job
+            for job in remaining
+            if parent_of[job] is None or parent_of[job] not in parent_of or parent_of[job] in placed
+        ]
+        if not ready:  # a cycle: what is left can go in any order
+            ready = remaining[:]
+        placed.extend(ready)
+        remaining = [job for job in remaining if job not in ready]
+    rank = {job: index for index, job in enumerate(placed)}
+    return sorted(rows, key=lambda row: -1 if row[0] is None else rank[row[0]])
+
+
+@st.composite
+def acyclic_rows(draw: st.DrawFn) -> Row:
+    """A row whose parent, if a job of JOB_IDS, comes before its own job in JOB_IDS."""
+    index = draw(st.integers(-1, len(JOB_IDS) - 1))
+    if index < 0:
+        return (None, draw(st.none() | st.just("outside-1")))
+    parents = [None, "outside-1", "outside-2", *JOB_IDS[:index]]
+    return (JOB_IDS[index], draw(st.sampled_from(parents)))
+
+
+class TestInsertTrigger:
+    """0004's trigger gives rows that arrive without a root the one the rules give them."""
+
+    def test_rows_written_by_0001_era_code_get_their_root_on_insert(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """Root, child, grandchild, child of a parent without rows, orphan: as the backfill."""
+        copy_rows(
+            conn,
+            schema,
+            [
+                ("root", None),
+                ("child", "root"),
+                ("grandchild", "child"),
+                ("grandchild", "child"),
+                ("from-elsewhere", "upstream"),
+                (None, None),
+            ],
+        )
+        assert [root for *_, root in stored(conn, schema)] == [
+            "root",
+            "root",
+            "root",
+            "root",
+            "upstream",
+            None,
+        ]
+
+    def test_a_root_that_comes_with_the_row_is_kept(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """The WHEN condition skips rows that bring their root: nothing is recomputed."""
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.llama_log (category, message, job_id, parent_job_id, root_job_id)"
+                " VALUES ('CREATED', 'm', 'j', 'p', 'given')"
+            ).format(sql.Identifier(schema))
+        )
+        assert [root for *_, root in stored(conn, schema)] == ["given"]
+
+    def test_a_later_row_of_a_job_shares_the_root_its_earlier_rows_have(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """Invariant 7 for late rows: a job's rows keep one root even when the rules, applied
+        to the rows as they are now, would say otherwise (its parent logged only later)."""
+        copy_rows(conn, schema, [("job", "parent")])  # parent has no rows: it is the root
+        copy_rows(conn, schema, [("parent", "grandparent"), ("job", "parent")])
+        assert [(job, root) for _, job, _, root in stored(conn, schema)] == [
+            ("job", "parent"),
+            ("parent", "grandparent"),
+            ("job", "parent"),
+        ]
+
+    def test_a_cycle_leaves_the_row_null_like_the_backfill(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        copy_rows(conn, schema, [("self", "self"), ("a", "b"), ("b", "a"), ("a", "b")])
+        assert [(job, root) for _, job, _, root in stored(conn, schema)] == [
+            ("self", None),
+            ("a", "b"),  # when a arrived, b had no rows: b was the root
+            ("b", "b"),
+            ("a", "b"),
+        ]
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(rows=st.lists(acyclic_rows(), max_size=40))
+    def test_rows_inserted_in_the_order_a_logger_writes_them_get_the_backfills_roots(
+        self, conn: psycopg.Connection, schema: str, rows: list[Row]
+    ) -> None:
+        """When each job's first row comes after its parent's (as a logger writes them, and a
+        logger writes no cycles), the trigger fills every row exactly as the backfill fills
+        the same rows afterwards."""
+        conn.execute(
+            sql.SQL("TRUNCATE {}.llama_log RESTART IDENTITY").format(sql.Identifier(schema))
+        )
+        copy_rows(conn, schema, natural_order(rows))
+        assert_roots_as_expected(stored(conn, schema))

@@ -21,8 +21,8 @@ from llamalogger import (
     Entity,
     JobContext,
     LlamaLogger,
-    migrate,
 )
+from llamalogger.schema import migrate
 
 
 def rows(dsn: str, schema: str, where: str = "true") -> list[dict[str, Any]]:
@@ -260,12 +260,14 @@ class TestDatabaseTrouble:
     def test_unreachable_database_keeps_records_and_close_is_bounded(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """Nothing listens on port 1: records stay queued, drops are counted, close gives up."""
+        """Nothing listens on port 1 and spilling is off: records stay queued, drops are
+        counted once each, close gives up in time, and the counters add up."""
         logger = LlamaLogger(
             "postgresql://postgres@127.0.0.1:1/test",
             queue_size=50,
             flush_interval=0.01,
-            pool_kwargs={"reconnect_timeout": 0.5},
+            on_full="drop",
+            spill_dir=False,
         )
         with caplog.at_level(logging.WARNING, logger="llamalogger"):
             for number in range(80):
@@ -279,6 +281,8 @@ class TestDatabaseTrouble:
         assert stats["written"] == 0
         assert stats["dropped"] == 80  # 30 when the queue was full, the rest at close
         assert stats["retried"] >= 1
+        assert stats["enqueued"] == 80
+        assert stats["queued"] == stats["on_disk"] == 0
         messages = " ".join(record.getMessage() for record in caplog.records)
         assert "cannot write to the database" in messages
         assert "queue is full" in messages
@@ -292,6 +296,7 @@ class TestDatabaseTrouble:
             flush_interval=30,
             on_full="block",
             block_timeout=0.05,
+            spill_dir=False,
         )
         try:
             started = time.monotonic()

@@ -14,6 +14,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,8 +22,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from llamalogger import ConfigurationError, LlamaLogger, migrate
+from llamalogger import ConfigurationError, LlamaLogger
 from llamalogger.cli import main
+from llamalogger.schema import migrate
 
 SECRET = "s3cr3t-Pw"
 
@@ -127,27 +129,35 @@ def _stop_capturing(caplog: pytest.LogCaptureFixture) -> None:
             existing.removeHandler(caplog.handler)
 
 
-def _log_while_unreachable(dsn_with_password: str, caplog: pytest.LogCaptureFixture) -> None:
+def _log_while_unreachable(
+    dsn_with_password: str, caplog: pytest.LogCaptureFixture, spill_dir: Path | None = None
+) -> None:
     _capture_every_logger_at_debug(caplog)
     try:
         logger = LlamaLogger(
             dsn_with_password,
             flush_interval=0.01,
             exit_timeout=1,
-            pool_kwargs={"reconnect_timeout": 0.5},
+            spill_dir=spill_dir or False,
         )
         with logger.job("import-album"):
             for number in range(20):
                 logger.created(("track", number))
-        assert not logger.flush(timeout=1)
-        assert not logger.close(timeout=1)
+        # With a spill directory the events are safe on disk; without one they are lost.
+        assert logger.flush(timeout=5) is (spill_dir is not None)
+        assert logger.close(timeout=1) is (spill_dir is not None)
         assert logger.stats()["retried"] >= 1
     finally:
         _stop_capturing(caplog)
-    # The capture works: both the pool's connection errors and the writer's warnings are in.
-    assert {"psycopg.pool", "llamalogger"} <= {record.name for record in caplog.records}
+    # The capture works: both psycopg's connection errors and the writer's warnings are in.
+    assert {"psycopg", "llamalogger"} <= {record.name for record in caplog.records}
     for record in caplog.records:
         assert_secret_absent(_everything_in(record, caplog.handler))
+    if spill_dir is not None:
+        files = list(spill_dir.iterdir())
+        assert files, "the events should be in spill files"
+        for file in files:
+            assert_secret_absent(file.name + file.read_text())
 
 
 @pytest.mark.parametrize("dsn_with_password", UNREACHABLE_DSNS)
@@ -157,6 +167,14 @@ def test_no_diagnostic_record_reveals_the_password_while_nothing_listens(
     """With nothing listening, every record of every logger at DEBUG (the pool's connection
     errors, the writer's warnings, close()'s error) is free of the password."""
     _log_while_unreachable(dsn_with_password, caplog)
+
+
+@pytest.mark.parametrize("dsn_with_password", UNREACHABLE_DSNS)
+def test_spill_files_and_diagnostics_never_hold_the_password(
+    dsn_with_password: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Events kept on disk during an outage record their target without the password."""
+    _log_while_unreachable(dsn_with_password, caplog, spill_dir=tmp_path / "spill")
 
 
 def test_no_diagnostic_record_reveals_the_password_when_the_server_refuses(

@@ -18,9 +18,10 @@ import pytest
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from llamalogger import LlamaLogger, migrate
+from llamalogger import LlamaLogger
 from llamalogger._postgres import BatchSink
 from llamalogger.embedded import EmbeddedPostgres
+from llamalogger.schema import migrate
 
 SCHEMA = "spill_tests"
 
@@ -70,16 +71,20 @@ def test_outage_is_spilled_then_replayed_in_order_exactly_once(
         server.stop_server()
         for number in range(100, 400):
             logger.created(("track", number))
-        assert wait_until(lambda: logger.stats()["spilled"] == 300)
-        assert not logger.flush(timeout=0.2)  # not committed while the server is down
+        # Events on disk count as delivered for flush(): they survive the process.
+        assert logger.flush(timeout=10)
+        assert logger.stats()["on_disk"] == 300
         assert len(list(spill.glob("*.jsonl"))) >= 1
         server.start_server()
         for number in range(400, 450):
             logger.created(("track", number))
         assert logger.flush(timeout=30)
-        stats = logger.stats()
+    stats = logger.stats()  # after close(): the spill files are replayed
     assert [entity for entity, _ in stored(server.dsn)] == [str(n) for n in range(450)]
-    assert (stats["written"], stats["spilled"], stats["replayed"]) == (450, 300, 300)
+    assert stats["written"] == 450
+    # Events logged after the restart, before the replay, join the spill files: order first.
+    assert 300 <= stats["spilled"] == stats["replayed"] <= 350
+    assert stats["on_disk"] == stats["queued"] == stats["dropped"] == 0
     assert stats["retried"] >= 1
     assert list(spill.iterdir()) == []
 
@@ -120,9 +125,8 @@ def test_spill_files_of_a_killed_process_are_replayed_at_the_next_start(
 
     server.start_server()
     with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill) as logger:
-        assert wait_until(lambda: not any(spill.glob("*.jsonl")))
+        assert wait_until(lambda: logger.stats()["replayed"] == 500)
         assert logger.flush(timeout=10)
-        assert logger.stats()["replayed"] == 500
     rows = stored(server.dsn)
     assert rows == [(str(n), f"event {n}") for n in range(500)]
 
@@ -130,7 +134,8 @@ def test_spill_files_of_a_killed_process_are_replayed_at_the_next_start(
     # file is found again, and recognised as written.
     shutil.copy(keep, files[0])
     with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill) as logger:
-        assert wait_until(lambda: not files[0].exists())
+        # A file is claimed (renamed) before its replay and deleted after it.
+        assert wait_until(lambda: not any(spill.iterdir()))
         assert logger.stats()["replayed"] == 0
     assert stored(server.dsn) == rows
 

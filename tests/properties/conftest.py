@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from llamalogger import LlamaLogger, migrate
+from llamalogger import LlamaLogger
+from llamalogger.schema import migrate
 
 
 @pytest.fixture(scope="module")

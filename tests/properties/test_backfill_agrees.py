@@ -24,12 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from llamalogger import BackfillReport, Category, JobContext, LlamaLogger, backfill_root_job_id
+from llamalogger import Category, JobContext, LlamaLogger
 from llamalogger._context import (
     HEADER_JOB_ID,
     HEADER_PARENT_JOB_ID,
     HEADER_ROOT_JOB_ID,
 )
+from llamalogger.schema import BackfillReport, backfill_root_job_id
 
 # (id, job_id, root_job_id) of one row
 Row = tuple[int, str | None, str | None]

@@ -1,0 +1,116 @@
+"""Spill files on their own: permissions, the target they record, claims, the size cap."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from llamalogger._settings import Settings
+from llamalogger._spill import SpillDir, SpillFull, default_spill_root, target_dirname
+from llamalogger._writer import Writer
+
+from .test_writer import TARGET, MemorySink, numbers, record
+
+ROW = record(1)
+
+
+def test_files_are_private_and_name_their_target_without_a_password(tmp_path: Path) -> None:
+    spill = SpillDir(tmp_path / "a" / "b", TARGET, 1 << 20)
+    file = spill.write([ROW], 1)
+    assert stat.S_IMODE(os.stat(spill.path).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(file.path).st_mode) == 0o600
+    target, rows = spill.read(file)
+    assert target == TARGET
+    assert rows == [ROW]
+
+
+def test_a_claimed_file_is_skipped_by_the_next_claimer_without_error(tmp_path: Path) -> None:
+    first = SpillDir(tmp_path, TARGET, 1 << 20)
+    second = SpillDir(tmp_path, TARGET, 1 << 20)
+    file = first.write([ROW], 1)
+    claimed = first.claim(file)
+    assert claimed is not None
+    assert second.claim(file) is None  # gone from under its old name: another took it
+    assert first.pending() == [claimed]  # its own claim stays visible to the claimer
+    assert second.pending() == []  # a live claimant's file, even in the same process
+
+
+def test_a_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    spill = SpillDir(tmp_path, TARGET, 1 << 20)
+    file = spill.write([ROW], 1)
+    dead_pid = 2**22 + 12345  # above the kernel's pid_max default
+    file.path.rename(tmp_path / f"{file.spill_id}.jsonl.claimed-{dead_pid}")
+    [orphan] = spill.pending()
+    taken = spill.claim(orphan)
+    assert taken is not None
+    assert f".claimed-{os.getpid()}-" in taken.path.name
+
+
+def test_the_size_cap_refuses_a_batch_that_would_pass_it(tmp_path: Path) -> None:
+    spill = SpillDir(tmp_path, TARGET, 600)
+    spill.write([ROW], 1)
+    with pytest.raises(SpillFull):
+        spill.write([ROW] * 10, 2)
+
+
+def test_each_target_gets_a_directory_of_its_own_under_the_state_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_spill_root() == tmp_path / "llamalogger" / "spill"
+    other_schema = {**TARGET, "schema": "other"}
+    assert target_dirname(TARGET) != target_dirname(other_schema)
+    assert "/" not in target_dirname({**TARGET, "host": "/var/run/postgresql"})
+
+
+def test_files_for_another_target_are_left_alone(tmp_path: Path) -> None:
+    foreign = SpillDir(tmp_path, {**TARGET, "dbname": "elsewhere"}, 1 << 20)
+    foreign.write([ROW], 1)
+    sink = MemorySink()
+    writer = Writer(sink, Settings(flush_interval=0.01), SpillDir(tmp_path, TARGET, 1 << 20))
+    writer.put(record(2))
+    assert writer.flush(timeout=5)
+    assert writer.close(timeout=5)
+    assert numbers(sink.rows) == [2]
+    assert len(list(tmp_path.glob("*.jsonl"))) == 1
+
+
+def test_past_the_cap_events_are_dropped_counted_and_warned_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = MemorySink()
+    sink.down = True
+    settings = Settings(flush_interval=0.01, batch_size=10, spill_max_bytes=3000)
+    writer = Writer(sink, settings, SpillDir(tmp_path, TARGET, settings.spill_max_bytes))
+    with caplog.at_level(logging.ERROR, logger="llamalogger"):
+        for number in range(200):
+            writer.put(record(number))
+        assert writer.flush(timeout=5)
+    stats = writer.stats()
+    assert stats["dropped"] > 0
+    assert stats["on_disk"] > 0
+    assert stats["enqueued"] == stats["dropped"] + stats["on_disk"]
+    assert sum("reached its cap" in r.getMessage() for r in caplog.records) == 1
+    writer.close(timeout=0.5)
+
+
+def test_a_spill_directory_that_cannot_be_made_means_one_warning_and_memory_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Like a read-only filesystem: the logger still works, keeping events in memory."""
+    from llamalogger import LlamaLogger
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="llamalogger"):
+        logger = LlamaLogger("postgresql://nobody@127.0.0.1:1/x", spill_dir=blocker / "spill")
+        logger.created(("track", 1))
+        logger.close(timeout=0.2)
+    warnings = [r.getMessage() for r in caplog.records if "spill files" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "in memory only" in warnings[0]
+    assert logger.stats()["dropped"] == 1  # nowhere to keep it once close() gave up

@@ -1,0 +1,363 @@
+"""The writer's queue, thread, flush and close, against an in-memory sink.
+
+The sink stands in for PostgreSQL the way OpenTelemetry tests its batch processor with an
+in-memory exporter: it can be told to be unreachable, to refuse rows, to hang or to raise
+anything, so every step of the writer can be made to fail. What PostgreSQL itself does is
+tested in tests/integration and tests/faults.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import psycopg
+import psycopg.errors
+import pytest
+
+from llamalogger._records import Record
+from llamalogger._settings import Settings
+from llamalogger._spill import SpillDir
+from llamalogger._writer import Writer
+
+TARGET = {"host": "h", "port": "5432", "dbname": "d", "schema": "s"}
+
+
+class MemorySink:
+    """Rows land in ``rows``; ``down``, ``refuse``, ``hang`` and ``explode`` inject failures."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[object, ...]] = []
+        self.replays: set[str] = set()
+        self.down = False
+        self.refuse: Callable[[tuple[object, ...]], bool] = lambda row: False
+        self.hang = threading.Event()  # set: writes block until cancel()
+        self.cancelled = threading.Event()
+        self.explode: BaseException | None = None
+        self.delay = 0.0
+        self.writes = 0
+        self.on_write: Callable[[], None] | None = None
+
+    def _check(self, rows: Sequence[tuple[object, ...]]) -> None:
+        self.writes += 1
+        if self.on_write is not None:
+            self.on_write()
+        if self.explode is not None:
+            raise self.explode
+        if self.down:
+            raise psycopg.OperationalError("connection refused")
+        if self.hang.is_set():
+            self.cancelled.clear()
+            self.cancelled.wait(30)
+            raise psycopg.errors.QueryCanceled("canceling statement due to user request")
+        if any(self.refuse(row) for row in rows):
+            raise psycopg.errors.CheckViolation("new row violates check constraint")
+        if self.delay:
+            time.sleep(self.delay)
+
+    def write(self, rows: Sequence[tuple[object, ...]]) -> None:
+        self._check(rows)
+        self.rows.extend(rows)
+
+    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool:
+        self._check(rows)
+        if spill_id in self.replays:
+            return False
+        self.replays.add(spill_id)
+        self.rows.extend(rows)
+        return True
+
+    def cancel(self, timeout: float = 2.0) -> None:
+        self.cancelled.set()
+
+    def target(self) -> dict[str, str]:
+        return dict(TARGET)
+
+    def after_fork_in_child(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def record(number: int, message: str | None = None) -> Record:
+    return (
+        0, "CREATED", "info", message or f"event {number}", None, None, None, None,
+        "track", str(number), None, None, None,
+    )  # fmt: skip
+
+
+def numbers(rows: Sequence[tuple[object, ...]]) -> list[int]:
+    return [int(str(row[9])) for row in rows]
+
+
+@pytest.fixture
+def make_writer(tmp_path: Path) -> Iterator[Callable[..., tuple[Writer, MemorySink]]]:
+    made: list[Writer] = []
+
+    def make(*, spill: bool = True, **options: object) -> tuple[Writer, MemorySink]:
+        sink = MemorySink()
+        settings = Settings(flush_interval=0.01, **options)  # type: ignore[arg-type]
+        spill_dir = (
+            SpillDir(tmp_path / "spill", TARGET, settings.spill_max_bytes) if spill else None
+        )
+        writer = Writer(sink, settings, spill_dir)
+        made.append(writer)
+        return writer, sink
+
+    yield make
+    for writer in made:
+        writer.close(timeout=1)
+
+
+def assert_adds_up(stats: dict[str, int]) -> None:
+    """The accounting identity of DESIGN §5."""
+    parts = ("written", "rejected", "dropped", "on_disk", "queued")
+    assert stats["enqueued"] == sum(stats[part] for part in parts), stats
+
+
+class TestBackpressure:
+    def test_a_flood_into_a_small_queue_is_slowed_down_not_dropped(self, make_writer) -> None:
+        """While the writer makes progress, a full queue makes the caller wait for room."""
+        writer, sink = make_writer(queue_size=100, batch_size=50)
+        sink.delay = 0.001
+        for number in range(5000):
+            writer.put(record(number))
+        assert writer.flush(timeout=10)
+        assert numbers(sink.rows) == list(range(5000))
+        stats = writer.stats()
+        assert stats["dropped"] == 0
+        assert_adds_up(stats)
+
+    def test_a_put_from_the_writers_own_thread_never_waits(self, make_writer) -> None:
+        """psycopg logging through a handler of ours runs on the writer thread: it must not
+        wait for room that only that thread can make."""
+        writer, sink = make_writer(queue_size=5, batch_size=5, block_timeout=5)
+        sink.on_write = lambda: [writer.put(record(900 + n)) for n in range(10)] and None
+        started = time.monotonic()
+        for number in range(5):
+            writer.put(record(number))
+        assert writer.flush(timeout=2)
+        sink.on_write = None
+        assert writer.flush(timeout=2)
+        assert time.monotonic() - started < 2
+        assert writer.stats()["dropped"] == 0
+
+    def test_drop_policy_drops_counts_and_warns_once(self, make_writer, caplog) -> None:
+        writer, sink = make_writer(queue_size=10, on_full="drop", spill=False)
+        sink.hang.set()
+        with caplog.at_level(logging.WARNING, logger="llamalogger"):
+            for number in range(100):
+                writer.put(record(number))
+        assert writer.stats()["dropped"] >= 80
+        assert sum("dropped an event" in r.getMessage() for r in caplog.records) == 1
+        sink.cancel()
+        sink.hang.clear()
+
+
+class TestOutage:
+    def test_unreachable_database_puts_events_on_disk_and_replays_them_in_order(
+        self, make_writer
+    ) -> None:
+        writer, sink = make_writer(batch_size=100)
+        sink.down = True
+        for number in range(1000):
+            writer.put(record(number))
+        assert writer.flush(timeout=5)  # on disk counts as delivered
+        stats = writer.stats()
+        assert (stats["on_disk"], stats["written"], stats["dropped"]) == (1000, 0, 0)
+        assert_adds_up(stats)
+        sink.down = False
+        for number in range(1000, 1100):
+            writer.put(record(number))
+        assert writer.close(timeout=5)
+        assert numbers(sink.rows) == list(range(1100))
+        stats = writer.stats()
+        assert (stats["on_disk"], stats["written"]) == (0, 1100)
+        # Events logged while older ones wait on disk go to disk too: order is kept.
+        assert stats["replayed"] >= 1000
+        assert_adds_up(stats)
+
+    def test_without_spilling_close_gives_up_in_time_and_counts_each_loss_once(
+        self, make_writer, caplog
+    ) -> None:
+        writer, sink = make_writer(spill=False, batch_size=10)
+        sink.down = True
+        for number in range(100):
+            writer.put(record(number))
+        assert not writer.flush(timeout=0.3)
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="llamalogger"):
+            assert not writer.close(timeout=0.5)
+        assert time.monotonic() - started < 2
+        stats = writer.stats()
+        assert (stats["dropped"], stats["written"], stats["queued"]) == (100, 0, 0)
+        assert_adds_up(stats)
+        assert sum("not written" in r.getMessage() for r in caplog.records) == 1
+        assert not writer.close()  # twice: same answer, nothing counted again
+        assert writer.stats() == stats
+
+    def test_a_hanging_write_holds_callers_at_most_block_timeout_then_goes_to_disk(
+        self, make_writer
+    ) -> None:
+        writer, sink = make_writer(queue_size=50, batch_size=50, block_timeout=0.4)
+        sink.hang.set()
+        slowest = 0.0
+        for number in range(500):
+            started = time.monotonic()
+            writer.put(record(number))
+            slowest = max(slowest, time.monotonic() - started)
+            if number == 100:
+                sink.hang.clear()  # the cancelled write's batch went to disk; no more hangs
+                sink.down = True
+        assert writer.flush(timeout=5)
+        assert slowest <= 0.4 + 0.2
+        assert sink.cancelled.is_set()
+        stats = writer.stats()
+        assert stats["dropped"] == 0
+        assert stats["on_disk"] == 500
+        assert_adds_up(stats)
+
+    def test_close_with_a_write_that_never_returns_reports_it_and_does_not_count_twice(
+        self, make_writer
+    ) -> None:
+        writer, sink = make_writer(spill=False)
+        sink.hang.set()
+        sink.cancel = lambda timeout=2.0: None  # type: ignore[method-assign]  # a stalled network
+        for number in range(10):
+            writer.put(record(number))
+        time.sleep(0.1)  # let the writer enter its write: there is no flush() for "stuck"
+        started = time.monotonic()
+        assert not writer.close(timeout=0.2)
+        assert time.monotonic() - started < 2.5
+        stats = writer.stats()
+        assert stats["dropped"] == 10
+        assert_adds_up(stats)
+        sink.cancelled.set()  # the write returns at last: nothing may be counted again
+        time.sleep(0.1)
+        assert writer.stats() == stats
+
+
+class TestNeverDies:
+    @pytest.mark.parametrize(
+        "failure", [RuntimeError("bug"), SystemExit(3), KeyboardInterrupt(), GeneratorExit()]
+    )
+    def test_the_writer_thread_survives_anything_and_goes_on(
+        self, make_writer, caplog, failure: BaseException
+    ) -> None:
+        writer, sink = make_writer(spill=False)
+        sink.explode = failure
+        with caplog.at_level(logging.ERROR, logger="llamalogger"):
+            writer.put(record(1))
+            assert writer.flush(timeout=5)
+        sink.explode = None
+        writer.put(record(2))
+        assert writer.flush(timeout=5)
+        assert numbers(sink.rows)[-1] == 2
+        stats = writer.stats()
+        assert_adds_up(stats)
+        assert stats["written"] >= 1
+
+    def test_refused_rows_are_isolated_and_reported_once_per_reason(
+        self, make_writer, caplog, tmp_path: Path
+    ) -> None:
+        writer, sink = make_writer(dead_letter_path=tmp_path / "dead.jsonl")
+        sink.refuse = lambda row: int(str(row[9])) % 10 == 0
+        with caplog.at_level(logging.ERROR, logger="llamalogger"):
+            for number in range(200):
+                writer.put(record(number))
+            assert writer.flush(timeout=10)
+        assert numbers(sink.rows) == [n for n in range(200) if n % 10]
+        stats = writer.stats()
+        assert stats["rejected"] == 20
+        assert_adds_up(stats)
+        assert len((tmp_path / "dead.jsonl").read_text().splitlines()) == 20
+        assert sum("rejected an event" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_counters_add_up_at_every_moment_under_load(make_writer) -> None:
+    """enqueued == written + rejected + dropped + on_disk + queued, read at random moments
+    while events flow, the database comes and goes and rows are refused."""
+    writer, sink = make_writer(queue_size=200, batch_size=64)
+    sink.refuse = lambda row: int(str(row[9])) % 97 == 0
+    stop = threading.Event()
+
+    def produce() -> None:
+        number = 0
+        while not stop.is_set():
+            writer.put(record(number))
+            number += 1
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        for step in range(200):
+            sink.down = step % 50 > 40
+            assert_adds_up(writer.stats())
+            time.sleep(0.002)
+    finally:
+        stop.set()
+        producer.join()
+    sink.down = False
+    assert writer.close(timeout=10)
+    stats = writer.stats()
+    assert_adds_up(stats)
+    assert stats["queued"] == stats["on_disk"] == stats["dropped"] == 0
+
+
+STEPS = {
+    "encoding a record": ("llamalogger._delivery.fast_row", RuntimeError("encoder bug")),
+    "cleaning a record": ("llamalogger._delivery.clean_row", SystemExit(1)),
+    "writing a spill file": ("llamalogger._spill.SpillDir.write", OSError(28, "No space left")),
+    "reading a spill file": ("llamalogger._spill.SpillDir.read", ValueError("torn file")),
+    "listing the spill directory": ("llamalogger._spill.SpillDir.pending", OSError("gone")),
+    "describing a dead letter": ("llamalogger._delivery.describe", KeyboardInterrupt()),
+}
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_a_failure_at_any_step_is_survived_and_accounted(
+    make_writer, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Whatever step fails — once, with any exception — the writer goes on, flush() answers
+    and every event is accounted for in the counters."""
+    target, error = STEPS[step]
+    real = _resolve(target)
+    failed = threading.Event()
+
+    def fail_once(*args: object, **kwargs: object) -> object:
+        if not failed.is_set():
+            failed.set()
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, fail_once)
+    writer, sink = make_writer(batch_size=10)
+    sink.refuse = lambda row: str(row[9]) == "5"  # so that cleaning and dead letters run
+    sink.down = True  # so that the spill directory is used
+    for number in range(30):
+        writer.put(record(number, message="x" * 100_001 if number == 3 else None))
+    assert writer.flush(timeout=10)
+    sink.down = False
+    for number in range(30, 40):
+        writer.put(record(number))
+    writer.close(timeout=5)
+    stats = writer.stats()
+    assert_adds_up(stats)
+    assert stats["queued"] == 0
+    assert 39 in numbers(sink.rows)  # the writer went on after the failure
+
+
+def _resolve(target: str) -> Callable[..., object]:
+    module_name, _, attribute = target.rpartition(".")
+    import importlib
+
+    try:
+        owner: object = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        module_name, _, class_name = module_name.rpartition(".")
+        owner = getattr(importlib.import_module(module_name), class_name)
+    return getattr(owner, attribute)  # type: ignore[no-any-return]
