@@ -37,6 +37,7 @@ from typing import Any
 
 from _support import ADMIN_APP, CommitWatch, Server, fault_server, migrated_schema, stored_rows
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 import llamalogger
 from llamalogger import LlamaLogger
@@ -513,11 +514,11 @@ class Bench:
         ) as (schema, run):
             app = f"faultbench-{run}"
             # The logger's sessions carry this name so that only they are terminated.
-            options = {"pool_kwargs": {"kwargs": {"application_name": app, "autocommit": True}}}
+            options: dict[str, Any] = {}
             started = SPAWN.Event()
             child = Child(
                 child_paced,
-                self.server.dsn,
+                make_conninfo(self.server.dsn, application_name=app),
                 schema,
                 run,
                 "0",

@@ -148,6 +148,7 @@ class Load:
                         break
 
     def __enter__(self) -> Load:
+        self.started = time.monotonic()
         for thread in self.threads:
             thread.start()
         return self
@@ -156,6 +157,7 @@ class Load:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=30)
+        self.seconds = time.monotonic() - self.started
         self.flushed = self.logger.flush(timeout=120)
         self.stats = self.logger.stats()
         self.logger.close(timeout=30)
@@ -273,7 +275,8 @@ def main() -> None:
             print(f"during migrate, SELECT by job_id:       {migrate_selects}")
             stats = traffic.stats
             print(
-                f"LlamaLogger at {args.events_per_second}/s: logged {traffic.logged:,}, "
+                f"LlamaLogger at {args.events_per_second}/s "
+                f"(reached {traffic.logged / traffic.seconds:,.0f}/s): logged {traffic.logged:,}, "
                 f"written {stats['written']:,}, dropped {stats['dropped']}, "
                 f"rejected {stats['rejected']}, spilled {stats['spilled']:,}, "
                 f"retried {stats['retried']}, flushed {traffic.flushed}"

@@ -119,9 +119,6 @@ def backfill_batches(
         finally:
             if not conn.broken:
                 conn.execute("DROP TABLE IF EXISTS pg_temp.llamalog_backfill_roots")
-    elif checkpoint is not None:
-        with conn.transaction():
-            checkpoint(conn, resume_after)
     counts = conn.execute(
         sql.SQL(
             "SELECT count(*) FILTER (WHERE job_id IS NULL),"

@@ -36,6 +36,8 @@ MAX_RETRY_DELAY = 0.5
 # How often a writer that is not spilling looks for files other processes left: one
 # directory listing, so that a forked child's spill files do not wait for a restart.
 _SCAN_INTERVAL = 2.0
+# The longest the writer replays spill files before it looks at its queue again.
+_REPLAY_SLICE = 0.25
 
 
 class Sink(Protocol):
@@ -333,7 +335,13 @@ class Delivery:
             self.spilling = False
             return outcome
         target = self._sink.target()
+        slice_ends = time.monotonic() + _REPLAY_SLICE
         for file in self.pending_files():
+            if time.monotonic() >= slice_ends:
+                # A long backlog is written in slices: between them the writer puts new
+                # batches on disk (behind the backlog), so the queue never fills meanwhile.
+                self._next_replay = time.monotonic()
+                return outcome
             claimed = spill.claim(file)
             if claimed is None:
                 continue  # another process took it

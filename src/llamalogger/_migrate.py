@@ -72,6 +72,10 @@ _CONCURRENT_INDEX = re.compile(
 # Catalog-only steps finish in milliseconds once they hold their lock; a statement that runs
 # longer than this is not what the file meant, and holding its lock that long would stall writers.
 _STEP_STATEMENT_TIMEOUT = "60s"
+# Backoff between lock attempts grows to this: with the default retries a step keeps trying
+# for about a minute, long enough for a burst of long writes (a writer replaying its spill
+# files) to pass, while each attempt still holds writers up for one lock_timeout at most.
+_RETRY_BACKOFF_CAP = 3.0
 # A killed runner's backend notices its client is gone within this, ends its statement and
 # releases its locks, instead of running on until it next tries to answer (PostgreSQL 14+).
 _CLIENT_CHECK_INTERVAL = "250ms"
@@ -227,7 +231,7 @@ def migrate(
     schema: str = DEFAULT_SCHEMA,
     target: str | None = None,
     lock_timeout: float = 0.2,
-    lock_retries: int = 10,
+    lock_retries: int = 30,
     wait: float = 60.0,
     batch_seconds: float = 0.2,
     progress: Progress | None = None,
@@ -452,11 +456,36 @@ class _Runner:
                     raise MigrationError(
                         f"migration {migration.version}_{migration.name}, step {step.name}: "
                         f"its lock ({step.lock}) was not granted within {self.lock_timeout_ms} "
-                        f"in {attempt} attempts; another transaction holds a conflicting lock "
-                        f"on a table of schema {self.schema!r}. Nothing of this step was "
-                        "applied; run `llamalog migrate` again once that transaction ends"
+                        f"in {attempt} attempts; {self._lock_holders()}. Nothing of this step "
+                        "was applied; run `llamalog migrate` again once that transaction ends"
                     ) from exc
-                time.sleep(backoff(attempt))
+                # Between attempts the writers queued behind the attempt go on; the jitter
+                # keeps the next attempt off the beat of a writer's steady commits.
+                time.sleep(backoff(attempt, cap=_RETRY_BACKOFF_CAP))
+
+    def _lock_holders(self) -> str:
+        """Who holds a lock on llama_log: the oldest transaction first, for the message."""
+        rows = self.conn.execute(
+            "SELECT a.pid, a.application_name,"
+            " extract(epoch FROM clock_timestamp() - a.xact_start)"
+            " FROM pg_catalog.pg_locks AS l"
+            " JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid"
+            " JOIN pg_catalog.pg_class AS c ON c.oid = l.relation"
+            " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = 'llama_log' AND l.granted"
+            " AND l.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL"
+            " ORDER BY a.xact_start LIMIT 3",
+            (self.schema,),
+        ).fetchall()
+        if not rows:
+            return f"other transactions held conflicting locks on schema {self.schema!r}"
+        held = ", ".join(
+            f"server process {pid}"
+            + (f" ({name})" if name else "")
+            + f" in a transaction open for {float(age):.1f} s"
+            for pid, name, age in rows
+        )
+        return f"llama_log was locked by {held}"
 
     def _set_local(self, *, lock_timeout: str) -> None:
         # SET rather than set_config() for the path: PostgreSQL then stores it normalised, and

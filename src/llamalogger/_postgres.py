@@ -183,7 +183,7 @@ class BatchSink:
         return conninfo if isinstance(conninfo, str) else ""
 
     def _connect(self) -> psycopg.Connection[Any]:
-        options: dict[str, Any] = {
+        defaults: dict[str, Any] = {
             "application_name": "llamalogger",
             "connect_timeout": _CONNECT_TIMEOUT,
             # A peer that vanishes without closing is noticed in seconds, not hours.
@@ -194,6 +194,9 @@ class BatchSink:
             # A COPY in autocommit is its own transaction: no COMMIT round trip per batch.
             "autocommit": True,
         }
+        # What the DSN itself says (an application_name, a connect_timeout) wins.
+        given = conninfo_to_dict(self._conninfo or "")
+        options = {key: value for key, value in defaults.items() if key not in given}
         options.update(self._connect_kwargs)
         try:
             return psycopg.connect(self._conninfo or "", **options)

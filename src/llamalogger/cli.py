@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a DDL step waits for its lock before it backs off and retries (0.2)",
     )
     migrate_cmd.add_argument(
-        "--lock-retries", type=int, default=10, help="retries of a step whose lock was busy (10)"
+        "--lock-retries", type=int, default=30, help="retries of a step whose lock was busy (30)"
     )
     migrate_cmd.add_argument(
         "--wait",

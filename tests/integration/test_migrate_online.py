@@ -307,7 +307,7 @@ class TestLocks:
         assert max(waits) < 1.0  # lock_timeout is 0.1 s; the margin is for a busy machine
         assert migrate(conn, schema=schema_name).version == "0004"
 
-    def test_cli_exits_1_with_one_line_when_the_lock_is_never_granted(
+    def test_cli_exits_1_with_one_line_naming_the_holder_when_the_lock_is_never_granted(
         self,
         dsn: str,
         conn: psycopg.Connection,
@@ -317,6 +317,7 @@ class TestLocks:
         migrate(conn, schema=schema_name, target="0001")
         with psycopg.connect(dsn) as holder:
             holder.execute(sql.SQL("SELECT FROM {}.llama_log").format(ident(schema_name)))
+            holder_pid = holder.info.backend_pid
             code = main(
                 [
                     *("migrate", "--dsn", dsn, "--schema", schema_name),
@@ -328,6 +329,7 @@ class TestLocks:
         assert code == 1
         assert len(err) == 1
         assert err[0].startswith("llamalog: error: migration 0002_root_job_id, step ")
+        assert f"llama_log was locked by server process {holder_pid} " in err[0]
         assert "run `llamalog migrate` again" in err[0]
 
     def test_a_second_migrate_waits_a_bounded_time_then_says_who_is_busy(

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from llamalogger import ConfigurationError, LlamaLogger
 from llamalogger.schema import migrate
@@ -159,7 +160,7 @@ def test_an_invalid_setting_is_named_and_leaves_no_thread_or_connection(
     threads_before = set(threading.enumerate())
     application = f"llamalog_settings_{os.getpid()}_{option}"
     with pytest.raises(ConfigurationError, match=option):
-        LlamaLogger(f"{dsn} application_name={application}", **{option: value})  # type: ignore[arg-type]
+        LlamaLogger(make_conninfo(dsn, application_name=application), **{option: value})  # type: ignore[arg-type]
     assert set(threading.enumerate()) <= threads_before
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
@@ -232,3 +233,17 @@ def test_deprecated_pool_kwargs_still_reach_the_connection(dsn: str, schema: str
             ).fetchone()
         assert row == (1,)
     assert (logger.stats()["written"], logger.stats()["rejected"]) == (1, 0)
+
+
+def test_what_the_dsn_says_wins_over_the_writers_connection_defaults(dsn: str, schema: str) -> None:
+    """An application_name in the DSN names the writer's session (the default is
+    ``llamalogger``), so operators can tell their services apart in pg_stat_activity."""
+    application = f"llamalog_dsn_{os.getpid()}"
+    with LlamaLogger(make_conninfo(dsn, application_name=application), schema=schema) as logger:
+        logger.created(("track", 1))
+        assert logger.flush(timeout=10)
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application]
+            ).fetchone()
+    assert row == (1,)

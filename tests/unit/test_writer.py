@@ -361,3 +361,23 @@ def _resolve(target: str) -> Callable[..., object]:
         module_name, _, class_name = module_name.rpartition(".")
         owner = getattr(importlib.import_module(module_name), class_name)
     return getattr(owner, attribute)  # type: ignore[no-any-return]
+
+
+def test_a_long_backlog_is_replayed_in_slices_so_the_queue_never_fills(
+    make_writer, tmp_path: Path
+) -> None:
+    """100 spill files whose replay takes over a second, while new events keep coming into
+    a small queue: nothing is dropped, and everything arrives in order."""
+    backlog = SpillDir(tmp_path / "spill", TARGET, 1 << 30)
+    for file_number in range(100):
+        backlog.write([record(file_number * 10 + n) for n in range(10)], file_number + 1)
+    writer, sink = make_writer(queue_size=200, batch_size=50, block_timeout=0.3)
+    sink.delay = 0.015  # each write: 100 replays take 1.5 s
+    for number in range(1000, 3000):
+        writer.put(record(number))
+        if number % 20 == 0:
+            time.sleep(0.01)  # about 2,000 events a second
+    assert writer.close(timeout=30)
+    stats = writer.stats()
+    assert stats["dropped"] == 0
+    assert numbers(sink.rows) == list(range(3000))
