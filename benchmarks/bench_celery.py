@@ -48,7 +48,11 @@ REDIS = "redis://127.0.0.1:6379/0"
 def _configure(app: Celery, broker: str, backend: str, queue: str, folder: str) -> None:
     transport: dict[str, Any] = {"global_keyprefix": f"{queue}:"}
     if broker.startswith("filesystem"):
-        transport = {"data_folder_in": folder, "data_folder_out": folder}
+        transport = {
+            "data_folder_in": folder,
+            "data_folder_out": folder,
+            "control_folder": os.path.join(folder, "control"),
+        }
     app.conf.update(
         broker_url=broker,
         result_backend=backend,

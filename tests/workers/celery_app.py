@@ -29,6 +29,7 @@ def configure(
             "data_folder_in": os.path.join(folder, "messages"),
             "data_folder_out": os.path.join(folder, "messages"),
             "processed_folder": os.path.join(folder, "processed"),
+            "control_folder": os.path.join(folder, "control"),  # default: the working directory
             "store_processed": False,
         }
     app.conf.update(
