@@ -327,15 +327,16 @@ class Delivery:
             return True
         return False
 
-    def replay(self) -> Outcome:
-        """Write the spill files, oldest first; leave spilling mode once none is left."""
+    def replay(self, until: float | None = None) -> Outcome:
+        """Write the spill files, oldest first, for one slice of time (or ``until`` that
+        moment); leave spilling mode once none is left."""
         outcome = Outcome()
         spill = self.spill
         if spill is None:
             self.spilling = False
             return outcome
         target = self._sink.target()
-        slice_ends = time.monotonic() + _REPLAY_SLICE
+        slice_ends = time.monotonic() + _REPLAY_SLICE if until is None else until
         for file in self.pending_files():
             if time.monotonic() >= slice_ends:
                 # A long backlog is written in slices: between them the writer puts new

@@ -319,7 +319,9 @@ class Writer:
                 self._record(delivery.replay())
         if self._closing:
             if delivery.spilling or delivery.pending_files():
-                self._record(delivery.replay())  # one attempt: close() never waits on disk
+                # One attempt, as long as close() allows: it never waits on an unreachable
+                # database, and what is left stays on disk for the next logger.
+                self._record(delivery.replay(until=delivery.deadline))
             return True
         return False
 
