@@ -313,6 +313,12 @@ class Delivery:
             )
             return []
 
+    def seconds_to_replay(self) -> float:
+        """How long until a replay is due (infinity when not spilling)."""
+        if not self.spilling:
+            return float("inf")
+        return max(0.0, self._next_replay - time.monotonic())
+
     def replay_due(self) -> bool:
         """Time to replay: while spilling, after the backoff; otherwise every few seconds
         if files wait in the directory (left by another process, a forked child, a crash)."""
