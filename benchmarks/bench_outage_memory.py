@@ -32,7 +32,10 @@ def rss_mib() -> float:
 
 def outage(server: EmbeddedPostgres, rate: int, seconds: float, spill: Path | None) -> None:
     gc.collect()
-    logger = LlamaLogger(server.dsn, schema="bench", spill_dir=spill)
+    # No spill directory: the in-memory queue alone (spilling is on by default).
+    logger = LlamaLogger(
+        server.dsn, schema="bench", spill_dir=spill if spill is not None else False
+    )
     with logger.job("warm-up"):
         logger.created(("track", -1))
     logger.flush(timeout=10)
