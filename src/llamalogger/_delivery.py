@@ -228,9 +228,9 @@ class Delivery:
         kept = f"on disk in {self.spill.path}" if self.spill is not None else "in memory"
         if isinstance(exc, SCHEMA_MISSING):
             diagnostics.warning(
-                "llamalogger cannot write: the schema is missing or older than this version "
-                "(%s). Run `llamalog migrate`; events are kept %s and written once it is done",
-                explain(exc),
+                "llamalogger cannot write: the schema is missing or older than this version: "
+                "%s; events are kept %s and written once it is migrated",
+                explain(exc),  # which names `llamalog migrate`
                 kept,
             )
         else:
