@@ -98,10 +98,20 @@ class Writer:
         if not self._block:
             self._refuse(f"the queue is full ({self._maxsize} events) and on_full='drop'")
             return
+        if not self._wait_for_room(record):
+            self._refuse(
+                "the logger is closed"
+                if self._closing
+                else "the queue is full and the writer made no progress for block_timeout "
+                f"({self._block_timeout:.1f}s)"
+            )
+
+    def _wait_for_room(self, record: Record) -> bool:
+        """Queue ``record`` once the writer makes room; False if it made none within
+        ``block_timeout`` (or the logger is closing)."""
         with self._lock:
             if self._stuck:
-                self._refuse_locked()
-                return
+                return False
             self._wake.set()
             now = time.monotonic()
             deadline = now + self._block_timeout
@@ -112,20 +122,22 @@ class Writer:
                 now = time.monotonic()
                 if now >= deadline:
                     self._stuck = True
-                    self._refuse_locked()
-                    return
+                    return False
                 if now >= cancel_at:
                     cancel_at = deadline
                     threading.Thread(target=self._sink.cancel, daemon=True).start()
                 self._lock.wait(min(cancel_at, deadline) - now)
             if self._closing:
-                self._refuse_locked()
-                return
+                return False
             self._queue.append(record)
+            return True
 
     def _refuse(self, reason: str) -> None:
+        """Count a dropped event; report the reason once (never under the lock: a slow
+        logging handler must not hold up the writer)."""
         with self._lock:
-            self._refuse_locked()
+            self._refused_at_put += 1
+            self._dropped += 1
         self._reporter.once(
             ("refused", reason),
             logging.WARNING,
@@ -133,19 +145,6 @@ class Writer:
             "stats()['dropped']",
             reason,
         )
-
-    def _refuse_locked(self) -> None:
-        self._refused_at_put += 1
-        self._dropped += 1
-        if self._stuck:
-            self._reporter.once(
-                "stuck",
-                logging.WARNING,
-                "llamalogger dropped an event: the queue is full and the writer made no "
-                "progress for block_timeout (%.1fs); further drops are only counted in "
-                "stats()['dropped']",
-                self._block_timeout,
-            )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record queued before this call is written, on disk for replay,
