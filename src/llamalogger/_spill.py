@@ -78,10 +78,6 @@ class SpillDir:
         self._foreign: set[str] = set()  # files written for another target: never ours
         self._bytes = sum(_size(file) for file in self.path.glob("*" + _SUFFIX + "*"))
 
-    @property
-    def used_bytes(self) -> int:
-        return self._bytes
-
     def write(self, rows: list[tuple[object, ...]], taken_ns: int) -> SpillFile:
         """Store ``rows`` durably in a new file named for ``taken_ns``; ``SpillFull`` if
         that would pass the size cap."""
