@@ -105,6 +105,9 @@ class Delivery:
     def deliver(self, batch: list[Record], taken_ns: int) -> Outcome:
         """Write ``batch`` (or keep it on disk) and say what became of every record."""
         outcome = Outcome()
+        if self.spilling:  # behind older events on disk: no COPY form needed, only the file
+            self.keep_on_disk(batch, taken_ns, outcome, first_pass=True)
+            return outcome
         rows: list[tuple[object, ...]] = []
         append = rows.append
         sanitised_already: set[int] = set()  # positions the first pass had to clean (rare)
@@ -250,15 +253,22 @@ class Delivery:
 
     # --- the spill directory -------------------------------------------------------
 
-    def keep_on_disk(self, records: list[Record], taken_ns: int, outcome: Outcome) -> None:
+    def keep_on_disk(
+        self, records: list[Record], taken_ns: int, outcome: Outcome, *, first_pass: bool = False
+    ) -> None:
         """Put ``records`` in a spill file and enter spilling mode; drop them (counted,
-        reported) if the directory is full or cannot be written."""
+        reported) if the directory is full or cannot be written. ``first_pass``: nothing
+        has looked at these records yet, so what cleaning changes is counted here."""
         spill = self.spill
         if spill is None:  # only reached when closing ran out of time
             outcome.dropped += len(records)
             return
         # Spilled rows are always the cleaned ones: a replay must not be refused.
-        rows = [_clean(record)[0] for record in records]
+        rows = []
+        for record in records:
+            row, changed = _clean(record)
+            rows.append(row)
+            outcome.sanitised += first_pass and changed
         try:
             file = spill.write(rows, taken_ns)
         except SpillFull:

@@ -381,3 +381,21 @@ def test_a_long_backlog_is_replayed_in_slices_so_the_queue_never_fills(
     stats = writer.stats()
     assert stats["dropped"] == 0
     assert numbers(sink.rows) == list(range(3000))
+
+
+def test_events_that_go_straight_to_disk_are_cleaned_and_counted_once(make_writer) -> None:
+    """While spilling, batches skip the COPY encoding; what cleaning changes (a NUL here)
+    is still counted in ``sanitised``, once, and stored cleaned after the replay."""
+    writer, sink = make_writer(batch_size=10)
+    sink.down = True
+    writer.put(record(0))
+    assert writer.flush(timeout=5)  # the outage has begun: spilling from now on
+    assert writer.stats()["on_disk"] == 1
+    writer.put(record(1, message="bad \x00 byte"))
+    assert writer.flush(timeout=5)
+    assert writer.stats()["sanitised"] == 1
+    sink.down = False
+    assert writer.close(timeout=5)
+    assert numbers(sink.rows) == [0, 1]
+    assert sink.rows[1][3] == "bad \ufffd byte"
+    assert writer.stats()["sanitised"] == 1
