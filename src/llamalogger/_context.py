@@ -74,10 +74,20 @@ _stamp_lock = threading.Lock()
 _time_ns = time.time_ns  # module-level so that tests can freeze the clock
 
 
+# This process's id, kept because os.getpid() is a system call and every job asks for it.
+_pid = os.getpid()
+
+
 def _reset_after_fork() -> None:
+    global _stamp_lock, _pid  # noqa: PLW0603 - the child's own, never shared with the parent
     # Another thread may have held the lock at fork(); the child has only this thread.
-    global _stamp_lock  # noqa: PLW0603 - the lock is replaced, never shared with the parent
     _stamp_lock = threading.Lock()
+    _pid = os.getpid()
+
+
+def current_pid() -> int:
+    """``os.getpid()``, without the system call (updated in forked children)."""
+    return _pid
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -102,8 +112,8 @@ def new_job_id() -> str:
         _last_stamp = stamp
     value = (stamp >> 12) << 80 | 0x7 << 76 | (stamp & 0xFFF) << 64
     value |= 0b10 << 62 | random.getrandbits(62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    raw = value.to_bytes(16)  # the 8-4-4-4-12 text of str(uuid.UUID(int=value)), faster
+    return f"{raw[:4].hex()}-{raw[4:10].hex('-', 2)}-{raw[10:].hex()}"
 
 
 @attrs.frozen
@@ -134,11 +144,10 @@ class JobContext:
 
     def child(self, name: str | None = None, job_id: str | None = None) -> JobContext:
         """The context of a job started inside this one."""
+        if job_id is None:
+            return _checked_already(new_job_id(), name, self.job_id, self.root_job_id)
         return JobContext(
-            job_id=new_job_id() if job_id is None else job_id,
-            name=name,
-            parent_job_id=self.job_id,
-            root_job_id=self.root_job_id,
+            job_id=job_id, name=name, parent_job_id=self.job_id, root_job_id=self.root_job_id
         )
 
     def to_headers(self) -> dict[str, str]:
@@ -168,13 +177,33 @@ class JobContext:
         )
 
 
+_new_instance = object.__new__
+_set_field = object.__setattr__  # how attrs itself sets the fields of a frozen class
+
+
+def _checked_already(
+    job_id: str, name: str | None, parent_job_id: str | None, root_job_id: str
+) -> JobContext:
+    """A ``JobContext`` of ids that are known to be valid, without running the validators.
+
+    Entering a job is on the hot path, and its ids are always valid already: a generated
+    one, one that ``JobScope`` checked, or those of a context whose validators ran.
+    """
+    context = _new_instance(JobContext)
+    _set_field(context, "job_id", job_id)
+    _set_field(context, "name", name)
+    _set_field(context, "parent_job_id", parent_job_id)
+    _set_field(context, "root_job_id", root_job_id)
+    return context
+
+
 _current: ContextVar[JobContext | None] = ContextVar("llamalogger_job", default=None)
 # The process in which the current job was entered (0: none was).
 _entered_in_pid: ContextVar[int] = ContextVar("llamalogger_job_pid", default=0)
 
-# One entry of a JobScope: the tokens that undo it, its context, and whether it was the
-# outermost job of its process.
-_Entry = tuple[contextvars.Token[JobContext | None], JobContext, contextvars.Token[int], bool]
+# One entry of a JobScope: the tokens that undo it and its context. Only the outermost job
+# of a process sets the pid, so only its entry has a pid token.
+_Entry = tuple[contextvars.Token[JobContext | None], JobContext, contextvars.Token[int] | None]
 
 
 def current_job() -> JobContext | None:
@@ -241,24 +270,19 @@ class JobScope:
         self._entered: dict[int, _Entry] = {}
 
     def _new_context(self) -> JobContext:
+        # Every id here is valid already: __init__ checked ours, so did the enclosing job's.
         job_id = new_job_id() if self._job_id is None else self._job_id
         enclosing = self._parent if self._parent is not None else _current.get()
         if enclosing is None:
-            return JobContext(job_id=job_id, name=self._name)
-        return enclosing.child(self._name, job_id)
+            return _checked_already(job_id, self._name, None, job_id)
+        return _checked_already(job_id, self._name, enclosing.job_id, enclosing.root_job_id)
 
     def __enter__(self) -> JobContext:
         context = self._new_context()
-        pid = os.getpid()
         # The outermost job of *this* process: a forked child inherits its parent's
         # current job, but its own first job is where its work ends.
-        outermost = _entered_in_pid.get() != pid
-        self._entered[id(context)] = (
-            _current.set(context),
-            context,
-            _entered_in_pid.set(pid),
-            outermost,
-        )
+        pid_token = _entered_in_pid.set(_pid) if _entered_in_pid.get() != _pid else None
+        self._entered[id(context)] = (_current.set(context), context, pid_token)
         return context
 
     def __exit__(
@@ -275,7 +299,7 @@ class JobScope:
             # the dict: which one it was cannot be told, and forgetting the wrong one
             # would break another task's exit.)
             return
-        token, context, pid_token, outermost = entry
+        token, context, pid_token = entry
         if self._on_exit is not None:
             try:
                 self._on_exit(context, exc)
@@ -283,23 +307,25 @@ class JobScope:
                 self._restore(token, pid_token)
         else:
             self._restore(token, pid_token)
-        if self._on_outermost_exit is not None and outermost:
+        if pid_token is not None and self._on_outermost_exit is not None:
             self._on_outermost_exit()
 
     @staticmethod
     def _restore(
-        token: contextvars.Token[JobContext | None], pid_token: contextvars.Token[int]
+        token: contextvars.Token[JobContext | None], pid_token: contextvars.Token[int] | None
     ) -> None:
         try:
             _current.reset(token)
-            _entered_in_pid.reset(pid_token)
+            if pid_token is not None:
+                _entered_in_pid.reset(pid_token)
         except ValueError:
             # Our job is current, but in a copy of the context the block was entered in
             # (a task created inside the block): restore the values it replaced.
             _current.set(token.old_value if token.old_value is not token.MISSING else None)
-            _entered_in_pid.set(
-                pid_token.old_value if pid_token.old_value is not pid_token.MISSING else 0
-            )
+            if pid_token is not None:
+                _entered_in_pid.set(
+                    pid_token.old_value if pid_token.old_value is not pid_token.MISSING else 0
+                )
 
     async def __aenter__(self) -> JobContext:
         return self.__enter__()

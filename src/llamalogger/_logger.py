@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from ._context import JobContext, JobScope, _current
+from ._context import JobContext, JobScope, _current, current_pid
 from ._diagnostics import diagnostics
 from ._errors import ConfigurationError
 from ._postgres import BatchSink, masked_conninfo
@@ -198,7 +198,7 @@ class LlamaLogger:
     def _outermost_job_ended(self) -> None:
         flush = self._settings.flush_on_outer_job_exit
         if flush is None:  # the default: on in a forked child, off in the parent
-            flush = os.getpid() != self._created_in_pid
+            flush = current_pid() != self._created_in_pid
         if flush:
             self._writer.flush_at_job_end()
 

@@ -41,6 +41,8 @@ class Writer:
         self._reset_state()
         self._closing = False
         self._room = self._maxsize  # 0 once closing: every put takes the slow path
+        # Below this length a put only appends: there is room, and no batch to wake for.
+        self._append_below = min(self._batch_size - 1, self._maxsize)
         self._closed = False
         self._close_result = True
         self._thread: threading.Thread | None = None
@@ -79,6 +81,9 @@ class Writer:
     def put(self, record: Record) -> None:
         """Queue ``record``; never raises, never waits longer than the policy allows."""
         queue = self._queue
+        if len(queue) < self._append_below:  # the hot path: one comparison, one append
+            queue.append(record)
+            return
         if len(queue) >= self._room:  # full, or closing (then there is no room at all)
             self._put_when_full(record)
             return
@@ -185,7 +190,7 @@ class Writer:
             if self._closed or self._closing:
                 return self._close_result
             self._closing = True
-            self._room = 0
+            self._room = self._append_below = 0
             dropped_before = self._dropped
             self._delivery.deadline = time.monotonic() + timeout
             self._lock.notify_all()  # callers waiting for room give up now

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import os
 import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import attrs
 import pytest
 
 from llamalogger import JobContext, _context, bind_job, current_job, new_job_id
@@ -62,6 +66,27 @@ class TestJobIds:
         assert len(value) == 36
         assert value[14] == "7"
         assert value[19] in "89ab"
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value  # the canonical 8-4-4-4-12 lower-case text
+        assert parsed.version == 7
+        unix_ms = parsed.int >> 80
+        assert abs(unix_ms - time.time() * 1000) < 60_000
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+    def test_the_kept_process_id_follows_a_fork(self) -> None:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what the module believes, then leave at once
+            os.write(write, f"{_context.current_pid()} {os.getpid()}".encode())
+            os._exit(0)
+        os.close(write)
+        try:
+            seen, actual = os.read(read, 100).decode().split()
+        finally:
+            os.close(read)
+            os.waitpid(pid, 0)
+        assert seen == actual == str(pid)
+        assert _context.current_pid() == os.getpid()
 
     @pytest.mark.parametrize(
         ("bad", "words"),
@@ -109,6 +134,30 @@ class TestNesting:
         with job("local"), job("handoff", parent=remote) as ctx:
             assert ctx.parent_job_id == "remote-child"
             assert ctx.root_job_id == "r0"
+
+    def test_entered_contexts_are_the_same_as_validated_ones(self) -> None:
+        # Entering a job builds its context without re-running the validators; what it
+        # builds must be indistinguishable from a context made the public way.
+        with job("outer") as outer, job("inner") as inner:
+            for ctx in (outer, inner, outer.child("side")):
+                rebuilt = JobContext(
+                    job_id=ctx.job_id,
+                    name=ctx.name,
+                    parent_job_id=ctx.parent_job_id,
+                    root_job_id=ctx.root_job_id,
+                )
+                assert ctx == rebuilt
+                assert hash(ctx) == hash(rebuilt)
+                assert repr(ctx) == repr(rebuilt)
+                with pytest.raises(attrs.exceptions.FrozenInstanceError):
+                    ctx.job_id = "changed"  # type: ignore[misc]
+                assert attrs.evolve(ctx, name="renamed").name == "renamed"
+        assert inner.parent_job_id == outer.job_id
+
+    def test_child_with_an_explicit_id_still_validates_it(self) -> None:
+        parent = JobContext(job_id="p")
+        with pytest.raises(ValueError, match="job_id"):
+            parent.child("x", job_id="")
 
     def test_parent_must_be_a_job_context(self) -> None:
         with pytest.raises(TypeError, match="JobContext"):

@@ -100,7 +100,7 @@ def make_writer(tmp_path: Path) -> Iterator[Callable[..., tuple[Writer, MemorySi
 
     def make(*, spill: bool = True, **options: object) -> tuple[Writer, MemorySink]:
         sink = MemorySink()
-        settings = Settings(flush_interval=0.01, **options)  # type: ignore[arg-type]
+        settings = Settings(**{"flush_interval": 0.01, **options})  # type: ignore[arg-type]
         spill_dir = (
             SpillDir(tmp_path / "spill", TARGET, settings.spill_max_bytes) if spill else None
         )
@@ -117,6 +117,29 @@ def assert_adds_up(stats: dict[str, int]) -> None:
     """The accounting identity of DESIGN §5."""
     parts = ("written", "rejected", "dropped", "on_disk", "queued")
     assert stats["enqueued"] == sum(stats[part] for part in parts), stats
+
+
+class TestBatches:
+    def test_a_full_batch_wakes_the_writer_before_the_interval(self, make_writer) -> None:
+        """Events wait for flush_interval, unless a whole batch is queued: then at once."""
+        writer, sink = make_writer(batch_size=10, flush_interval=3600)
+        for n in range(9):
+            writer.put(record(n))
+        time.sleep(0.3)
+        assert sink.rows == []  # one short of a batch: it waits for the interval
+        writer.put(record(9))
+        deadline = time.monotonic() + 5
+        while len(sink.rows) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert numbers(sink.rows) == list(range(10))
+
+    def test_a_batch_of_one_is_written_at_once(self, make_writer) -> None:
+        writer, sink = make_writer(batch_size=1, flush_interval=3600)
+        writer.put(record(1))
+        deadline = time.monotonic() + 5
+        while not sink.rows and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert numbers(sink.rows) == [1]
 
 
 class TestBackpressure:
