@@ -15,7 +15,9 @@ logs them.
    which leaves out what other processes on a busy machine took; and the worst case for a
    worker that never releases the GIL between bursts: all CPU time per event, the calling
    thread's in the calls plus all of the background threads' (the writer's or the
-   listener's) over the run.
+   listener's) over the run. And the part of the wall time spent in garbage collections
+   that started during a burst (on any thread: a collection holds the GIL), with how many
+   of them were full collections.
 2. End to end: events/s from the first log call until ``flush()`` returns, against a raw
    binary COPY of the same rows with the details encoded per row (orjson, through psycopg's
    jsonb dumper) in batches of 5,000 and of the logger's own batch size, and against one
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import inspect
 import logging
 import logging.handlers
@@ -146,19 +149,52 @@ def cpu_seconds(threads: Iterable[threading.Thread]) -> float:
 @attrs.frozen
 class Cost:
     """Seconds per event: wall time in the calls, the calling thread's CPU time in them,
-    and that plus the background threads' CPU time."""
+    and that plus the background threads' CPU time; the garbage collector's seconds per
+    event in collections that started during a burst (on any thread: a collection holds
+    the GIL, so the calls wait for it), and its full collections in those bursts."""
 
     wall: float
     calls_cpu: float
     cpu: float
+    gc: float
+    full_collections: int
 
 
-def in_bursts(events: int, burst: Callable[[int, int], None]) -> tuple[float, float]:
+class GcWatch:
+    """Time spent in garbage collections that start while ``bursting`` is set."""
+
+    def __init__(self) -> None:
+        self.bursting = False
+        self.seconds = 0.0
+        self.full_collections = 0
+        self._started: float | None = None
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter() if self.bursting else None
+        elif self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self.full_collections += info["generation"] == 2
+            self._started = None
+
+    def __enter__(self) -> GcWatch:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+def in_bursts(
+    events: int, burst: Callable[[int, int], None], watch: GcWatch
+) -> tuple[float, float]:
     """Wall seconds and calling-thread CPU seconds spent in ``burst(first, count)``."""
     wall = cpu = 0.0
     for first in range(0, events, BURST):
         started, started_cpu = time.perf_counter(), time.thread_time()
+        watch.bursting = True
         burst(first, min(BURST, events - first))
+        watch.bursting = False
         wall += time.perf_counter() - started
         cpu += time.thread_time() - started_cpu
         time.sleep(PAUSE)  # the worker's I/O: the background thread gets the GIL
@@ -175,11 +211,20 @@ def llamalogger_cost(dsn: str, schema: str, events: int, *, writer_idle: bool) -
             assert logger.flush(timeout=30)
         threads = [thread for thread in threading.enumerate() if thread not in before]
         background = cpu_seconds(threads)
-        wall, cpu = in_bursts(events, lambda first, count: log_events(logger, first, count))
+        with GcWatch() as watch:
+            wall, cpu = in_bursts(
+                events, lambda first, count: log_events(logger, first, count), watch
+            )
         assert logger.flush(timeout=300)
         background = cpu_seconds(threads) - background
         assert logger.stats()["dropped"] == 0
-    return Cost(wall / events, cpu / events, (cpu + (0 if writer_idle else background)) / events)
+    return Cost(
+        wall / events,
+        cpu / events,
+        (cpu + (0 if writer_idle else background)) / events,
+        watch.seconds / events,
+        watch.full_collections,
+    )
 
 
 def stdlib_cost(events: int) -> Cost:
@@ -196,11 +241,20 @@ def stdlib_cost(events: int) -> Cost:
         thread = listener._thread  # type: ignore[attr-defined]
         background = cpu_seconds([thread])
         job_id = str(uuid.uuid4())
-        wall, cpu = in_bursts(events, lambda first, count: stdlib_events(std, job_id, first, count))
+        with GcWatch() as watch:
+            wall, cpu = in_bursts(
+                events, lambda first, count: stdlib_events(std, job_id, first, count), watch
+            )
         while not records.empty():  # what the listener still has to take counts too
             time.sleep(0.001)
         background = cpu_seconds([thread]) - background
-        return Cost(wall / events, cpu / events, (cpu + background) / events)
+        return Cost(
+            wall / events,
+            cpu / events,
+            (cpu + background) / events,
+            watch.seconds / events,
+            watch.full_collections,
+        )
     finally:
         listener.stop()
         std.removeHandler(handler)
@@ -329,6 +383,18 @@ def main() -> None:
                     f"    llamalogger, {variant}: {statistics.median(ours) * 1e6:.2f} us "
                     f"{spread(ours, 1e6)}, " + ratio_line("ratio", pairs)
                 )
+        print("  of the wall time: garbage collections started during the bursts, per event")
+        for label, costs in (
+            ("stdlib logging + QueueHandler", std),
+            ("llamalogger, writer running", busy),
+            ("llamalogger, writer idle", idle),
+        ):
+            seconds = [cost.gc for cost in costs]
+            full = statistics.median([cost.full_collections for cost in costs])
+            print(
+                f"    {label}: {statistics.median(seconds) * 1e6:.2f} us {spread(seconds, 1e6)}, "
+                f"{full:.0f} full collections a run"
+            )
         if args.skip_end_to_end:
             return
 
