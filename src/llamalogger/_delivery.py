@@ -11,9 +11,9 @@ import enum
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import psycopg
@@ -69,6 +69,57 @@ class Outcome:
     replayed: int = 0  # rows written from spill files, this writer's or anyone's
 
 
+class _EncodedRows(Sequence[tuple[object, ...]]):
+    """The COPY rows of ``records``, each encoded when the sink first takes it.
+
+    Encoding while the rows stream lets the server work on the first rows while the writer
+    encodes the next ones; encoding the whole batch first kept the server idle meanwhile.
+    Encoded rows are kept, so a retry sends the same ones without encoding them again.
+    """
+
+    __slots__ = ("_changed", "_records", "_rows")
+
+    def __init__(self, records: list[Record]) -> None:
+        self._records = records
+        self._rows: list[tuple[object, ...]] = []
+        self._changed: set[int] = set()  # positions that had to be cleaned (rare)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index: Any) -> Any:
+        self._encode_all()
+        return self._rows[index]
+
+    def __iter__(self) -> Iterator[tuple[object, ...]]:
+        rows = self._rows
+        yield from rows[:]  # those a failed attempt encoded already
+        append = rows.append
+        for record in self._records[len(rows) :]:
+            message = record[3]
+            # Most records go to COPY exactly as logged; this check is fast_row's own
+            # first step, inlined because it runs once per event on the writer thread.
+            if record[12] is None and message is not None and len(message) <= MAX_TEXT_LENGTH:
+                append(record)
+                yield record
+            else:
+                row, changed = _encode(record)
+                if changed:
+                    self._changed.add(len(rows))
+                append(row)
+                yield row
+
+    def _encode_all(self) -> None:
+        if len(self._rows) < len(self._records):
+            for _ in self:
+                pass
+
+    def sanitised(self) -> set[int]:
+        """The positions of the rows that had to be cleaned; encodes what is left."""
+        self._encode_all()
+        return self._changed
+
+
 class _Attempt(enum.Enum):
     WRITTEN = "written"
     UNREACHABLE = "unreachable"  # not taken, and there is a spill directory to keep it
@@ -108,22 +159,11 @@ class Delivery:
         if self.spilling:  # behind older events on disk: no COPY form needed, only the file
             self.keep_on_disk(batch, taken_ns, outcome, first_pass=True)
             return outcome
-        rows: list[tuple[object, ...]] = []
-        append = rows.append
-        sanitised_already: set[int] = set()  # positions the first pass had to clean (rare)
-        for record in batch:
-            message = record[3]
-            # Most records go to COPY exactly as logged; this check is fast_row's own
-            # first step, inlined because it runs once per event on the writer thread.
-            if record[12] is None and message is not None and len(message) <= MAX_TEXT_LENGTH:
-                append(record)
-            else:
-                row, changed = _encode(record)
-                if changed:
-                    sanitised_already.add(len(rows))
-                append(row)
+        rows = _EncodedRows(batch)
+        refused = self._write_or_keep(rows, batch, taken_ns, outcome)
+        sanitised_already = rows.sanitised()  # all of them, whatever the write did
         outcome.sanitised += len(sanitised_already)
-        if self._write_or_keep(rows, batch, taken_ns, outcome) is not None:
+        if refused is not None:
             self._write_cleaned(batch, taken_ns, sanitised_already, outcome)
         return outcome
 
@@ -160,7 +200,7 @@ class Delivery:
 
     def _write_or_keep(
         self,
-        rows: list[tuple[object, ...]],
+        rows: Sequence[tuple[object, ...]],
         records: list[Record],
         taken_ns: int,
         outcome: Outcome,
@@ -179,7 +219,7 @@ class Delivery:
         return None
 
     def _write_with_retry(
-        self, rows: list[tuple[object, ...]], outcome: Outcome
+        self, rows: Sequence[tuple[object, ...]], outcome: Outcome
     ) -> _Attempt | Exception:
         """Write ``rows``; returns the exception when the server refused the data.
 

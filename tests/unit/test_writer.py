@@ -422,3 +422,58 @@ def test_events_that_go_straight_to_disk_are_cleaned_and_counted_once(make_write
     assert numbers(sink.rows) == [0, 1]
     assert sink.rows[1][3] == "bad \ufffd byte"
     assert writer.stats()["sanitised"] == 1
+
+
+class BreaksMidStream(MemorySink):
+    """Takes ``after`` rows of the first write, then loses the connection."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.taken_before_failing: list[tuple[object, ...]] = []
+
+    def write(self, rows: Sequence[tuple[object, ...]]) -> None:
+        if self.after >= 0:
+            for row in rows:
+                if len(self.taken_before_failing) == self.after:
+                    self.after = -1
+                    raise psycopg.OperationalError("server closed the connection unexpectedly")
+                self.taken_before_failing.append(row)
+        super().write(rows)
+
+
+def with_details(number: int, **details: object) -> Record:
+    return (*record(number)[:12], details)
+
+
+def test_rows_are_encoded_as_the_sink_takes_them_and_a_retry_resends_them(make_writer) -> None:
+    """A write that breaks half way is retried with every row, each encoded once: a NaN
+    detail (the careful path, a change) is counted once in ``sanitised``."""
+    writer, _sink = make_writer(batch_size=10, flush_interval=3600)
+    breaking = BreaksMidStream(after=4)
+    writer._delivery._sink = breaking  # type: ignore[attr-defined]
+    for n in range(10):
+        writer.put(with_details(n, score=float("nan")) if n == 7 else with_details(n, k=n))
+    assert writer.flush(timeout=5)
+    assert numbers(breaking.taken_before_failing) == [0, 1, 2, 3]
+    assert numbers(breaking.rows) == list(range(10))  # all of them, once
+    assert breaking.rows[1][12] == b'\x01{"k":1}'
+    stats = writer.stats()
+    assert (stats["written"], stats["retried"], stats["sanitised"]) == (10, 1, 1)
+    assert_adds_up(stats)
+
+
+def test_a_batch_that_goes_to_disk_unread_is_still_counted_as_sanitised(make_writer) -> None:
+    """The server is down before any row is taken: the batch goes to disk from the
+    records, and the NaN detail is still counted once."""
+    writer, sink = make_writer(batch_size=10, flush_interval=3600)
+    sink.down = True
+    for n in range(10):
+        writer.put(with_details(n, score=float("nan")) if n == 3 else with_details(n, k=n))
+    assert writer.flush(timeout=5)
+    assert writer.stats()["on_disk"] == 10
+    assert writer.stats()["sanitised"] == 1
+    sink.down = False
+    assert writer.close(timeout=5)
+    assert numbers(sink.rows) == list(range(10))
+    assert writer.stats()["sanitised"] == 1
