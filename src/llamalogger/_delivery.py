@@ -8,6 +8,7 @@ the writer adds those up (it owns the counters).
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import logging
 import time
@@ -79,7 +80,7 @@ class _EncodedRows(Sequence[tuple[object, ...]]):
 
     __slots__ = ("_changed", "_records", "_rows")
 
-    def __init__(self, records: list[Record]) -> None:
+    def __init__(self, records: Sequence[Record]) -> None:
         self._records = records
         self._rows: list[tuple[object, ...]] = []
         self._changed: set[int] = set()  # positions that had to be cleaned (rare)
@@ -95,7 +96,7 @@ class _EncodedRows(Sequence[tuple[object, ...]]):
         rows = self._rows
         yield from rows[:]  # those a failed attempt encoded already
         append = rows.append
-        for record in self._records[len(rows) :]:
+        for record in itertools.islice(self._records, len(rows), None):  # one at a time
             message = record[3]
             # Most records go to COPY exactly as logged; this check is fast_row's own
             # first step, inlined because it runs once per event on the writer thread.
@@ -153,7 +154,7 @@ class Delivery:
 
     # --- batches -----------------------------------------------------------------
 
-    def deliver(self, batch: list[Record], taken_ns: int) -> Outcome:
+    def deliver(self, batch: Sequence[Record], taken_ns: int) -> Outcome:
         """Write ``batch`` (or keep it on disk) and say what became of every record."""
         outcome = Outcome()
         if self.spilling:  # behind older events on disk: no COPY form needed, only the file
@@ -168,7 +169,11 @@ class Delivery:
         return outcome
 
     def _write_cleaned(
-        self, records: list[Record], taken_ns: int, sanitised_already: set[int], outcome: Outcome
+        self,
+        records: Sequence[Record],
+        taken_ns: int,
+        sanitised_already: set[int],
+        outcome: Outcome,
     ) -> None:
         """The server refused a batch: retry it with every text made storable, then
         bisect what is still refused so that only the bad rows are lost."""
@@ -183,7 +188,7 @@ class Delivery:
     def _bisect(
         self,
         rows: list[tuple[object, ...]],
-        records: list[Record],
+        records: Sequence[Record],
         taken_ns: int,
         outcome: Outcome,
     ) -> None:
@@ -201,7 +206,7 @@ class Delivery:
     def _write_or_keep(
         self,
         rows: Sequence[tuple[object, ...]],
-        records: list[Record],
+        records: Sequence[Record],
         taken_ns: int,
         outcome: Outcome,
     ) -> Exception | None:
@@ -294,7 +299,12 @@ class Delivery:
     # --- the spill directory -------------------------------------------------------
 
     def keep_on_disk(
-        self, records: list[Record], taken_ns: int, outcome: Outcome, *, first_pass: bool = False
+        self,
+        records: Sequence[Record],
+        taken_ns: int,
+        outcome: Outcome,
+        *,
+        first_pass: bool = False,
     ) -> None:
         """Put ``records`` in a spill file and enter spilling mode; drop them (counted,
         reported) if the directory is full or cannot be written. ``first_pass``: nothing

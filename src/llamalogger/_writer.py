@@ -14,6 +14,8 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
 
 from . import _process
 from ._delivery import Delivery, Outcome, Sink
@@ -23,6 +25,45 @@ from ._settings import Settings
 from ._spill import SpillDir
 
 __all__ = ["Writer"]
+
+Details = Mapping[str, Any]
+
+
+class _Batch(Sequence[Record]):
+    """Events taken off the queue, still apart (see ``Writer.put_apart``): each record is
+    put together only when it is read, and let go at once by whatever reads it."""
+
+    __slots__ = ("_details", "_fields")
+
+    def __init__(self, queue: collections.deque[Any], count: int) -> None:
+        """Take ``count`` events off ``queue``."""
+        fields: list[tuple[object, ...]] = []
+        details: list[Details | None] = []
+        popleft = queue.popleft
+        for _ in range(count):
+            fields.append(popleft())
+            details.append(popleft())
+        self._fields = fields
+        self._details = details
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            pairs = zip(self._fields[index], self._details[index], strict=True)
+            return [(*fields, details) for fields, details in pairs]  # type: ignore[misc]
+        return (*self._fields[index], self._details[index])  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[Record]:
+        for fields, details in zip(self._fields, self._details, strict=True):
+            yield (*fields, details)  # type: ignore[misc]
 
 
 class Writer:
@@ -40,9 +81,11 @@ class Writer:
         self._delivery = Delivery(sink, spill, settings.dead_letter_path, self._reporter)
         self._reset_state()
         self._closing = False
-        self._room = self._maxsize  # 0 once closing: every put takes the slow path
+        # The queue holds each event as two items, its fields and its details (see
+        # put_apart), so its length is twice the events it holds.
+        self._room = 2 * self._maxsize  # 0 once closing: every put takes the slow path
         # Below this length a put only appends: there is room, and no batch to wake for.
-        self._append_below = min(self._batch_size - 1, self._maxsize)
+        self._append_below = 2 * min(self._batch_size - 1, self._maxsize)
         self._closed = False
         self._close_result = True
         self._thread: threading.Thread | None = None
@@ -50,7 +93,7 @@ class Writer:
         _process.register(self)
 
     def _reset_state(self) -> None:
-        self._queue: collections.deque[Record] = collections.deque()
+        self._queue: collections.deque[Any] = collections.deque()  # fields, details, ...
         self._wake = threading.Event()
         # Guards the counters, the hand-over of records from queue to batch (so that
         # flush() can tell exactly which records were logged before it), and is what
@@ -80,30 +123,42 @@ class Writer:
 
     def put(self, record: Record) -> None:
         """Queue ``record``; never raises, never waits longer than the policy allows."""
+        self.put_apart(record[:12], record[12])
+
+    def put_apart(self, fields: tuple[object, ...], details: Details | None) -> None:
+        """Queue an event given as its first twelve fields and its details, which stay
+        apart until the writer takes them.
+
+        A tuple that holds a dict is watched by the garbage collector for as long as it
+        lives, and queued events live long enough to reach its oldest generation, where
+        they bring on full collections that the logging calls pay for. The fields alone
+        are plain values the collector stops watching at its first pass, and a details
+        dict of plain values is never watched. One ``extend`` queues both, atomically.
+        """
         queue = self._queue
-        if len(queue) < self._append_below:  # the hot path: one comparison, one append
-            queue.append(record)
+        if len(queue) < self._append_below:  # the hot path: one comparison, one extend
+            queue.extend((fields, details))
             return
         if len(queue) >= self._room:  # full, or closing (then there is no room at all)
-            self._put_when_full(record)
+            self._put_when_full((fields, details))
             return
-        queue.append(record)
-        if len(queue) >= self._batch_size and not self._wake.is_set():
+        queue.extend((fields, details))
+        if len(queue) >= 2 * self._batch_size and not self._wake.is_set():
             self._wake.set()
 
-    def _put_when_full(self, record: Record) -> None:
+    def _put_when_full(self, event: tuple[tuple[object, ...], Details | None]) -> None:
         if self._closing:
             self._refuse("the logger is closed")
             return
         if threading.get_ident() == self._writer_ident:
             # The writer's own thread (psycopg logging through a handler of ours) must never
             # wait for itself: the queue may pass its bound by these few records.
-            self._queue.append(record)
+            self._queue.extend(event)
             return
         if not self._block:
             self._refuse(f"the queue is full ({self._maxsize} events) and on_full='drop'")
             return
-        if not self._wait_for_room(record):
+        if not self._wait_for_room(event):
             self._refuse(
                 "the logger is closed"
                 if self._closing
@@ -111,8 +166,8 @@ class Writer:
                 f"({self._block_timeout:.1f}s)"
             )
 
-    def _wait_for_room(self, record: Record) -> bool:
-        """Queue ``record`` once the writer makes room; False if it made none within
+    def _wait_for_room(self, event: tuple[tuple[object, ...], Details | None]) -> bool:
+        """Queue ``event`` once the writer makes room; False if it made none within
         ``block_timeout`` (or the logger is closing)."""
         with self._lock:
             if self._stuck:
@@ -123,7 +178,7 @@ class Writer:
             # Half way, a write that hangs (a COPY waiting on a lock) is cancelled, so that
             # the writer can put its batch on disk and make room.
             cancel_at = now + self._block_timeout / 2 if self._delivery.spill else deadline
-            while len(self._queue) >= self._maxsize and not self._closing:
+            while len(self._queue) >= self._room and not self._closing:
                 now = time.monotonic()
                 if now >= deadline:
                     self._stuck = True
@@ -134,7 +189,7 @@ class Writer:
                 self._lock.wait(min(cancel_at, deadline) - now)
             if self._closing:
                 return False
-            self._queue.append(record)
+            self._queue.extend(event)
             return True
 
     def _refuse(self, reason: str) -> None:
@@ -155,7 +210,7 @@ class Writer:
         """Wait until every record queued before this call is written, on disk for replay,
         or dead-lettered. ``False`` if that did not happen within ``timeout`` seconds."""
         with self._lock:
-            target = self._taken + len(self._queue)
+            target = self._taken + len(self._queue) // 2
             self._wake.set()
             return self._lock.wait_for(lambda: self._settled >= target, timeout)
 
@@ -196,8 +251,7 @@ class Writer:
             self._lock.notify_all()  # callers waiting for room give up now
         stuck = self._stop_thread(timeout)
         with self._lock:
-            leftover = list(self._queue)
-            self._queue.clear()
+            leftover = list(_Batch(self._queue, len(self._queue) // 2))
             self._taken += len(leftover)
             self._in_flight += len(leftover)
             abandoned = 0
@@ -266,7 +320,7 @@ class Writer:
     def stats(self) -> dict[str, int]:
         """Counters: see ``LlamaLogger.stats()`` for their meaning."""
         with self._lock:
-            depth = len(self._queue)
+            depth = len(self._queue) // 2
             return {
                 "enqueued": self._taken + depth + self._refused_at_put,
                 "written": self._written,
@@ -331,11 +385,11 @@ class Writer:
             return True
         return False
 
-    def _take_batch(self) -> list[Record]:
+    def _take_batch(self) -> _Batch:
         queue = self._queue
         with self._lock:
-            count = min(len(queue), self._batch_size)
-            batch = [queue.popleft() for _ in range(count)]
+            count = min(len(queue) // 2, self._batch_size)
+            batch = _Batch(queue, count)
             self._taken += count
             self._in_flight += count
             if count:
