@@ -133,7 +133,9 @@ class Writer:
         lives, and queued events live long enough to reach its oldest generation, where
         they bring on full collections that the logging calls pay for. The fields alone
         are plain values the collector stops watching at its first pass, and a details
-        dict of plain values is never watched. One ``extend`` queues both, atomically.
+        dict of plain values is never watched. One ``extend`` of a tuple queues both at
+        once: it runs no Python code between them, so other threads' events never come
+        in between.
         """
         queue = self._queue
         if len(queue) < self._append_below:  # the hot path: one comparison, one extend
