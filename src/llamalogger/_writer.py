@@ -253,7 +253,7 @@ class Writer:
             self._lock.notify_all()  # callers waiting for room give up now
         stuck = self._stop_thread(timeout)
         with self._lock:
-            leftover = list(_Batch(self._queue, len(self._queue) // 2))
+            leftover = _Batch(self._queue, len(self._queue) // 2)
             self._taken += len(leftover)
             self._in_flight += len(leftover)
             abandoned = 0
@@ -304,7 +304,7 @@ class Writer:
             thread.join(1.0)
         return thread.is_alive()
 
-    def _deliver_leftover(self, leftover: list[Record], stuck: bool) -> Outcome:
+    def _deliver_leftover(self, leftover: Sequence[Record], stuck: bool) -> Outcome:
         """Events logged while the writer finished: one attempt, else to disk."""
         kept = Outcome()
         if not leftover:
