@@ -55,7 +55,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
 from llamalogger import Category, LlamaLogger
-from llamalogger._postgres import masked_conninfo
+from llamalogger._conninfo import masked_conninfo
 
 JOB_SIZE = 20
 BURST = 1000

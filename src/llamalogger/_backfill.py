@@ -1,6 +1,6 @@
 """The root_job_id backfill: a job -> root map built once, then id-range batches that commit.
 
-The rules are those of DESIGN.md section 4 and of ``llama_log_backfill_root_job_id()``
+The rules are those of docs/design.md section 4 and of ``llama_log_backfill_root_job_id()``
 (migration 0002), which does the same in one transaction; this one never holds a row lock for
 longer than one batch, so writers and readers go on while it runs, and a kill loses at most
 the batch in flight.

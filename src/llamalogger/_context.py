@@ -1,7 +1,7 @@
 """The job context: which job the running code belongs to, kept in a ContextVar.
 
 A ContextVar gives every thread its own value and every asyncio task a copy of the
-context it was created in, which is exactly the isolation DESIGN §3 (invariant 6) asks
+context it was created in, which is exactly the isolation docs/design.md §3 (invariant 6) asks
 for. Plain threads start with an empty context; ``bind_job`` carries the current one in.
 """
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import attrs
 import psycopg
 
+from ._conninfo import DEFAULT_SCHEMA
 from ._context import bind_job
 from ._logger import LlamaLogger
 from ._records import Category
@@ -79,7 +80,7 @@ def _simulate_import(logger: LlamaLogger, tracks: int) -> str:
     return root.job_id
 
 
-def run_demo(dsn: str, *, schema: str = "llamalog", tracks: int = 2000) -> DemoResult:
+def run_demo(dsn: str, *, schema: str = DEFAULT_SCHEMA, tracks: int = 2000) -> DemoResult:
     """Import one simulated album of ``tracks`` tracks and read its job tree back."""
     with LlamaLogger(dsn, schema=schema) as logger:
         started = time.perf_counter()

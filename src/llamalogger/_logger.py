@@ -11,10 +11,11 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from ._conninfo import DSN_ENV, dsn_from_env, masked_conninfo, schema_from_env
 from ._context import JobContext, JobScope, _current, current_pid
 from ._diagnostics import diagnostics
 from ._errors import ConfigurationError
-from ._postgres import BatchSink, masked_conninfo
+from ._postgres import BatchSink
 from ._records import LEVELS, PG_EPOCH_US, Category, coerce_entity
 from ._settings import DEFAULT_SPILL_MAX_BYTES, FullPolicy, Settings
 from ._spill import SpillDir, default_spill_root, target_dirname
@@ -101,10 +102,10 @@ class LlamaLogger:
         if dsn is not None and pool is not None:
             raise ConfigurationError("pass either a DSN or a pool, not both")
         if dsn is None and pool is None:
-            dsn = os.environ.get("LLAMALOG_DSN") or None
+            dsn = dsn_from_env()
             if dsn is None:
                 raise ConfigurationError(
-                    "no database given: pass a DSN or pool=, or set LLAMALOG_DSN"
+                    f"no database given: pass a DSN or pool=, or set {DSN_ENV}"
                 )
         if spill_dir is not None and not isinstance(spill_dir, bool | str | os.PathLike):
             raise ConfigurationError(
@@ -123,8 +124,7 @@ class LlamaLogger:
             spill_max_bytes=spill_max_bytes,
             flush_on_outer_job_exit=flush_on_outer_job_exit,
         )
-        if schema is None:
-            schema = os.environ.get("LLAMALOG_SCHEMA") or "llamalog"
+        schema = schema_from_env(schema)
         self._target = masked_conninfo(dsn) if dsn is not None else "<shared pool>"
         self._sink = BatchSink(
             conninfo=dsn, pool=pool, schema=schema, connect_kwargs=_connect_kwargs(pool_kwargs)

@@ -32,8 +32,8 @@ import psycopg.errors
 from psycopg import sql
 
 from ._backfill import BackfillReport, Progress, backfill_batches, backoff
+from ._conninfo import DEFAULT_SCHEMA, validate_schema
 from ._errors import ConfigurationError, MigrationError
-from ._postgres import validate_schema
 
 __all__ = [
     "LATEST_VERSION",
@@ -53,7 +53,6 @@ __all__ = [
 #: The newest schema version this package ships (a test keeps it equal to the last file).
 LATEST_VERSION = "0004"
 
-DEFAULT_SCHEMA = "llamalog"
 
 _T = TypeVar("_T")
 
@@ -293,7 +292,7 @@ def backfill_root_job_id(
     """Fill ``root_job_id`` wherever it is NULL in ``schema``'s rows, in committed batches.
 
     Safe to run at any time and to re-run: it only touches NULL roots, by the rules of
-    DESIGN.md section 4, and never holds a row lock longer than one batch (about
+    docs/design.md section 4, and never holds a row lock longer than one batch (about
     ``batch_seconds``). The connection must have no transaction open.
     """
     validate_schema(schema)

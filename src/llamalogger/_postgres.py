@@ -1,4 +1,5 @@
-"""PostgreSQL for the writer: pool ownership, one COPY per batch, and what an error means."""
+"""The writer's COPY sink: one COPY per batch through an owned connection or a borrowed
+pool, and what a failed write means."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, validate_schema
 from ._errors import ConfigurationError
 from ._records import COLUMNS, COPY_TYPES
 
@@ -22,12 +24,8 @@ __all__ = [
     "SCHEMA_MISSING",
     "BatchSink",
     "Failure",
-    "check_conninfo",
     "classify",
     "explain",
-    "masked_conninfo",
-    "scrub",
-    "validate_schema",
 ]
 
 # Waiting longer for a connection than this only delays the retry loop's own backoff
@@ -35,59 +33,6 @@ __all__ = [
 _GETCONN_TIMEOUT = 2.0
 _CONNECT_TIMEOUT = 2
 _CANCEL_TIMEOUT = 2.0
-_MAX_IDENTIFIER_LENGTH = 63  # PostgreSQL's NAMEDATALEN - 1
-
-
-def validate_schema(schema: object) -> str:
-    """``schema`` if it is a usable schema name, else ``ConfigurationError``."""
-    if not isinstance(schema, str) or not schema:
-        raise ConfigurationError(f"schema must be a non-empty str, not {schema!r}")
-    # PostgreSQL would silently truncate a longer name; refuse it instead.
-    if len(schema.encode("utf-8", "surrogatepass")) > _MAX_IDENTIFIER_LENGTH:
-        raise ConfigurationError(
-            f"schema name {schema!r} is longer than PostgreSQL's "
-            f"{_MAX_IDENTIFIER_LENGTH}-byte identifier limit"
-        )
-    if "\x00" in schema:
-        raise ConfigurationError("schema name must not contain NUL characters")
-    return schema
-
-
-def masked_conninfo(conninfo: str) -> str:
-    """``conninfo`` with any password replaced by ``***``, for reprs and messages."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError:
-        return "<unparsable conninfo>"
-    if "password" in params:
-        params["password"] = "***"  # noqa: S105 - a mask, not a secret
-    return make_conninfo("", **params)
-
-
-def check_conninfo(conninfo: str) -> None:
-    """``ConfigurationError`` if ``conninfo`` cannot be parsed.
-
-    The parser's own message quotes the offending part, which may be the password, so it
-    is not passed on.
-    """
-    try:
-        conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError:
-        raise ConfigurationError(
-            "invalid DSN: it could not be parsed (it is not shown, as it may hold a password)"
-        ) from None
-
-
-def scrub(text: str, conninfo: str) -> str:
-    """``text`` with ``conninfo`` and any password in it replaced by their masked form."""
-    text = text.replace(conninfo, masked_conninfo(conninfo))
-    try:
-        password = conninfo_to_dict(conninfo).get("password")
-    except psycopg.ProgrammingError:
-        return text
-    if isinstance(password, str) and password:
-        text = text.replace(password, "***")
-    return text
 
 
 # What new code meets on a schema that is missing or older than it: it heals once an
@@ -140,7 +85,7 @@ class BatchSink:
         *,
         conninfo: str | None = None,
         pool: ConnectionPool[Any] | None = None,
-        schema: str = "llamalog",
+        schema: str = DEFAULT_SCHEMA,
         connect_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if (conninfo is None) == (pool is None):

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from . import queries
+from ._conninfo import check_conninfo, dsn_from_env, schema_from_env, scrub
 from ._errors import LlamaLogError, SchemaNotMigrated
 from ._migrate import (
     LATEST_VERSION,
@@ -29,7 +30,6 @@ from ._migrate import (
     migrate,
     plan_migration,
 )
-from ._postgres import check_conninfo, scrub
 from ._progress import ProgressDisplay
 from ._render import render_event, render_tree
 
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument(
             "--schema",
-            default=os.environ.get("LLAMALOG_SCHEMA") or "llamalog",
+            default=schema_from_env(),
             help="schema holding llama_log (default: $LLAMALOG_SCHEMA or llamalog)",
         )
         return command
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _database(dsn: str | None) -> Iterator[str]:
     """The DSN to use: ``--dsn``, ``$LLAMALOG_DSN``, or a started embedded server."""
-    dsn = dsn or os.environ.get("LLAMALOG_DSN") or None
+    dsn = dsn_from_env(dsn)
     if dsn is not None:
         check_conninfo(dsn)
         yield dsn
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         text = str(exc).strip()
         message = text.splitlines()[0] if text else type(exc).__name__
-        given = args.dsn or os.environ.get("LLAMALOG_DSN")
+        given = dsn_from_env(args.dsn)
         if given:
             message = scrub(message, given)
         print(f"llamalog: error: {message}", file=sys.stderr)

@@ -21,8 +21,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from ._conninfo import DEFAULT_SCHEMA, validate_schema
 from ._errors import SchemaNotMigrated
-from ._postgres import validate_schema
 
 __all__ = [
     "JobNode",
@@ -99,7 +99,7 @@ def _fetch_dicts(
 
 
 def logs_for_root(
-    source: Connectable, root_job_id: str, *, schema: str = "llamalog"
+    source: Connectable, root_job_id: str, *, schema: str = DEFAULT_SCHEMA
 ) -> list[dict[str, Any]]:
     """Every event of one job tree (one import), in the order they were logged."""
     query = sql.SQL("SELECT * FROM {} WHERE root_job_id = %s ORDER BY logged_at, id").format(
@@ -109,7 +109,7 @@ def logs_for_root(
 
 
 def entity_history(
-    source: Connectable, entity_type: str, entity_id: str | int, *, schema: str = "llamalog"
+    source: Connectable, entity_type: str, entity_id: str | int, *, schema: str = DEFAULT_SCHEMA
 ) -> list[dict[str, Any]]:
     """Every event about one entity, as the subject or as the object of a link, in logged
     order; each row carries its ``job_id``, ``job_name`` and ``root_job_id``."""
@@ -131,7 +131,7 @@ def recent_events(
     limit: int = 10,
     root_job_id: str | None = None,
     after_id: int | None = None,
-    schema: str = "llamalog",
+    schema: str = DEFAULT_SCHEMA,
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` events (optionally of one root), oldest first.
 
@@ -154,7 +154,7 @@ def recent_events(
     return rows if after_id is not None else rows[::-1]
 
 
-def job_chain(source: Connectable, job_id: str, *, schema: str = "llamalog") -> list[JobNode]:
+def job_chain(source: Connectable, job_id: str, *, schema: str = DEFAULT_SCHEMA) -> list[JobNode]:
     """``job_id`` and its ancestors, nearest first, ending at the root; ``[]`` if unknown.
 
     Read from the job's tree (one indexed query on its ``root_job_id``). An ancestor that
@@ -183,7 +183,9 @@ def job_chain(source: Connectable, job_id: str, *, schema: str = "llamalog") -> 
     return chain
 
 
-def job_tree(source: Connectable, root_job_id: str, *, schema: str = "llamalog") -> JobNode | None:
+def job_tree(
+    source: Connectable, root_job_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> JobNode | None:
     """The tree of jobs under ``root_job_id``, or ``None`` if no row carries that root.
 
     A job that logged nothing itself but has children that did (a parent known only

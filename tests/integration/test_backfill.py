@@ -1,4 +1,4 @@
-"""The root_job_id backfill (DESIGN.md section 4) against real PostgreSQL servers.
+"""The root_job_id backfill (docs/design.md section 4) against real PostgreSQL servers.
 
 Every test compares the database with ``expected_roots``, a deliberately naive reference that
 walks up from each job in Python, while the SQL function descends from the roots.

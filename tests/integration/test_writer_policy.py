@@ -1,4 +1,4 @@
-"""The delivery policy of DESIGN §5 on a real server: nothing dropped while the database
+"""The delivery policy of docs/design.md §5 on a real server: nothing dropped while the database
 takes writes, hostile input never costs another event, refusals are reported without a
 flood, invalid settings leave nothing behind, old schemas keep events until migrated."""
 

@@ -1,4 +1,4 @@
-"""Invariant 9 of DESIGN.md §3: the runtime and the migration's backfill agree.
+"""Invariant 9 of docs/design.md §3: the runtime and the migration's backfill agree.
 
 Rows are written by a real ``LlamaLogger``; then their ``root_job_id`` is wiped and
 ``backfill_root_job_id`` has to find every one of them again from ``job_id`` and

@@ -1,4 +1,4 @@
-"""Invariants 1-8 of DESIGN.md §3, searched by hypothesis through the real writer.
+"""Invariants 1-8 of docs/design.md §3, searched by hypothesis through the real writer.
 
 A generated *program* is a forest of jobs. Every job logs a few events and starts its
 children in one of the ways users start work: a nested ``with``, a decorated function or

@@ -116,7 +116,7 @@ def make_writer(tmp_path: Path) -> Iterator[Callable[..., tuple[Writer, MemorySi
 
 
 def assert_adds_up(stats: dict[str, int]) -> None:
-    """The accounting identity of DESIGN §5."""
+    """The accounting identity of docs/design.md §5."""
     parts = ("written", "rejected", "dropped", "on_disk", "queued")
     assert stats["enqueued"] == sum(stats[part] for part in parts), stats
 

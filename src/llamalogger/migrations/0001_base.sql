@@ -21,9 +21,9 @@ CREATE TABLE llama_log (
     category        llama_log_category NOT NULL,
     level           text NOT NULL DEFAULT 'info',
     message         text NOT NULL,
-    -- squawk-ignore prefer-text-field -- varchar(100) is the reference schema's type (DESIGN.md section 2)
+    -- squawk-ignore prefer-text-field -- varchar(100) is the reference schema's type (docs/design.md section 2)
     job_id          varchar(100),
-    -- squawk-ignore prefer-text-field -- varchar(100) is the reference schema's type (DESIGN.md section 2)
+    -- squawk-ignore prefer-text-field -- varchar(100) is the reference schema's type (docs/design.md section 2)
     parent_job_id   varchar(100),
     job_name        text,
     entity_type     text,

@@ -21,7 +21,7 @@ ALTER TYPE llama_log_category ADD VALUE IF NOT EXISTS 'LINKED';
 ALTER TABLE llama_log ADD COLUMN IF NOT EXISTS root_job_id varchar(100);
 
 -- step: backfill_function | transaction | none
--- Fills root_job_id where it is NULL, job by job (DESIGN.md section 4):
+-- Fills root_job_id where it is NULL, job by job (docs/design.md section 4):
 --   * a job's parent is the parent_job_id of its earliest row (lowest id);
 --   * a job without a parent is a root; a parent job with no rows of its own is taken as the root;
 --   * otherwise a job's root is its parent's root, however deep;

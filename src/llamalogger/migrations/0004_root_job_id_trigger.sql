@@ -6,7 +6,7 @@
 -- squawk-ignore-file require-timeout-settings -- the runner sets lock_timeout and statement_timeout before every step
 
 -- step: fill_function | transaction | none
--- The rules of DESIGN.md section 4, walking up from the new row's job:
+-- The rules of docs/design.md section 4, walking up from the new row's job:
 --   * a job that already has a row with a root shares it (every row of a job has one root);
 --   * otherwise its parent is the parent_job_id of its earliest row, or of this row when it
 --     is the job's first;

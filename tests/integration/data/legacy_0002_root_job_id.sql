@@ -12,7 +12,7 @@ ALTER TABLE llama_log ADD COLUMN root_job_id varchar(100);
 
 CREATE INDEX llama_log_root_job_id_idx ON llama_log (root_job_id);
 
--- Fills root_job_id where it is NULL, job by job (DESIGN.md section 4):
+-- Fills root_job_id where it is NULL, job by job (docs/design.md section 4):
 --   * a job's parent is the parent_job_id of its earliest row (lowest id);
 --   * a job without a parent is a root; a parent job with no rows of its own is taken as the root;
 --   * otherwise a job's root is its parent's root, however deep;
