@@ -76,6 +76,8 @@ class EmbeddedPostgres:
             self.data_dir, cleanup_mode="delete" if ephemeral else "stop"
         )
         self._stopped = False
+        self._restarted = False
+        self._socket_dir = self._server.get_postmaster_info().socket_dir
 
     @property
     def dsn(self) -> str:
@@ -86,19 +88,43 @@ class EmbeddedPostgres:
     def stop_server(self) -> None:
         """Shut the server down but keep this handle and its data, for fault tests:
         ``start_server()`` brings it back on the same socket."""
-        _server_module().pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self._server.system_user
-        )
+        self._pg_ctl("-w", "-m", "fast", "stop")
 
     def start_server(self) -> None:
-        """Start a server stopped by ``stop_server()``; the DSN stays the same."""
-        with self._server._lock:
-            self._server.ensure_postgres_running()
+        """Start a server stopped by ``stop_server()``; the DSN stays the same. Does
+        nothing if it is running."""
+        if self._is_running():
+            return
+        self._pg_ctl(
+            "-w",
+            "-o", '-h ""',  # no TCP listener: the socket below only, as at the first start
+            "-o", f"-k {self._socket_dir}",
+            "-l", str(self._server.log),
+            "start",
+        )  # fmt: skip
+        # The wheel's handle knows the first server process only; stop() stops this one.
+        self._restarted = True
+
+    def _is_running(self) -> bool:
+        import subprocess
+
+        try:
+            self._pg_ctl("status")
+        except subprocess.CalledProcessError:  # exit 3: no server running
+            return False
+        return True
+
+    def _pg_ctl(self, *args: str) -> None:
+        _server_module().pg_ctl(
+            list(args), pgdata=self.data_dir, user=self._server.system_user, timeout=60
+        )
 
     def stop(self) -> None:
         """Stop the server (and delete an ephemeral data directory). Safe to call twice."""
         if not self._stopped:
             self._stopped = True
+            if self._restarted and self._is_running():
+                self.stop_server()
             self._server.cleanup()
             if self._ephemeral:
                 shutil.rmtree(self.data_dir.parent, ignore_errors=True)

@@ -154,6 +154,23 @@ class TestNesting:
                 assert attrs.evolve(ctx, name="renamed").name == "renamed"
         assert inner.parent_job_id == outer.job_id
 
+    def test_the_fast_constructor_sets_every_field_of_job_context(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # _checked_already fills a JobContext field by field, skipping the validators: a
+        # field added to JobContext but not set there would stay unset on the hot path.
+        set_names: list[str] = []
+        real_set = _context._set_field
+
+        def recording_set(obj: object, name: str, value: object) -> None:
+            set_names.append(name)
+            real_set(obj, name, value)
+
+        monkeypatch.setattr(_context, "_set_field", recording_set)
+        built = _context._checked_already("j", "name", "p", "r")
+        assert set_names == [field.name for field in attrs.fields(JobContext)]
+        assert built == JobContext(job_id="j", name="name", parent_job_id="p", root_job_id="r")
+
     def test_child_with_an_explicit_id_still_validates_it(self) -> None:
         parent = JobContext(job_id="p")
         with pytest.raises(ValueError, match="job_id"):
