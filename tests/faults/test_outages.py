@@ -24,11 +24,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from fixtures.database import run_counts
 from llamalogger import LlamaLogger
 from llamalogger.schema import migrate
 
-if TYPE_CHECKING:  # fixtures' types only: conftest modules are not imported by tests
-    from conftest import RestartableServer, TcpProxy
+if TYPE_CHECKING:  # fixtures' types only
+    from conftest import TcpProxy
+    from fixtures.restartable import RestartableServer
 
 OUTAGE_SECONDS = 3.0
 # A log call is a queue append; this bound only absorbs scheduler and GIL hiccups.
@@ -85,14 +87,7 @@ class Producer:
 
 def stored(dsn: str, schema: str, run: str) -> tuple[int, int]:
     """Rows of ``run`` in the table, and how many distinct events they are."""
-    query = sql.SQL(
-        "SELECT count(*), count(DISTINCT details->>'seq') FROM {}.llama_log"
-        " WHERE details->>'run' = %s"
-    ).format(sql.Identifier(schema))
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(query, [run]).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+    return run_counts(dsn, schema).get(run, (0, 0))
 
 
 def assert_pool_recovered(logger: LlamaLogger, run: str, seq: int) -> None:
