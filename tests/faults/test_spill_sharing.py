@@ -123,6 +123,7 @@ print(os.read(read, 65536).decode(), flush=True)
 """
 
 
+@pytest.mark.timing
 @pytest.mark.skipif(sys.platform != "linux", reason="fork is tested on Linux")
 def test_a_forked_child_whose_job_ends_during_an_outage_spills_and_returns_at_once(
     restartable_server: RestartableServer, tmp_path: Path
@@ -165,6 +166,7 @@ def test_a_forked_child_whose_job_ends_during_an_outage_spills_and_returns_at_on
 RETRIES_DURING_OUTAGE = 14
 
 
+@pytest.mark.timing
 def test_writing_resumes_soon_after_the_server_accepts_connections_again(
     restartable_server: RestartableServer, tmp_path: Path
 ) -> None:

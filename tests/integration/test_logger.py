@@ -249,6 +249,7 @@ class TestDatabaseTrouble:
             "rejected" in r.getMessage() and "LINKED" in r.getMessage() for r in caplog.records
         )
 
+    @pytest.mark.timing
     def test_unreachable_database_keeps_records_and_close_is_bounded(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -280,6 +281,7 @@ class TestDatabaseTrouble:
         assert "queue is full" in messages
         assert "not written" in messages
 
+    @pytest.mark.timing
     def test_block_policy_waits_then_drops(self) -> None:
         logger = LlamaLogger(
             "postgresql://postgres@127.0.0.1:1/test",

@@ -116,6 +116,7 @@ def test_spill_files_of_a_killed_process_are_replayed_at_the_next_start(
     assert stored(server) == written
 
 
+@pytest.mark.timing
 def test_close_during_an_outage_spills_what_is_queued(
     restartable_server: RestartableServer, tmp_path: Path
 ) -> None:
