@@ -25,6 +25,7 @@ import pytest
 from psycopg import sql
 
 from fixtures.database import run_counts
+from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
 from llamalogger.schema import migrate
 
@@ -74,10 +75,7 @@ class Producer:
     def log_more(self, events: int) -> None:
         """Return once the producer has logged ``events`` more (bounded: it never waits)."""
         target = self.count + events
-        deadline = time.monotonic() + 5
-        while self.count < target and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert self.count >= target, "the producer stalled"
+        assert wait_until(lambda: self.count >= target, 5), "the producer stalled"
 
     def stop(self) -> int:
         """Stop logging; returns how many events were logged."""
