@@ -7,12 +7,13 @@ import traceback
 import warnings
 from time import time_ns as _time_ns
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from psycopg_pool import ConnectionPool
 
-from ._conninfo import DSN_ENV, dsn_from_env, masked_conninfo, schema_from_env
+from ._conninfo import DEFAULT_SCHEMA, DSN_ENV, dsn_from_env, masked_conninfo, schema_from_env
 from ._context import JobContext, JobScope, _current, current_pid
+from ._delivery import Sink
 from ._diagnostics import diagnostics
 from ._errors import ConfigurationError
 from ._postgres import BatchSink
@@ -129,14 +130,45 @@ class LlamaLogger:
             spill_max_bytes=spill_max_bytes,
             flush_on_outer_job_exit=flush_on_outer_job_exit,
         )
-        schema = schema_from_env(schema)
-        self._target = masked_conninfo(dsn) if dsn is not None else "<shared pool>"
-        self._sink = BatchSink(
-            conninfo=dsn, pool=pool, schema=schema, connect_kwargs=_connect_kwargs(pool_kwargs)
+        sink = BatchSink(
+            conninfo=dsn,
+            pool=pool,
+            schema=schema_from_env(schema),
+            connect_kwargs=_connect_kwargs(pool_kwargs),
         )
-        self.schema = self._sink.schema
+        target = masked_conninfo(dsn) if dsn is not None else "<shared pool>"
+        self._start(sink, settings, sink.schema, target, spill_dir, log_failed_jobs)
+
+    @classmethod
+    def _with_sink(
+        cls,
+        sink: Sink,
+        settings: Settings,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        log_failed_jobs: bool = True,
+    ) -> Self:
+        """A logger whose writer hands its batches to ``sink`` instead of PostgreSQL, with
+        spilling off: ``llamalogger.testing`` builds its in-memory logger with this."""
+        logger = cls.__new__(cls)
+        logger._start(sink, settings, schema, f"<{type(sink).__name__}>", False, log_failed_jobs)
+        return logger
+
+    def _start(  # noqa: PLR0917 - private, two callers
+        self,
+        sink: Sink,
+        settings: Settings,
+        schema: str,
+        target: str,
+        spill_dir: str | os.PathLike[str] | bool | None,
+        log_failed_jobs: bool,
+    ) -> None:
+        """Wire the writer to ``sink``: the part of construction every kind of logger shares."""
+        self._target = target
+        self._sink = sink
+        self.schema = schema
         self._settings = settings
-        self._writer = Writer(self._sink, settings, self._open_spill(spill_dir, settings))
+        self._writer = Writer(sink, settings, self._open_spill(spill_dir, settings))
         self._log_failed_jobs = log_failed_jobs
         # Jobs (by the id of their context) in which a FAILED event was logged, so that
         # leaving them by an exception does not record a second one; emptied on job exit.

@@ -1,8 +1,6 @@
-"""Fault injection: a PostgreSQL of our own that may be stopped, and a TCP proxy that may be cut.
+"""Fault injection: a TCP proxy that may be cut (the server that may be stopped,
+``restartable_server``, is a shared fixture: ``tests/fixtures/restartable.py``).
 
-* ``restartable_server``: an embedded server started for this module only (never the shared
-  session one, which other tests rely on), with a freshly migrated schema per test. Tests stop
-  and start it; teardown brings it back if a test left it down.
 * ``tcp_proxy``: a factory for a threaded proxy on 127.0.0.1 in front of any server (its Unix
   socket or its TCP address). ``cut()`` closes every connection both ways and refuses new ones
   until ``restore()``; ``hold()`` stalls them instead; every proxy stops at teardown.
@@ -16,87 +14,18 @@ import contextlib
 import selectors
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import attrs
-import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-
-from llamalogger.schema import migrate
 
 # Upper bounds for anything the proxy waits on: a slow machine must make a test fail, not hang.
 _CONNECT_TIMEOUT = 2.0
 _POLL_INTERVAL = 0.05  # how often idle threads look at their stop flags
 _JOIN_TIMEOUT = 5.0
-
-
-# --- the restartable server ----------------------------------------------------------------
-
-
-@attrs.define
-class RestartableServer:
-    """An embedded server of this module and a migrated schema of this test."""
-
-    server: Any  # llamalogger.embedded.EmbeddedPostgres
-    dsn: str
-    schema: str
-
-    def stop_server(self) -> None:
-        """Shut the server down (fast mode: sessions are terminated), keeping its data."""
-        self.server.stop_server()
-
-    def start_server(self) -> None:
-        """Start it again on the same socket; the DSN stays valid."""
-        self.server.start_server()
-
-    def is_up(self) -> bool:
-        try:
-            with psycopg.connect(self.dsn, connect_timeout=2):
-                return True
-        except psycopg.OperationalError:
-            return False
-
-    def admin(self) -> psycopg.Connection[Any]:
-        """A superuser connection in autocommit mode, separate from the logger's pool."""
-        return psycopg.connect(self.dsn, autocommit=True)
-
-
-@pytest.fixture(scope="module")
-def _fault_postgres() -> Iterator[Any]:
-    from llamalogger.embedded import EmbeddedPostgres
-
-    server = EmbeddedPostgres(ephemeral=True)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def restartable_server(_fault_postgres: Any) -> Iterator[RestartableServer]:
-    """The module's own embedded server, running, with a fresh schema migrated to the newest."""
-    handle = RestartableServer(
-        server=_fault_postgres, dsn=str(_fault_postgres.dsn), schema=f"f_{uuid.uuid4().hex[:12]}"
-    )
-    if not handle.is_up():  # an earlier test failed while the server was down
-        handle.start_server()
-    with handle.admin() as conn:
-        migrate(conn, schema=handle.schema)
-    try:
-        yield handle
-    finally:
-        if not handle.is_up():
-            handle.start_server()
-        with handle.admin() as conn:
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(handle.schema))
-            )
 
 
 # --- the TCP proxy ---------------------------------------------------------------------------

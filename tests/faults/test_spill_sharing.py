@@ -17,10 +17,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from fixtures.database import count_rows, run_counts
+from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
 
-if TYPE_CHECKING:  # fixtures' types only: conftest modules are not imported by tests
-    from conftest import RestartableServer
+if TYPE_CHECKING:  # fixtures' types only
+    from fixtures.restartable import RestartableServer
 
 WORKER = """
 import json, sys, time
@@ -29,6 +31,8 @@ dsn, schema, spill, run, events = sys.argv[1:6]
 logger = LlamaLogger(dsn, schema=schema, spill_dir=spill, flush_interval=0.05)
 started = time.monotonic()
 for number in range(int(events)):
+    if number == 1000:
+        print("logging", flush=True)  # the parent starts the outage now
     logger.created(("track", number), run=run, seq=number)
     if number % 100 == 99:  # about 2,000 events a second
         time.sleep(max(0.0, started + (number + 1) / 2000 - time.monotonic()))
@@ -36,16 +40,6 @@ flushed = logger.flush(timeout=30)
 closed = logger.close(timeout=30)
 print(json.dumps({"flushed": flushed, "closed": closed, **logger.stats()}), flush=True)
 """
-
-
-def stored(dsn: str, schema: str) -> dict[str, tuple[int, int]]:
-    """Per run: rows, and distinct events among them."""
-    query = sql.SQL(
-        "SELECT details->>'run', count(*), count(DISTINCT details->>'seq') FROM {}.llama_log"
-        " GROUP BY 1"
-    ).format(sql.Identifier(schema))
-    with psycopg.connect(dsn) as conn:
-        return {run: (rows, distinct) for run, rows, distinct in conn.execute(query)}
 
 
 def test_two_processes_sharing_a_spill_directory_lose_nothing_through_an_outage(
@@ -75,16 +69,30 @@ def test_two_processes_sharing_a_spill_directory_lose_nothing_through_an_outage(
         )
         for run in runs
     ]
-    time.sleep(1.0)  # the outage starts while both are logging
+    for worker in workers:  # the outage starts while both are logging
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == "logging\n", "a worker ended early"
     server.stop_server()
-    time.sleep(2.5)
+    # The outage lasts until both have put events on disk (a spill id holds its writer's pid).
+    both_spilled = wait_until(
+        lambda: (
+            all(
+                any(f"-{worker.pid}-" in path.name for path in spill.iterdir())
+                for worker in workers
+            )
+            if spill.exists()
+            else False
+        ),
+        timeout=30,
+    )
     server.start_server()
+    assert both_spilled, "the outage did not reach both workers"
     results = []
     for worker in workers:
         out, err = worker.communicate(timeout=60)
         assert worker.returncode == 0, err
-        results.append(json.loads(out))
-    rows = stored(server.dsn, server.schema)
+        results.append(json.loads(out.splitlines()[-1]))
+    rows = run_counts(server.dsn, server.schema)
     for run, result in zip(runs, results, strict=True):
         assert (result["flushed"], result["closed"]) == (True, True), result
         # on_disk may stay above 0: a file the other process claimed is its to write.
@@ -115,6 +123,7 @@ print(os.read(read, 65536).decode(), flush=True)
 """
 
 
+@pytest.mark.timing
 @pytest.mark.skipif(sys.platform != "linux", reason="fork is tested on Linux")
 def test_a_forked_child_whose_job_ends_during_an_outage_spills_and_returns_at_once(
     restartable_server: RestartableServer, tmp_path: Path
@@ -153,6 +162,11 @@ def test_a_forked_child_whose_job_ends_during_an_outage_spills_and_returns_at_on
     assert row == (100,)
 
 
+# Replays are tried 0.05, 0.1, 0.2, 0.4, then 0.5 s apart (docs/reliability.md, outages).
+RETRIES_DURING_OUTAGE = 14
+
+
+@pytest.mark.timing
 def test_writing_resumes_soon_after_the_server_accepts_connections_again(
     restartable_server: RestartableServer, tmp_path: Path
 ) -> None:
@@ -165,18 +179,18 @@ def test_writing_resumes_soon_after_the_server_accepts_connections_again(
         server.stop_server()
         for number in range(1000):
             logger.created(("track", number))
-        time.sleep(6)  # the outage: long enough for a 1-2-4 s backoff to grow past 1 s
+        # The outage lasts until the writer has retried well past its 0.5 s cap (about
+        # 5 s), long enough for a pool's 1-2-4 s backoff to have grown past 1 s.
+        assert wait_until(lambda: logger.stats()["retried"] >= RETRIES_DURING_OUTAGE, 60)
         server.start_server()
         up = time.monotonic()
         marker = f"after-{os.getpid()}"
         logger.created(("track", marker))
-        query = sql.SQL("SELECT count(*) FROM {}.llama_log WHERE entity_id = %s").format(
-            sql.Identifier(server.schema)
+        # Not flush(): the marker must reach the table, not only a spill file.
+        written = wait_until(
+            lambda: count_rows(server.dsn, server.schema, "entity_id = %s", (marker,)) == 1, 5
         )
-        with psycopg.connect(server.dsn) as conn:
-            while conn.execute(query, [marker]).fetchone() != (1,):
-                assert time.monotonic() - up < 5, "writing did not resume"
-                time.sleep(0.02)
         resumed = time.monotonic() - up
+        assert written, "writing did not resume"
     print(f"\n[resume] written {resumed:.2f}s after the server accepted connections")
     assert resumed < 2.0

@@ -29,6 +29,7 @@ from llamalogger import LlamaLogger
 TASKS = 6
 
 
+@pytest.mark.timing
 def test_recycled_pool_processes_spill_during_an_outage_and_nothing_is_lost(
     restartable_server: Any, tmp_path: Path
 ) -> None:

@@ -9,15 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.rows import dict_row
 
+from fixtures.database import rows
 from llamalogger import Category, LlamaLogger
-
-
-def rows(dsn: str, schema: str) -> list[dict[str, Any]]:
-    query = sql.SQL("SELECT * FROM {}.llama_log ORDER BY id").format(sql.Identifier(schema))
-    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query).fetchall()
 
 
 @pytest.fixture

@@ -9,23 +9,15 @@ import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-import psycopg
 import pytest
 import structlog
-from psycopg import sql
-from psycopg.rows import dict_row
 
+from fixtures.database import rows
 from llamalogger import Category, Entity, LlamaLogger
 from llamalogger.integrations.logging import LlamaLogHandler
 from llamalogger.integrations.structlog import NOT_DETAILS, PersistToLlamaLog, add_job_context
 
 JOB_KEYS = ("job_id", "parent_job_id", "root_job_id", "job_name")
-
-
-def rows(dsn: str, schema: str) -> list[dict[str, Any]]:
-    query = sql.SQL("SELECT * FROM {}.llama_log ORDER BY id").format(sql.Identifier(schema))
-    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query).fetchall()
 
 
 def job_columns(row: dict[str, Any]) -> tuple[Any, ...]:

@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from fixtures.database import rows
 from llamalogger import (
     Category,
     ConfigurationError,
@@ -23,14 +23,6 @@ from llamalogger import (
     LlamaLogger,
 )
 from llamalogger.schema import migrate
-
-
-def rows(dsn: str, schema: str, where: str = "true") -> list[dict[str, Any]]:
-    query = sql.SQL("SELECT * FROM {}.llama_log WHERE " + where + " ORDER BY id").format(
-        sql.Identifier(schema)
-    )
-    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query).fetchall()
 
 
 @pytest.fixture
@@ -257,6 +249,7 @@ class TestDatabaseTrouble:
             "rejected" in r.getMessage() and "LINKED" in r.getMessage() for r in caplog.records
         )
 
+    @pytest.mark.timing
     def test_unreachable_database_keeps_records_and_close_is_bounded(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -288,6 +281,7 @@ class TestDatabaseTrouble:
         assert "queue is full" in messages
         assert "not written" in messages
 
+    @pytest.mark.timing
     def test_block_policy_waits_then_drops(self) -> None:
         logger = LlamaLogger(
             "postgresql://postgres@127.0.0.1:1/test",

@@ -8,23 +8,10 @@ import subprocess
 import sys
 import textwrap
 
-import psycopg
 import pytest
-from psycopg import sql
 
+from fixtures.database import count_rows
 from llamalogger import LlamaLogger
-
-
-def count_rows(dsn: str, schema: str, where: str = "true", params: tuple[object, ...] = ()) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.llama_log WHERE " + where).format(
-                sql.Identifier(schema)
-            ),
-            params,
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_interpreter_exit_without_close_writes_everything(dsn: str, schema: str) -> None:

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import psycopg.errors
@@ -18,53 +18,28 @@ import pytest
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from fixtures.database import count_rows, rows
+from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
 from llamalogger._postgres import BatchSink
-from llamalogger.embedded import EmbeddedPostgres
-from llamalogger.schema import migrate
 
-SCHEMA = "spill_tests"
-
-
-@pytest.fixture
-def server() -> Iterator[EmbeddedPostgres]:
-    """An embedded server of this test's own, so it can be stopped and started."""
-    instance = EmbeddedPostgres(ephemeral=True)
-    try:
-        with psycopg.connect(instance.dsn, autocommit=True) as conn:
-            migrate(conn, schema=SCHEMA)
-        yield instance
-    finally:
-        instance.stop()
+if TYPE_CHECKING:  # fixtures' types only
+    from fixtures.restartable import RestartableServer
 
 
-def stored(dsn: str) -> list[tuple[str, str]]:
-    with psycopg.connect(dsn) as conn:
-        return [
-            (str(entity_id), str(message))
-            for entity_id, message in conn.execute(
-                sql.SQL("SELECT entity_id, message FROM {}.llama_log ORDER BY id").format(
-                    sql.Identifier(SCHEMA)
-                )
-            )
-        ]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    """Poll a condition the writer will make true; bounded, for states flush() cannot see."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+def stored(server: RestartableServer) -> list[tuple[str, str]]:
+    """(entity_id, message) of every row, in insert order."""
+    return [(row["entity_id"], row["message"]) for row in rows(server.dsn, server.schema)]
 
 
 def test_outage_is_spilled_then_replayed_in_order_exactly_once(
-    server: EmbeddedPostgres, tmp_path: Path
+    restartable_server: RestartableServer, tmp_path: Path
 ) -> None:
+    server = restartable_server
     spill = tmp_path / "spill"
-    with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill, flush_interval=0.05) as logger:
+    with LlamaLogger(
+        server.dsn, schema=server.schema, spill_dir=spill, flush_interval=0.05
+    ) as logger:
         for number in range(100):
             logger.created(("track", number))
         assert logger.flush(timeout=10)
@@ -80,7 +55,7 @@ def test_outage_is_spilled_then_replayed_in_order_exactly_once(
             logger.created(("track", number))
         assert logger.flush(timeout=30)
     stats = logger.stats()  # after close(): the spill files are replayed
-    assert [entity for entity, _ in stored(server.dsn)] == [str(n) for n in range(450)]
+    assert [entity for entity, _ in stored(server)] == [str(n) for n in range(450)]
     assert stats["written"] == 450
     # Events logged after the restart, before the replay, join the spill files: order first.
     assert 300 <= stats["spilled"] == stats["replayed"] <= 350
@@ -105,12 +80,13 @@ os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: only the spill fi
 
 
 def test_spill_files_of_a_killed_process_are_replayed_at_the_next_start(
-    server: EmbeddedPostgres, tmp_path: Path
+    restartable_server: RestartableServer, tmp_path: Path
 ) -> None:
+    server = restartable_server
     spill = tmp_path / "spill"
     server.stop_server()
     child = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD), server.dsn, SCHEMA, str(spill)],
+        [sys.executable, "-c", textwrap.dedent(CHILD), server.dsn, server.schema, str(spill)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -124,27 +100,29 @@ def test_spill_files_of_a_killed_process_are_replayed_at_the_next_start(
     shutil.copy(files[0], keep)
 
     server.start_server()
-    with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill) as logger:
+    with LlamaLogger(server.dsn, schema=server.schema, spill_dir=spill) as logger:
         assert wait_until(lambda: logger.stats()["replayed"] == 500)
         assert logger.flush(timeout=10)
-    rows = stored(server.dsn)
-    assert rows == [(str(n), f"event {n}") for n in range(500)]
+    written = stored(server)
+    assert written == [(str(n), f"event {n}") for n in range(500)]
 
     # The process dies after a replay committed but before its file was deleted: the
     # file is found again, and recognised as written.
     shutil.copy(keep, files[0])
-    with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill) as logger:
+    with LlamaLogger(server.dsn, schema=server.schema, spill_dir=spill) as logger:
         # A file is claimed (renamed) before its replay and deleted after it.
         assert wait_until(lambda: not any(spill.iterdir()))
         assert logger.stats()["replayed"] == 0
-    assert stored(server.dsn) == rows
+    assert stored(server) == written
 
 
+@pytest.mark.timing
 def test_close_during_an_outage_spills_what_is_queued(
-    server: EmbeddedPostgres, tmp_path: Path
+    restartable_server: RestartableServer, tmp_path: Path
 ) -> None:
+    server = restartable_server
     spill = tmp_path / "spill"
-    logger = LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill, flush_interval=60)
+    logger = LlamaLogger(server.dsn, schema=server.schema, spill_dir=spill, flush_interval=60)
     server.stop_server()
     for number in range(250):
         logger.created(("track", number))
@@ -154,9 +132,9 @@ def test_close_during_an_outage_spills_what_is_queued(
     stats = logger.stats()
     assert (stats["spilled"], stats["dropped"], stats["written"]) == (250, 0, 0)
     server.start_server()
-    with LlamaLogger(server.dsn, schema=SCHEMA, spill_dir=spill) as replayer:
+    with LlamaLogger(server.dsn, schema=server.schema, spill_dir=spill) as replayer:
         assert wait_until(lambda: replayer.stats()["replayed"] == 250)
-    assert len(stored(server.dsn)) == 250
+    assert len(stored(server)) == 250
     assert not any(spill.glob("*.jsonl"))
     assert os.listdir(spill) == []
 
@@ -199,8 +177,4 @@ def test_a_replay_writes_its_rows_and_its_mark_together_or_not_at_all(
         if borrowed is not None:
             borrowed.close()
     assert replay_marks(dsn, schema) == ["accepted-file"]
-    with psycopg.connect(dsn) as conn:
-        count = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.llama_log").format(sql.Identifier(schema))
-        ).fetchone()
-    assert count == (1,)
+    assert count_rows(dsn, schema) == 1

@@ -8,30 +8,20 @@ writing into it (through the real background writer), and each example selects i
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
 
+from fixtures.database import migrated_schema
 from llamalogger import LlamaLogger
-from llamalogger.schema import migrate
 
 
 @pytest.fixture(scope="module")
 def module_schema(dsn: str) -> Iterator[str]:
     """A schema migrated to the newest version, shared by one test module, dropped afterwards."""
-    name = f"p_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        migrate(connection, schema=name)
-    try:
+    with migrated_schema(dsn, "p") as name:
         yield name
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="module")

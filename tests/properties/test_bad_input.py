@@ -39,9 +39,12 @@ from llamalogger import LlamaLogger
 MAX_TEXT = 100_000
 MAX_DEPTH = 32
 REPLACEMENT = "\ufffd"
-# The caller only appends to a queue, whatever the event holds; this bound only absorbs
-# scheduler hiccups, and is far below what copying or encoding a 10 MB string would take.
+# The caller only appends to a queue, whatever the event holds. The fastest of a few calls
+# is compared with this bound: taking the fastest absorbs a loaded machine's scheduler
+# pauses, and work that grows with the event (copying or encoding megabytes) would show in
+# every call.
 QUICK = 0.05
+TIMED_CALLS = 5
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _ids = itertools.count()
@@ -244,19 +247,16 @@ def log_and_read(
     related_id: str | None = None,
     flush_timeout: float = 30,
 ) -> tuple[dict[str, Any], int]:
-    """Log one event (asserting the call is quick and raises nothing), flush, and return its
-    row and how much ``stats()["sanitised"]`` grew."""
+    """Log one event (asserting the call raises nothing), flush, and return its row and how
+    much ``stats()["sanitised"]`` grew. How long the call takes is ``test_the_caller_pays``'s."""
     entity_id = f"bad-{next(_ids)}-{uuid.uuid4().hex[:8]}"
     related = ("other", related_id) if related_id is not None else None
     before = logger.stats()["sanitised"]
     scope = logger.job(job_name) if job_name is not None else contextlib.nullcontext()
     with scope:
-        started = time.perf_counter()
         logger.log(
             "ENRICHED", message, entity=("bad", entity_id), related=related, **(details or {})
         )
-        elapsed = time.perf_counter() - started
-    assert elapsed < QUICK, f"log() took {elapsed * 1000:.1f} ms"
     assert logger.flush(timeout=flush_timeout), "the event was not written"
     query = sql.SQL("SELECT * FROM {}.llama_log WHERE entity_type = 'bad' AND entity_id = %s")
     with conn.cursor(row_factory=dict_row) as cur:
@@ -439,15 +439,15 @@ def test_ten_thousand_levels_of_nesting_are_cut_at_level_32(
 BIG = 10 * 1024 * 1024
 
 
-@pytest.mark.parametrize(
-    ("message", "details"),
-    [
-        pytest.param("\x00" + "m" * BIG + "\ud800", None, id="10MB-message"),
-        pytest.param("big value", {"value": "v\x00" * (BIG // 10)}, id="2MB-detail-value"),
-        pytest.param("big key", {"outer": {"k" * (BIG // 10): 1}}, id="1MB-detail-key"),
-        pytest.param("many values", {"list": ["x" * 1000] * 1000}, id="1MB-detail-json"),
-    ],
-)
+HUGE = [
+    pytest.param("\x00" + "m" * BIG + "\ud800", None, id="10MB-message"),
+    pytest.param("big value", {"value": "v\x00" * (BIG // 10)}, id="2MB-detail-value"),
+    pytest.param("big key", {"outer": {"k" * (BIG // 10): 1}}, id="1MB-detail-key"),
+    pytest.param("many values", {"list": ["x" * 1000] * 1000}, id="1MB-detail-json"),
+]
+
+
+@pytest.mark.parametrize(("message", "details"), HUGE)
 def test_huge_text_is_cut_without_making_the_caller_wait(
     module_logger: LlamaLogger,
     module_conn: psycopg.Connection[Any],
@@ -561,11 +561,9 @@ def test_details_that_cannot_be_printed_are_stored_with_their_batch_mates(
     int too long to print, still give a stored row (the stand-in's form is not documented),
     and so do the events logged in the same batch and after it."""
     run = uuid.uuid4().hex
-    started = time.perf_counter()
     own_logger.log("ENRICHED", "before", entity=("bad", f"{run}-before"))
     own_logger.log("ENRICHED", "unprintable", entity=("bad", f"{run}-odd"), **details)
     own_logger.log("ENRICHED", "beside", entity=("bad", f"{run}-beside"))
-    assert time.perf_counter() - started < QUICK
     flushed = own_logger.flush(timeout=5)
     own_logger.log("ENRICHED", "after", entity=("bad", f"{run}-after"))
     flushed_after = own_logger.flush(timeout=5)
@@ -630,3 +628,31 @@ def test_one_hostile_event_among_999_good_ones_costs_nothing_but_its_own_details
     (bad_value,) = rows[500][2].values()
     assert isinstance(bad_value, str)
     assert bad_value.startswith("<unprintable ")
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize(
+    ("message", "details"),
+    [
+        *HUGE,
+        *(
+            pytest.param("hostile", details, id=param.id)
+            for param in HOSTILE
+            for details in param.values
+        ),
+    ],
+)
+def test_the_caller_pays_nothing_for_what_an_event_holds(
+    own_logger: LlamaLogger, module_schema: str, message: str, details: dict[str, Any] | None
+) -> None:
+    """However big or hostile an event is, logging it is a queue append: the fastest of a
+    few calls stays below QUICK, and every one of them is stored."""
+    run = uuid.uuid4().hex
+    fastest = float("inf")
+    for number in range(TIMED_CALLS):
+        started = time.perf_counter()
+        own_logger.log("ENRICHED", message, entity=("timed", f"{run}-{number}"), **(details or {}))
+        fastest = min(fastest, time.perf_counter() - started)
+    assert fastest < QUICK, f"log() took {fastest * 1000:.1f} ms at best"
+    assert own_logger.flush(timeout=60)
+    assert own_logger.stats()["dropped"] == 0

@@ -44,8 +44,7 @@ from hypothesis.stateful import (
 )
 from psycopg import sql
 
-from llamalogger import Category, JobContext, LlamaLogger, bind_job, current_job
-from llamalogger._context import HEADER_JOB_ID, JobScope
+from llamalogger import Category, JobContext, JobScope, LlamaLogger, bind_job, current_job
 
 # --- the programs --------------------------------------------------------------------------
 
@@ -259,7 +258,8 @@ class Run(Ledger):
         job_id = f"custom 'ü\"\\ {uuid.uuid4().hex}" if node.custom_id else None
         explicit: JobContext | None = None
         if node.parent == REMOTE:
-            explicit = JobContext.from_headers({HEADER_JOB_ID: f"remote-{uuid.uuid4().hex}"})
+            remote = JobContext(f"remote-{uuid.uuid4().hex}")  # a job of another process
+            explicit = JobContext.from_headers(remote.to_headers())
             parents = [explicit]
         elif isinstance(node.parent, int) and stack:
             level = max(0, len(stack) - 1 - node.parent)
