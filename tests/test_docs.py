@@ -71,6 +71,11 @@ STORED: dict[tuple[str, int], list[str]] = {
         "MATCHED info 'file matched' file:a.flac | J1 scan-folder <- J2 ^J2",
         "MATCHED info 'file matched' file:b.flac | J1 scan-folder <- J2 ^J2",
     ],
+    ("design.md", 1): [
+        "CREATED info 'album 12 created' album:12 | J1 import-album <- - ^J1",
+        "LINKED info 'artist 7 linked to album 12' artist:7 -> album:12 | J2 link-artist <- J1 ^J1",
+        "UPDATED info 'transcoded to opus' track:9 | J3 transcode <- J1 ^J1 | {'codec': 'opus'}",
+    ],
     ("integrations.md", 1): [
         "CREATED info 'album created' album:12 | J1 import-album <- - ^J1 | {'title': 'Blue'}",
         "FAILED error 'cover art missing' album:12 | J1 import-album <- - ^J1"
