@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
 import attrs
 
@@ -150,6 +150,14 @@ class JobContext:
             job_id=job_id, name=name, parent_job_id=self.job_id, root_job_id=self.root_job_id
         )
 
+    #: The header names ``to_headers`` writes and the ``from_*headers`` methods read.
+    HEADERS: ClassVar[tuple[str, ...]] = (
+        HEADER_JOB_ID,
+        HEADER_PARENT_JOB_ID,
+        HEADER_ROOT_JOB_ID,
+        HEADER_JOB_NAME,
+    )
+
     def to_headers(self) -> dict[str, str]:
         """Plain string headers that carry this job to another process or a queue message."""
         headers = {HEADER_JOB_ID: self.job_id, HEADER_ROOT_JOB_ID: self.root_job_id}
@@ -175,6 +183,40 @@ class JobContext:
             parent_job_id=lowered.get(HEADER_PARENT_JOB_ID),
             root_job_id=lowered.get(HEADER_ROOT_JOB_ID, job_id),
         )
+
+    @classmethod
+    def from_untrusted_headers(cls, headers: object) -> JobContext | None:
+        """The job carried by headers that another process wrote, or ``None``; never raises.
+
+        For task-queue integrations: a message's headers or options come from whoever
+        could publish to the queue. Only the four ``HEADERS`` are read (case-insensitively);
+        ``None`` when ``headers`` is not a mapping, carries no job id, or carries an id
+        that is no valid job id. A job name longer than the limit is cut, since it is only
+        a label; the task then still runs under its parent rather than as a root.
+        """
+        if not isinstance(headers, Mapping):
+            return None
+        try:
+            found = {
+                lowered: value
+                for key, value in headers.items()
+                if isinstance(key, str) and (lowered := key.lower()) in cls.HEADERS
+            }
+        except (TypeError, ValueError, AttributeError):
+            return None  # a mapping that cannot even be iterated: no job to be had
+        job_id = found.get(HEADER_JOB_ID)
+        if job_id is None:
+            return None
+        name = found.get(HEADER_JOB_NAME)
+        try:  # the validators check every id, whatever its type
+            return cls(
+                job_id=job_id,
+                name=name[:MAX_JOB_NAME_LENGTH] if isinstance(name, str) else None,
+                parent_job_id=found.get(HEADER_PARENT_JOB_ID),
+                root_job_id=found.get(HEADER_ROOT_JOB_ID, job_id),
+            )
+        except (TypeError, ValueError):
+            return None
 
 
 _new_instance = object.__new__

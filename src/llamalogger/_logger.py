@@ -12,7 +12,14 @@ from typing import Any, Self
 from psycopg_pool import ConnectionPool
 
 from ._conninfo import DEFAULT_SCHEMA, DSN_ENV, dsn_from_env, masked_conninfo, schema_from_env
-from ._context import JobContext, JobScope, _current, current_pid
+from ._context import (
+    MAX_JOB_NAME_LENGTH,
+    JobContext,
+    JobScope,
+    _current,
+    current_pid,
+    validate_job_id,
+)
 from ._delivery import Sink
 from ._diagnostics import diagnostics
 from ._errors import ConfigurationError
@@ -211,13 +218,45 @@ class LlamaLogger:
         """
         return JobScope(name, job_id, parent, self._outermost_job_ended, self._job_exiting)
 
-    def _task_job(self, name: str, job_id: str | None, parent: JobContext | None) -> JobScope:
-        """A job for a task-queue integration, which waits for the task's events itself."""
-        return JobScope(name, job_id, parent, on_exit=self._job_exiting)
+    # --- tasks: the seam for task-queue integrations (docs/api.md) -----------------
 
-    def _task_ended(self) -> None:
-        """A task ended in a process that may end with ``os._exit``: deliver or spill its
-        events now, as at the end of a forked child's outermost job (bounded)."""
+    def task_job(
+        self,
+        name: str,
+        *,
+        job_id: str | None = None,
+        parent: JobContext | None = None,
+    ) -> JobScope:
+        """The job of one task of a queue: ``with logger.task_job(task.name, job_id=task.id):``.
+
+        ``job_id`` is the queue's own id for the task, so the rows agree with the queue's
+        view; ``parent`` is the job that enqueued it (``JobContext.from_untrusted_headers``
+        reads it from a message). Both come from a message, so where ``job()`` raises this
+        copes: a ``job_id`` that is no valid job id gets a generated one, and a ``name``
+        longer than the limit is cut; the task is recorded either way. Leaving it by an
+        exception logs one ``FAILED`` event, as ``job()`` does. Its end never waits for
+        the database: call ``task_ended()`` where the task is over.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"task name must be a str, not {type(name).__name__}")
+        name = name[:MAX_JOB_NAME_LENGTH]
+        if job_id is not None:
+            try:
+                return JobScope(name, validate_job_id(job_id), parent, on_exit=self._job_exiting)
+            except ValueError:
+                pass  # a queue's id that cannot be a job id: the task gets a generated one
+        return JobScope(name, None, parent, on_exit=self._job_exiting)
+
+    def task_ended(self) -> None:
+        """A task ended: deliver what was logged, or put it in spill files, before returning.
+
+        Task queues end worker processes in ways that skip ``close()`` (``os._exit`` in
+        RQ's work horses and Celery's recycled pool processes, a kill between tasks), so
+        an integration calls this after each task, outside its job. Bounded as at the end
+        of a forked child's outermost job: at most ``block_timeout`` + ``exit_timeout``
+        seconds, and only when the database does not answer; what is still undelivered
+        then is reported on the ``llamalogger`` logger.
+        """
         self._writer.flush_at_job_end()
 
     def _job_exiting(self, context: JobContext, exc: BaseException | None) -> None:
@@ -348,8 +387,12 @@ class LlamaLogger:
             message = f"{name}: {text}" if text else name
         self.log(_FAILED, message, level="error", **details)
 
-    def _failed_logged(self) -> bool:
-        """Whether a ``FAILED`` event was logged in the current job (so far, by this logger)."""
+    def failed_logged(self) -> bool:
+        """Whether this logger logged a ``FAILED`` event in the current job (so far).
+
+        For integrations that record a task's failure: they log one only when the task
+        did not report its own, so that a failure is one ``FAILED`` event.
+        """
         job = _current.get()
         return job is not None and self._failed_in.get(id(job)) is job
 

@@ -1,20 +1,25 @@
-"""Glue between llamalogger and the logging libraries workers already use.
+"""Glue between llamalogger and the libraries workers already use: one module per library.
 
 * ``llamalogger.integrations.structlog``: ``add_job_context``, a processor that puts the
   current job's ids into every event dict, and ``PersistToLlamaLog``, a processor that also
   stores events carrying a ``category`` in ``llama_log``.
 * ``llamalogger.integrations.logging``: ``LlamaLogHandler``, a stdlib ``logging.Handler``
   that stores records carrying a ``category`` (via ``extra=``) in ``llama_log``.
+* ``llamalogger.integrations.celery``: ``instrument(app, logger)`` (extra ``celery``).
+* ``llamalogger.integrations.rq``: ``LlamaWorker``, ``LlamaQueue``, ``job_meta`` (extra ``rq``).
+* ``llamalogger.integrations.dramatiq``: ``LlamaMiddleware`` (extra ``dramatiq``).
 
-Nothing is imported here, so importing one integration never imports the other's library.
+Importing this package imports llamalogger itself and nothing else: none of these modules
+and none of their libraries, so one integration never imports another's library. What is
+defined here is what the logging integrations share. The task-queue ones use only the
+public API (``LlamaLogger.task_job`` and friends), which is how other queues can be added.
 """
 
 from __future__ import annotations
 
 import inspect
 
-from .._logger import LlamaLogger
-from .._records import Category
+from llamalogger import Category, LlamaLogger
 
 __all__: list[str] = []
 

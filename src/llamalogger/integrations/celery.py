@@ -33,22 +33,11 @@ from typing import Any, cast
 
 from celery import signals
 
-from .._context import (
-    HEADER_JOB_ID,
-    HEADER_JOB_NAME,
-    HEADER_PARENT_JOB_ID,
-    HEADER_ROOT_JOB_ID,
-    MAX_JOB_NAME_LENGTH,
-    JobContext,
-    JobScope,
-    current_job,
-)
-from .._logger import LlamaLogger
-from .._records import Category
+from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job
 
 __all__ = ["CeleryInstrumentation", "instrument"]
 
-_HEADERS = (HEADER_JOB_ID, HEADER_PARENT_JOB_ID, HEADER_ROOT_JOB_ID, HEADER_JOB_NAME)
+_HEADERS = JobContext.HEADERS
 # Where the running task's job is kept: an attribute of the request (celery's Context), so
 # it lives and dies with the request, in whichever thread or process runs it.
 _REQUEST_ATTRIBUTE = "_llamalogger_job"
@@ -119,28 +108,23 @@ def _add_job_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
 def _parent_of(request: Any) -> JobContext | None:
     """The job a task belongs under: our headers, else Celery's own parent and root."""
     headers = {key: value for key in _HEADERS if (value := request.get(key)) is not None}
-    try:
-        if headers:
-            return JobContext.from_headers(headers)
-        parent_id = request.get("parent_id")
-        # Celery makes a retried root task the parent of its own retry: a root it stays.
-        if parent_id and parent_id != request.get("id"):
+    if headers:
+        # From whoever could publish: invalid ones make the task a root, still recorded.
+        return JobContext.from_untrusted_headers(headers)
+    parent_id = request.get("parent_id")
+    # Celery makes a retried root task the parent of its own retry: a root it stays.
+    if parent_id and parent_id != request.get("id"):
+        try:
             return JobContext(job_id=parent_id, root_job_id=request.get("root_id") or parent_id)
-    except (ValueError, TypeError):
-        # Headers from a foreign producer that are not valid job ids: the task still runs
-        # in a job of its own, a root, rather than not being recorded at all.
-        return None
+        except (ValueError, TypeError):
+            return None  # ids from a foreign producer that cannot be job ids: a root
     return None
 
 
 def _task_scope(
     logger: LlamaLogger, name: str, task_id: str | None, parent: JobContext | None
 ) -> JobScope:
-    try:
-        return logger._task_job(name[:MAX_JOB_NAME_LENGTH], task_id, parent)
-    except (ValueError, TypeError):
-        # A custom task id that is no valid job id (too long, say): a generated one.
-        return logger._task_job(name[:MAX_JOB_NAME_LENGTH], None, parent)
+    return logger.task_job(name, job_id=task_id, parent=parent)
 
 
 class CeleryInstrumentation:
@@ -224,7 +208,7 @@ class CeleryInstrumentation:
         scope, logger = entry
         scope.__exit__(None, None, None)
         if current_job() is None and self._flushes_after_task():
-            logger._task_ended()
+            logger.task_ended()
 
     def _flushes_after_task(self) -> bool:
         if self._flush_after_task is not None:
@@ -254,7 +238,7 @@ class CeleryInstrumentation:
             return
         logger = self._running(sender)
         if logger is not None:
-            if not logger._failed_logged():
+            if not logger.failed_logged():
                 logger.log_exception(exception)
             return
         request = self._received.get(task_id) if task_id is not None else None

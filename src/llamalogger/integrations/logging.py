@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .._logger import LlamaLogger
-from .._records import Category
+from llamalogger import Category, LlamaLogger
+
 from . import _default_category, _detail_key
 
 __all__ = ["LlamaLogHandler"]

@@ -24,9 +24,7 @@ from typing import Any, ClassVar
 from rq import Queue, Worker
 from rq.job import Job
 
-from .._context import MAX_JOB_NAME_LENGTH, JobContext, JobScope, current_job
-from .._logger import LlamaLogger
-from .._records import Category
+from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job
 
 __all__ = ["META_KEY", "LlamaQueue", "LlamaWorker", "job_meta"]
 
@@ -51,22 +49,12 @@ class LlamaQueue(Queue):
 
 
 def _parent_of(job: Job) -> JobContext | None:
-    headers = (job.meta or {}).get(META_KEY)
-    if not headers:
-        return None
-    try:
-        return JobContext.from_headers(headers)
-    except (ValueError, TypeError, AttributeError):
-        return None  # meta written by something else: the job becomes a root
+    # Meta written by something else, or not valid job ids: the job becomes a root.
+    return JobContext.from_untrusted_headers((job.meta or {}).get(META_KEY))
 
 
 def _scope(logger: LlamaLogger, job: Job) -> JobScope:
-    name = str(job.func_name)[:MAX_JOB_NAME_LENGTH]
-    parent = _parent_of(job)
-    try:
-        return logger._task_job(name, job.id, parent)
-    except (ValueError, TypeError):
-        return logger._task_job(name, None, parent)  # id unfit for a job
+    return logger.task_job(str(job.func_name), job_id=job.id, parent=_parent_of(job))
 
 
 def _will_retry(job: Job) -> bool:
@@ -104,7 +92,7 @@ class LlamaWorker(Worker):
             if self.is_horse:
                 # The horse ends with os._exit: no atexit, no finalizer. Deliver (or
                 # spill) here, bounded.
-                logger._task_ended()
+                logger.task_ended()
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         exc = exc_info[1] if len(exc_info) > 1 else None
@@ -133,7 +121,7 @@ class LlamaWorker(Worker):
                 retries_left=job.retries_left,
                 reason=str(failure),
             )
-        elif logger._failed_logged():
+        elif logger.failed_logged():
             return
         elif isinstance(failure, BaseException):
             logger.log_exception(failure)

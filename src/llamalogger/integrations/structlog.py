@@ -26,9 +26,8 @@ from typing import Any
 
 from structlog.typing import EventDict, WrappedLogger
 
-from .._context import current_job
-from .._logger import LlamaLogger
-from .._records import Category
+from llamalogger import Category, LlamaLogger, current_job
+
 from . import _default_category, _detail_key
 
 __all__ = ["NOT_DETAILS", "PersistToLlamaLog", "add_job_context"]

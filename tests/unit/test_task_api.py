@@ -1,0 +1,115 @@
+"""The task API's pieces that need no database: reading a parent from untrusted headers,
+and the Dramatiq middleware's sending side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llamalogger import JobContext, LlamaLogger
+from llamalogger._context import JobScope
+
+HEADERS = JobContext.HEADERS
+
+
+class TestFromUntrustedHeaders:
+    def test_what_to_headers_writes_comes_back(self) -> None:
+        """A context survives to_headers/from_untrusted_headers unchanged."""
+        context = JobContext(job_id="child", name="link", parent_job_id="album", root_job_id="r")
+        assert JobContext.from_untrusted_headers(context.to_headers()) == context
+        assert set(context.to_headers()) == set(HEADERS)
+
+    def test_keys_match_in_any_case_and_others_are_ignored(self) -> None:
+        """Header names are case-insensitive; a message's other headers do not matter."""
+        headers = {"LlamaLog-Job-Id": "a", "id": "celery-id", 7: "seven", "argsrepr": "()"}
+        assert JobContext.from_untrusted_headers(headers) == JobContext(job_id="a")
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            None,
+            "llamalog-job-id",
+            ["llamalog-job-id", "a"],
+            {},
+            {"llamalog-root-job-id": "r"},  # no job id
+            {"llamalog-job-id": ""},
+            {"llamalog-job-id": 12},
+            {"llamalog-job-id": "x" * 101},
+            {"llamalog-job-id": "a\x00b"},
+            {"llamalog-job-id": "a", "llamalog-parent-job-id": ["b"]},
+            {"llamalog-job-id": "a", "llamalog-root-job-id": "\ud800"},
+        ],
+        ids=repr,
+    )
+    def test_anything_that_carries_no_valid_job_is_none(self, headers: object) -> None:
+        """Not a mapping, no job id, or an id that is no valid job id: None, never an error."""
+        assert JobContext.from_untrusted_headers(headers) is None
+
+    def test_a_long_or_odd_name_is_cut_or_dropped(self) -> None:
+        """The name is only a label: cut to the limit, or dropped when it is no str."""
+        long = JobContext.from_untrusted_headers({HEADERS[0]: "a", HEADERS[3]: "n" * 5000})
+        assert long is not None
+        assert long.name == "n" * 200
+        odd = JobContext.from_untrusted_headers({HEADERS[0]: "a", HEADERS[3]: {"x": 1}})
+        assert odd == JobContext(job_id="a")
+
+
+class TestDramatiqSending:
+    @pytest.fixture
+    def broker(self) -> Any:
+        pytest.importorskip("dramatiq")
+        from dramatiq.brokers.stub import StubBroker
+
+        from llamalogger.integrations.dramatiq import instrument
+
+        broker = StubBroker()
+        broker.declare_queue("q")
+        instrument(broker, no_logger)
+        yield broker
+        broker.close()
+
+    def send(self, broker: Any, message_id: str | None = None, **options: Any) -> Any:
+        from dramatiq import Message
+
+        message = Message("q", "fetch_cover", (), {}, options)
+        if message_id is not None:
+            message = message.copy(message_id=message_id)
+        return broker.enqueue(message)
+
+    def test_a_message_sent_inside_a_job_carries_it(self, broker: Any) -> None:
+        """Inside a job the message's options name it; outside any job they do not."""
+        from llamalogger.integrations.dramatiq import OPTION_KEY
+
+        assert OPTION_KEY not in self.send(broker).options
+        with JobScope("import-album", None, None) as job:
+            sent = self.send(broker)
+        assert sent.options[OPTION_KEY] == job.to_headers()
+
+    def test_the_senders_choice_and_a_retry_are_left_alone(self, broker: Any) -> None:
+        """Options the sender set are never overwritten; a message re-sent under its own
+        job (a retry) is not made its own parent."""
+        from llamalogger.integrations.dramatiq import OPTION_KEY
+
+        with JobScope("import-album", None, None) as job:
+            chosen = self.send(broker, **{OPTION_KEY: {"llamalog-job-id": "elsewhere"}})
+            retried = self.send(broker, message_id=job.job_id)
+        assert chosen.options[OPTION_KEY] == {"llamalog-job-id": "elsewhere"}
+        assert OPTION_KEY not in retried.options
+
+    def test_instrument_twice_is_one_middleware(self, broker: Any) -> None:
+        """The same logger again returns the middleware; another logger is refused."""
+        from llamalogger.integrations.dramatiq import LlamaMiddleware, instrument
+
+        first = broker.middleware[0]
+        assert isinstance(first, LlamaMiddleware)
+        assert instrument(broker, no_logger) is first
+        assert sum(isinstance(m, LlamaMiddleware) for m in broker.middleware) == 1
+        with pytest.raises(ValueError, match="another logger"):
+            instrument(broker, LlamaLogger)
+        with pytest.raises(TypeError, match="LlamaLogger or a callable"):
+            LlamaMiddleware("postgresql://db")  # type: ignore[arg-type]
+
+
+def no_logger() -> LlamaLogger:
+    raise AssertionError("sending never needs a logger")
