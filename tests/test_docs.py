@@ -53,6 +53,11 @@ STORED: dict[tuple[str, int], list[str]] = {
     ("api.md", 1): [
         "CREATED info 'album 1 created' album:1 | J1 import-album <- - ^J1",
     ],
+    ("api.md", 2): [  # the task's FAILED row, under the job that sent the message
+        "FAILED error 'LookupError: cover art too small' | J1 fetch_cover <- J2 ^J2 | "
+        "{'exception': '…LookupError: cover art too small', 'exception_type': 'LookupError', "
+        "'exception_message': 'cover art too small'}",
+    ],
     ("concepts.md", 2): [
         "CREATED info 'album 12 created' album:12 | J1 import-album <- - ^J1",
         "CREATED info 'artist found' artist:7 | J1 import-album <- - ^J1"
@@ -95,6 +100,17 @@ STORED: dict[tuple[str, int], list[str]] = {
         " | J1 docs_integrations.fetch_cover <- J2 ^J2"
         " | {'exception': '…LookupError: cover art too small', 'exception_type': 'LookupError',"
         " 'exception_message': 'cover art too small'}",
+    ],
+    ("integrations.md", 7): [  # one Dramatiq message, retried once: one job
+        "ENRICHED info 'cover found' album:12 | J1 fetch_cover <- J2 ^J2",
+        "ENRICHED info 'cover found' album:12 | J1 fetch_cover <- J2 ^J2",
+        "FAILED error 'LookupError: cover art too small' | J1 fetch_cover <- J2 "
+        "^J2 | {'exception': '…LookupError: cover art too small', "
+        "'exception_type': 'LookupError', 'exception_message': 'cover art too "
+        "small'}",
+        "SKIPPED warning 'attempt 1 failed, retrying: cover art too small' | J1 "
+        "fetch_cover <- J2 ^J2 | {'reason': 'cover art too small', 'attempt': 1, "
+        "'max_retries': 1, 'exception_type': 'LookupError'}",
     ],
     ("queries.md", 1): [
         "CREATED info 'album 12 created' album:12 | J1 import-album <- - ^J1",
