@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from llamalogger._migrate import migrate
+from llamalogger.schema import migrate
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from llamalogger import _backfill
-from llamalogger._backfill import backfill_batches
-from llamalogger.schema import BackfillReport, backfill_root_job_id, migrate
+from llamalogger.schema import BackfillReport, _backfill, backfill_root_job_id, migrate
+from llamalogger.schema._backfill import backfill_batches
 
 # (job_id, parent_job_id) of one row, in insert order
 Row = tuple[str | None, str | None]

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from llamalogger._errors import ConfigurationError, MigrationError
-from llamalogger._migrate import (
+from llamalogger.schema import (
     LATEST_VERSION,
     available_migrations,
     backfill_root_job_id,
@@ -200,7 +200,7 @@ class TestConcurrency:
         """
         import sys
         import psycopg
-        from llamalogger._migrate import migrate
+        from llamalogger.schema import migrate
 
         dsn, schema = sys.argv[1], sys.argv[2]
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -18,7 +18,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
-from ._errors import MigrationError
+from .._errors import MigrationError
 
 __all__ = [
     "BackfillReport",
