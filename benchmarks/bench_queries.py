@@ -12,8 +12,8 @@ write them) into a fresh schema, then times, for the same randomly chosen roots:
 - the same CTE with an extra index on ``parent_job_id`` (which 0001 never had), to show
   how much of the gap an index alone closes.
 
-Both variants feed the same Python assembly (``queries._tree_from_rows``) and are checked to give
-the same tree. Prints median times, ratios and the plans' index use.
+Both variants feed the same Python assembly (``queries._tree_from_rows``) and are checked to
+give the same tree. Prints median times, ratios and the plans' index use.
 """
 
 from __future__ import annotations

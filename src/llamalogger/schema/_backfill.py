@@ -85,15 +85,15 @@ def backfill_batches(
 ) -> BackfillReport:
     """Fill NULL ``root_job_id`` of rows with ``id > resume_after`` batch by batch; commit each.
 
-    ``conn`` must be in autocommit mode. The map of every job's root is built once, from the
-    rows present when it starts; rows that arrive later are the insert trigger's (0004) or the
-    next run's. ``filled`` counts this call's rows; the other counts describe the table at the
-    end.
+    ``conn`` must be in autocommit mode. The roots of the jobs left to fill are looked up
+    once, from the rows present when it starts; rows that arrive later are the insert
+    trigger's (0004) or the next run's. ``filled`` counts this call's rows; the other counts
+    describe the table at the end.
     """
     table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
     bounds = conn.execute(
         sql.SQL(
-            "SELECT min(id), max(id), count(*) FROM {}"
+            "SELECT min(id), max(id) FROM {}"
             " WHERE root_job_id IS NULL AND job_id IS NOT NULL AND id > %s"
         ).format(table),
         (resume_after,),
