@@ -47,7 +47,9 @@ BEGIN
         WHERE l.job_id = p_jobs[1] AND (l.root_job_id IS NOT NULL) IS TRUE
         LIMIT 1;
         IF v_root IS NOT NULL THEN
-            RETURN QUERY SELECT p_jobs[1], v_root;
+            job_id := p_jobs[1];
+            root := v_root;
+            RETURN NEXT;
             RETURN;
         END IF;
     END IF;
