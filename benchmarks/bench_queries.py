@@ -12,8 +12,8 @@ write them) into a fresh schema, then times, for the same randomly chosen roots:
 - the same CTE with an extra index on ``parent_job_id`` (which 0001 never had), to show
   how much of the gap an index alone closes.
 
-Both variants feed the same Python assembly (``tree_from_rows``) and are checked to give
-the same tree. Prints median times, ratios and the plans' index use.
+Both variants feed the same Python assembly (``queries._tree_from_rows``) and are checked to
+give the same tree. Prints median times, ratios and the plans' index use.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import psycopg
 from _support import scratch_schema
 from psycopg import sql
 
-from llamalogger.queries import JobNode, job_tree, tree_from_rows
+from llamalogger.queries import JobNode, _tree_from_rows, job_tree
 
 COLUMNS = (
     "logged_at, category, level, message, job_id, parent_job_id, root_job_id, job_name,"
@@ -139,7 +139,7 @@ def main() -> None:
             query = cte_query(table)
 
             def via_cte(root: str) -> JobNode | None:
-                return tree_from_rows(conn.execute(query, {"root": root}).fetchall(), root)
+                return _tree_from_rows(conn.execute(query, {"root": root}).fetchall(), root)
 
             def via_root(root: str) -> JobNode | None:
                 return job_tree(conn, root, schema=schema)

@@ -26,11 +26,13 @@ from ._errors import SchemaNotMigrated
 
 __all__ = [
     "JobNode",
+    "LogStatus",
     "entity_history",
     "job_chain",
     "job_tree",
     "logs_for_root",
     "recent_events",
+    "status",
 ]
 
 Connectable = psycopg.Connection[Any] | ConnectionPool[Any]
@@ -207,16 +209,16 @@ def job_tree(
     ).format(_table(schema))
     with _connection(source) as conn, conn.cursor() as cur:
         rows = cur.execute(query, (root_job_id,)).fetchall()
-    return tree_from_rows(rows, root_job_id)
+    return _tree_from_rows(rows, root_job_id)
 
 
 TreeRow = tuple[str, str | None, str | None, str, int, dt.datetime, dt.datetime]
 
 
-def tree_from_rows(rows: Sequence[TreeRow], root_job_id: str) -> JobNode | None:
+def _tree_from_rows(rows: Sequence[TreeRow], root_job_id: str) -> JobNode | None:
     """Assemble a tree from per-(job, category) rows: ``(job_id, parent_job_id, job_name,
-    category, events, first_at, last_at)``. Shared with the benchmark's recursive-CTE
-    variant, so both are measured with the same Python work."""
+    category, events, first_at, last_at)``. The benchmark's recursive-CTE variant uses it
+    too, so both are measured with the same Python work."""
     if not rows:
         return None
     nodes: dict[str, JobNode] = {}
@@ -249,3 +251,36 @@ def tree_from_rows(rows: Sequence[TreeRow], root_job_id: str) -> JobNode | None:
     for node in nodes.values():
         node.children.sort(key=lambda child: (child.first_at, child.job_id))
     return root
+
+
+@attrs.frozen
+class LogStatus:
+    """What :func:`status` found: the events in all, by category, and the distinct roots."""
+
+    #: Every row of ``llama_log``.
+    events: int
+    #: Events per category, the most frequent first (ties by name); categories without rows
+    #: are left out.
+    by_category: tuple[tuple[str, int], ...]
+    #: Distinct ``root_job_id`` values (rows logged outside any job have none).
+    root_jobs: int
+
+
+def status(source: Connectable, *, schema: str = DEFAULT_SCHEMA) -> LogStatus:
+    """Counts over the whole table, as ``llamalog status`` prints them; reads it once."""
+    table = _table(schema)
+    with _connection(source) as conn:
+        counts = conn.execute(
+            sql.SQL("SELECT category::text, count(*) FROM {} GROUP BY 1 ORDER BY 2 DESC, 1").format(
+                table
+            )
+        ).fetchall()
+        roots = conn.execute(
+            sql.SQL("SELECT count(DISTINCT root_job_id) FROM {}").format(table)
+        ).fetchone()
+    by_category = tuple((str(category), int(count)) for category, count in counts)
+    return LogStatus(
+        events=sum(count for _, count in by_category),
+        by_category=by_category,
+        root_jobs=int(roots[0]) if roots else 0,
+    )

@@ -11,15 +11,13 @@ import random
 from collections.abc import Iterable, Sequence
 
 import psycopg
-import pytest
 from attrs import astuple
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from llamalogger import _backfill
-from llamalogger._backfill import backfill_batches
 from llamalogger.schema import BackfillReport, backfill_root_job_id, migrate
+from llamalogger.schema._backfill import backfill_batches
 
 # (job_id, parent_job_id) of one row, in insert order
 Row = tuple[str | None, str | None]
@@ -260,19 +258,20 @@ class TestRules:
         assert str(report) == "backfill: 1 filled, 2 orphans, 0 unresolved, 3 total"
         assert [root for *_, root in stored(conn, schema)] == [None, None, "j"]
 
-    def test_rows_that_already_have_a_root_are_left_alone(
+    def test_a_root_already_stored_is_kept_and_shared_by_the_jobs_other_rows(
         self, conn: psycopg.Connection, schema: str
     ) -> None:
-        """The backfill fills NULLs only; a root the writer set is neither changed nor counted."""
-        load(conn, schema, [("j", None), ("j", None)])
+        """The backfill fills NULLs only, and a job with a stored root (the writer's) keeps one
+        root for all its rows (invariant 7), as the insert trigger gives it to late rows."""
+        load(conn, schema, [("j", None), ("j", None), ("child", "j")])
         conn.execute(
             sql.SQL("UPDATE {}.llama_log SET root_job_id = 'set-by-writer' WHERE id = 1").format(
                 sql.Identifier(schema)
             )
         )
         report = backfill_root_job_id(conn, schema=schema)
-        assert str(report) == "backfill: 1 filled, 0 orphans, 0 unresolved, 2 total"
-        assert [root for *_, root in stored(conn, schema)] == ["set-by-writer", "j"]
+        assert str(report) == "backfill: 2 filled, 0 orphans, 0 unresolved, 3 total"
+        assert [root for *_, root in stored(conn, schema)] == ["set-by-writer"] * 3
 
     def test_awkward_job_ids_round_trip(self, conn: psycopg.Connection, schema: str) -> None:
         """Ids of exactly 100 characters, quotes, backslashes, tabs and unicode are just ids."""
@@ -329,8 +328,8 @@ class TestRandomForests:
         assert report == expected_report(after)
 
 
-class TestMapOfPendingJobsOnly:
-    """With few rows to fill, the map covers only their jobs and ancestors, found walking up."""
+class TestRowsLeftToFill:
+    """The map covers only the jobs of the rows left to fill and their ancestors."""
 
     @settings(
         max_examples=60,
@@ -347,23 +346,23 @@ class TestMapOfPendingJobsOnly:
         ),
         keep=st.sets(st.sampled_from(JOB_IDS)),
     )
-    def test_walking_up_from_the_pending_jobs_agrees_with_the_full_map(
+    def test_filling_what_is_left_agrees_with_filling_everything(
         self, conn: psycopg.Connection, schema: str, rows: list[Row], keep: set[str]
     ) -> None:
-        """For any rows, cycles and all, and any jobs already filled, the map built by walking
-        up from the NULL rows' jobs fills them as the map of every job would."""
+        """For any rows, cycles and all, and any jobs already filled, walking up from the NULL
+        rows' jobs fills them as a backfill of every row would."""
         conn.execute(
             sql.SQL("TRUNCATE {}.llama_log RESTART IDENTITY").format(sql.Identifier(schema))
         )
         load(conn, schema, rows)
-        backfill_batches(conn, schema, full_map=True)
+        backfill_batches(conn, schema)
         conn.execute(
             sql.SQL("UPDATE {}.llama_log SET root_job_id = NULL WHERE NOT job_id = ANY(%s)").format(
                 sql.Identifier(schema)
             ),
             (sorted(keep),),
         )
-        report = backfill_batches(conn, schema, full_map=False)
+        report = backfill_batches(conn, schema)
         after = stored(conn, schema)
         assert_roots_as_expected(after)
         assert (report.orphans, report.unresolved, report.total) == astuple(expected_report(after))[
@@ -371,10 +370,10 @@ class TestMapOfPendingJobsOnly:
         ]
 
     def test_late_rows_in_a_filled_table_get_the_roots_of_their_jobs(
-        self, conn: psycopg.Connection, schema: str, monkeypatch: pytest.MonkeyPatch
+        self, conn: psycopg.Connection, schema: str
     ) -> None:
         """The reference set filled, then a few jobs' roots wiped: only they are filled again,
-        and the choice falls on the pending-only map by itself (few NULL rows, table analysed)."""
+        with the roots they had."""
         backfill(conn, schema, reference_rows())
         before = stored(conn, schema)
         wiped = conn.execute(
@@ -383,18 +382,57 @@ class TestMapOfPendingJobsOnly:
                 " WHERE job_id IN ('job-0007', 'job-0100', 'job-0321')"
             ).format(sql.Identifier(schema))
         ).rowcount
-        conn.execute(sql.SQL("ANALYZE {}.llama_log").format(sql.Identifier(schema)))
-        builds: list[int | None] = []
-        build = _backfill._build_root_map
-        monkeypatch.setattr(
-            _backfill,
-            "_build_root_map",
-            lambda conn, table, after: builds.append(after) or build(conn, table, after),
-        )
         report = backfill_root_job_id(conn, schema=schema)
-        assert builds == [0]  # the pending-only map, chosen by itself
         assert str(report) == f"backfill: {wiped} filled, 42 orphans, 0 unresolved, 4052 total"
         assert stored(conn, schema) == before
+
+
+class TestOneRule:
+    """The rule is one SQL function; the backfill, its SQL twin and the trigger all call it."""
+
+    def test_the_backfill_uses_the_text_of_the_schemas_own_function(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """The session copy the batched backfill makes is the migration's function, word for
+        word, so the two cannot drift apart."""
+        backfill(conn, schema, [("j", None)])
+        query = (
+            "SELECT n.nspname LIKE 'pg_temp%%', p.prosrc FROM pg_catalog.pg_proc AS p"
+            " JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace"
+            " WHERE p.proname = 'llama_log_job_roots' AND (n.nspname = %s"
+            " OR n.oid = pg_catalog.pg_my_temp_schema())"
+        )
+        bodies = dict(conn.execute(query, (schema,)).fetchall())
+        assert set(bodies) == {True, False}
+        assert bodies[True] == bodies[False]
+
+    def test_the_trigger_and_the_sql_backfill_function_call_the_rule(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """Neither function carries a copy of the rule: each body names llama_log_job_roots."""
+        query = (
+            "SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc AS p"
+            " JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = %s AND p.proname LIKE 'llama_log%%root_job_id'"
+        )
+        bodies = dict(conn.execute(query, (schema,)).fetchall())
+        assert set(bodies) == {"llama_log_fill_root_job_id", "llama_log_backfill_root_job_id"}
+        for body in bodies.values():
+            assert "llama_log_job_roots(" in body
+            assert "RECURSIVE" not in body
+
+    def test_the_sql_backfill_function_gives_the_reference_figures(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """llama_log_backfill_root_job_id(), kept for scripts, fills as the batched backfill."""
+        load(conn, schema, reference_rows())
+        row = conn.execute(
+            sql.SQL("SELECT * FROM {}.llama_log_backfill_root_job_id()").format(
+                sql.Identifier(schema)
+            )
+        ).fetchone()
+        assert row == (4010, 42, 0, 4052)
+        assert_roots_as_expected(stored(conn, schema))
 
 
 def test_backfill_report_line_format() -> None:

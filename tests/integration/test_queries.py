@@ -11,11 +11,13 @@ from psycopg_pool import ConnectionPool
 
 from llamalogger import Category, JobContext, LlamaLogger, SchemaNotMigrated
 from llamalogger.queries import (
+    LogStatus,
     entity_history,
     job_chain,
     job_tree,
     logs_for_root,
     recent_events,
+    status,
 )
 
 
@@ -166,3 +168,27 @@ class TestOtherQueries:
     ) -> None:
         with pytest.raises(SchemaNotMigrated, match="llamalog migrate"):
             job_tree(conn, "x", schema=schema_name)
+
+
+class TestStatus:
+    def test_status_counts_events_by_category_and_distinct_roots(
+        self,
+        conn: psycopg.Connection,
+        schema: str,
+        album_import: dict[str, JobContext],
+    ) -> None:
+        """The most frequent category first, ties by name; rows outside a job add no root."""
+        assert status(conn, schema=schema) == LogStatus(
+            events=11,
+            by_category=(("CREATED", 5), ("LINKED", 3), ("ENRICHED", 2), ("UPDATED", 1)),
+            root_jobs=2,
+        )
+
+    def test_status_of_an_empty_table(self, conn: psycopg.Connection, schema: str) -> None:
+        assert status(conn, schema=schema) == LogStatus(events=0, by_category=(), root_jobs=0)
+
+    def test_status_of_an_unmigrated_schema_raises_schema_not_migrated(
+        self, conn: psycopg.Connection, schema_name: str
+    ) -> None:
+        with pytest.raises(SchemaNotMigrated, match="llamalog migrate"):
+            status(conn, schema=schema_name)

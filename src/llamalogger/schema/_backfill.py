@@ -1,9 +1,10 @@
 """The root_job_id backfill: a job -> root map built once, then id-range batches that commit.
 
-The rules are those of docs/design.md section 4 and of ``llama_log_backfill_root_job_id()``
-(migration 0002), which does the same in one transaction; this one never holds a row lock for
-longer than one batch, so writers and readers go on while it runs, and a kill loses at most
-the batch in flight.
+The map comes from ``llama_log_job_roots()``, the one statement of the rules of
+docs/design.md section 4 (migration 0005), which the insert trigger and
+``llama_log_backfill_root_job_id()`` call too. A backfill never holds a row lock for longer
+than one batch, so writers and readers go on while it runs, and a kill loses at most the batch
+in flight.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
-from ._errors import MigrationError
+from .._errors import MigrationError
+from ._files import migration_step
 
 __all__ = [
     "BackfillReport",
@@ -40,8 +42,9 @@ Checkpoint = Callable[[psycopg.Connection[Any], int], None]
 _FIRST_BATCH = 2_000
 _MIN_BATCH = 100
 _MAX_BATCH = 2_000_000
-# Below one row to fill in this many, the map is built from those rows' jobs and ancestors.
-_FEW_PENDING = 20
+# The migration and step that define the rule; the map is built by this same text.
+_RULE_STEP = ("0005", "job_roots_function")
+_RULE_NAME = "FUNCTION llama_log_job_roots("
 # A batch that takes this long was sized wrongly; it is cancelled and retried at half the size.
 _BATCH_STATEMENT_TIMEOUT_MS = 30_000
 
@@ -79,30 +82,26 @@ def backfill_batches(
     batch_seconds: float = 0.2,
     lock_timeout: float = 0.2,
     lock_retries: int = 10,
-    full_map: bool | None = None,
 ) -> BackfillReport:
     """Fill NULL ``root_job_id`` of rows with ``id > resume_after`` batch by batch; commit each.
 
-    ``conn`` must be in autocommit mode. The map of every job's root is built once, from the
-    rows present when it starts; rows that arrive later are the insert trigger's (0004) or the
-    next run's. ``filled`` counts this call's rows; the other counts describe the table at the
-    end. ``full_map`` chooses how the map is built (None: by the share of rows to fill; the
-    tests force each way).
+    ``conn`` must be in autocommit mode. The roots of the jobs left to fill are looked up
+    once, from the rows present when it starts; rows that arrive later are the insert
+    trigger's (0004) or the next run's. ``filled`` counts this call's rows; the other counts
+    describe the table at the end.
     """
     table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
     bounds = conn.execute(
         sql.SQL(
-            "SELECT min(id), max(id), count(*) FROM {}"
+            "SELECT min(id), max(id) FROM {}"
             " WHERE root_job_id IS NULL AND job_id IS NOT NULL AND id > %s"
         ).format(table),
         (resume_after,),
     ).fetchone()
     filled = 0
     if bounds is not None and bounds[0] is not None:
-        low, high, pending = int(bounds[0]), int(bounds[1]), int(bounds[2])
-        if full_map is None:
-            full_map = pending * _FEW_PENDING > _estimated_rows(conn, schema)
-        _build_root_map(conn, table, None if full_map else resume_after)
+        low, high = int(bounds[0]), int(bounds[1])
+        _build_root_map(conn, schema, table, resume_after)
         try:
             filled = _update_in_batches(
                 conn,
@@ -131,77 +130,48 @@ def backfill_batches(
     return BackfillReport(filled, int(counts[0]), int(counts[1]), int(counts[2]))
 
 
-def _estimated_rows(conn: psycopg.Connection[Any], schema: str) -> float:
-    row = conn.execute(
-        "SELECT c.reltuples FROM pg_catalog.pg_class AS c"
-        " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = 'llama_log'",
-        (schema,),
-    ).fetchone()
-    return 0.0 if row is None else float(row[0])  # -1 (never analysed) counts as small
-
-
 def _build_root_map(
-    conn: psycopg.Connection[Any], table: sql.Composable, only_pending_after: int | None
+    conn: psycopg.Connection[Any], schema: str, table: sql.Composable, after: int
 ) -> None:
-    """``pg_temp.llamalog_backfill_roots(job_id, root)`` for every job whose root is known.
+    """``pg_temp.llamalog_backfill_roots(job_id, root)`` for the jobs of the rows to fill.
 
-    The same set-based descent as ``llama_log_backfill_root_job_id()``: a job's parent is that
-    of its earliest row; descending from the roots reaches each job once, and the jobs it never
-    reaches are those on or below a cycle, which get no entry (unresolved).
-
-    With ``only_pending_after``, the jobs are only those of the rows still to fill (after that
-    id) and their ancestors, found by walking up through the job_id index: for a few late rows
-    in a large table, a few index look-ups instead of sorting the whole table. The set is
-    closed upwards, so a parent missing from it has no rows at all, as in the full map.
+    Those are the rows after ``after`` without a root; the rule walks up from their jobs
+    through the job_id index, so a few late rows in a large table cost a few look-ups. Jobs on
+    or below a cycle get no entry (unresolved).
     """
-    if only_pending_after is None:
-        jobs = sql.SQL(
-            "SELECT DISTINCT ON (l.job_id) l.job_id, l.parent_job_id AS parent"
-            " FROM {} AS l WHERE l.job_id IS NOT NULL ORDER BY l.job_id, l.id"
-        ).format(table)
-    else:
-        # "id + 0": the earliest row of one job through the job_id index, never a walk along
-        # the primary key. UNION (not ALL) ends the walk on a cycle.
-        earliest = sql.SQL(
-            "SELECT l.parent_job_id AS parent FROM {} AS l"
-            " WHERE l.job_id = up.job_id ORDER BY l.id + 0 LIMIT 1"
-        ).format(table)
-        jobs = sql.SQL(
-            "WITH RECURSIVE up (job_id) AS ("
-            " SELECT DISTINCT l.job_id FROM {table} AS l"
-            "  WHERE l.root_job_id IS NULL AND l.job_id IS NOT NULL AND l.id > {after}"
-            " UNION"
-            " SELECT first.parent FROM up CROSS JOIN LATERAL ({earliest}) AS first"
-            "  WHERE first.parent IS NOT NULL"
-            ") SELECT up.job_id, first.parent FROM up CROSS JOIN LATERAL ({earliest}) AS first"
-        ).format(table=table, after=sql.Literal(only_pending_after), earliest=earliest)
     with conn.transaction():
-        # One scan of the table under ACCESS SHARE, which blocks no writer or reader; on a
+        # One read of the table under ACCESS SHARE, which blocks no writer or reader; on a
         # large table it takes as long as it takes, so no statement_timeout here.
         conn.execute("SELECT set_config('statement_timeout', '0', true)")
-        conn.execute("DROP TABLE IF EXISTS pg_temp.llamalog_backfill_jobs")
+        _create_rule(conn, schema)
         conn.execute("DROP TABLE IF EXISTS pg_temp.llamalog_backfill_roots")
-        conn.execute(sql.SQL("CREATE TEMPORARY TABLE llamalog_backfill_jobs AS {}").format(jobs))
-        conn.execute("ALTER TABLE pg_temp.llamalog_backfill_jobs ADD PRIMARY KEY (job_id)")
-        conn.execute("CREATE INDEX ON pg_temp.llamalog_backfill_jobs (parent)")
-        conn.execute("ANALYZE pg_temp.llamalog_backfill_jobs")
         conn.execute(
-            "CREATE TEMPORARY TABLE llamalog_backfill_roots AS"
-            " WITH RECURSIVE tree (job_id, root) AS ("
-            "  SELECT j.job_id, coalesce(j.parent, j.job_id)"
-            "  FROM pg_temp.llamalog_backfill_jobs AS j"
-            "  WHERE j.parent IS NULL OR NOT EXISTS ("
-            "   SELECT FROM pg_temp.llamalog_backfill_jobs AS p WHERE p.job_id = j.parent)"
-            "  UNION ALL"
-            "  SELECT child.job_id, tree.root"
-            "  FROM pg_temp.llamalog_backfill_jobs AS child"
-            "  JOIN tree ON child.parent = tree.job_id"
-            " ) SELECT job_id, root FROM tree"
+            sql.SQL(
+                "CREATE TEMPORARY TABLE llamalog_backfill_roots AS"
+                " SELECT r.job_id, r.root FROM pg_temp.llama_log_job_roots(ARRAY("
+                "  SELECT DISTINCT l.job_id FROM {} AS l"
+                "  WHERE l.root_job_id IS NULL AND l.job_id IS NOT NULL AND l.id > %s)) AS r"
+            ).format(table),
+            (after,),
         )
         conn.execute("ALTER TABLE pg_temp.llamalog_backfill_roots ADD PRIMARY KEY (job_id)")
         conn.execute("ANALYZE pg_temp.llamalog_backfill_roots")
-        conn.execute("DROP TABLE pg_temp.llamalog_backfill_jobs")
+
+
+def _create_rule(conn: psycopg.Connection[Any], schema: str) -> None:
+    """The rule of migration 0005, as a function of this session, for ``schema``.
+
+    From its one definition in the migration file, so the backfill and the trigger cannot
+    drift apart; temporary, because the backfill steps of 0002 and 0004 run before 0005 has
+    created it in the schema, and the schema is left as its migrations made it.
+    """
+    text = migration_step(*_RULE_STEP).sql
+    if text.count(_RULE_NAME) != 1:  # a packaging mistake, caught by the tests
+        raise MigrationError(f"migration {_RULE_STEP[0]} does not define the root rule once")
+    # The function captures this search_path (SET search_path FROM CURRENT), so its
+    # unqualified names mean the schema's tables.
+    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+    conn.execute(text.replace(_RULE_NAME, "FUNCTION pg_temp." + _RULE_NAME[len("FUNCTION ") :]))
 
 
 def _update_in_batches(

@@ -14,22 +14,19 @@ The names below used to be imported from ``llamalogger`` itself; that still work
 
 from __future__ import annotations
 
+from .._errors import MigrationError
 from ._backfill import BackfillReport, Progress
-from ._errors import MigrationError
-from ._migrate import (
-    LATEST_VERSION,
-    MigrateResult,
-    Migration,
+from ._files import LATEST_VERSION, Migration, Step, StepMode, available_migrations
+from ._plan import (
     MigrationPlan,
     PlannedStep,
-    Step,
-    available_migrations,
-    backfill_root_job_id,
+    backfill_available,
     current_version,
-    migrate,
     plan_migration,
+    require_current,
 )
 from ._progress import ProgressDisplay
+from ._runner import MigrateResult, backfill_root_job_id, migrate
 
 __all__ = [
     "LATEST_VERSION",
@@ -42,9 +39,12 @@ __all__ = [
     "Progress",
     "ProgressDisplay",
     "Step",
+    "StepMode",
     "available_migrations",
+    "backfill_available",
     "backfill_root_job_id",
     "current_version",
     "migrate",
     "plan_migration",
+    "require_current",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .queries import JobNode
+from ..queries import JobNode
 
 __all__ = ["render_event", "render_tree"]
 

@@ -1,14 +1,13 @@
-"""The migration runner: versioned SQL files from ``llamalogger.migrations``, applied online.
+"""Applying migrations: each step in its way, recorded when done, resumed after a kill.
 
-A file is a list of steps, each introduced by a ``-- step: NAME | MODE | LOCK`` line (a file
-without one is a single transaction step). MODE says how the step runs:
+How a step runs depends on its :class:`StepMode`:
 
-* ``transaction``: in a transaction of its own, under a short ``lock_timeout``; a lock not
+* ``TRANSACTION``: in a transaction of its own, under a short ``lock_timeout``; a lock not
   granted in time rolls it back and it is retried with backoff and jitter, so the runner never
   queues behind a long transaction with everyone else queued behind it;
-* ``concurrently``: one ``CREATE INDEX CONCURRENTLY`` outside a transaction; an invalid index
+* ``CONCURRENTLY``: one ``CREATE INDEX CONCURRENTLY`` outside a transaction; an invalid index
   of the same name (left by a killed run) is dropped and built again;
-* ``backfill``: the batched root_job_id backfill of :mod:`llamalogger._backfill`.
+* ``BACKFILL``: the batched root_job_id backfill of :mod:`._backfill`.
 
 Every step is recorded in ``<schema>.schema_migration_steps`` when it is done (a backfill also
 records its progress with each batch), and a file in ``<schema>.schema_migrations`` once all
@@ -18,101 +17,51 @@ on the schema name serialises runners.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from importlib import resources
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, assert_never
 
 import attrs
 import psycopg
 import psycopg.errors
 from psycopg import sql
 
+from .._conninfo import DEFAULT_SCHEMA, validate_schema
+from .._errors import ConfigurationError, MigrationError
 from ._backfill import BackfillReport, Progress, backfill_batches, backoff
-from ._conninfo import DEFAULT_SCHEMA, validate_schema
-from ._errors import ConfigurationError, MigrationError
+from ._files import Migration, Step, StepMode
+from ._plan import (
+    check_versions,
+    current_version,
+    done_steps,
+    pending,
+    recorded_versions,
+    resolve_target,
+)
+from ._session import (
+    autocommit,
+    migration_lock,
+    quoted,
+    run_settings,
+    session_values,
+    set_step_local,
+)
 
-__all__ = [
-    "LATEST_VERSION",
-    "BackfillReport",
-    "MigrateResult",
-    "Migration",
-    "MigrationPlan",
-    "PlannedStep",
-    "Step",
-    "available_migrations",
-    "backfill_root_job_id",
-    "current_version",
-    "migrate",
-    "plan_migration",
-]
-
-#: The newest schema version this package ships (a test keeps it equal to the last file).
-LATEST_VERSION = "0004"
-
+__all__ = ["MigrateResult", "backfill_root_job_id", "migrate"]
 
 _T = TypeVar("_T")
 
-_FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
-_STEP_LINE = re.compile(
-    r"^-- step: (?P<name>[a-z0-9_]+) \| (?P<mode>transaction|concurrently|backfill)"
-    r" \| (?P<lock>.+)$",
-    re.MULTILINE,
-)
 _CONCURRENT_INDEX = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"
     r"(?P<index>\w+)\s+ON\s+(?P<table>\w+)",
     re.IGNORECASE,
 )
 
-# Catalog-only steps finish in milliseconds once they hold their lock; a statement that runs
-# longer than this is not what the file meant, and holding its lock that long would stall writers.
-_STEP_STATEMENT_TIMEOUT = "60s"
 # Backoff between lock attempts grows to this: with the default retries a step keeps trying
 # for about a minute, long enough for a burst of long writes (a writer replaying its spill
 # files) to pass, while each attempt still holds writers up for one lock_timeout at most.
 _RETRY_BACKOFF_CAP = 3.0
-# A killed runner's backend notices its client is gone within this, ends its statement and
-# releases its locks, instead of running on until it next tries to answer (PostgreSQL 14+).
-_CLIENT_CHECK_INTERVAL = "250ms"
-
-
-@attrs.frozen
-class Step:
-    """One step of a migration: its name, how it runs, and the lock it takes (for the plan)."""
-
-    name: str
-    mode: str
-    lock: str
-    sql: str = attrs.field(repr=False)
-
-
-@attrs.frozen
-class Migration:
-    """One versioned SQL file; ``0002_root_job_id.sql`` is version ``0002``, ``root_job_id``."""
-
-    version: str
-    name: str
-    sql: str = attrs.field(repr=False)
-    #: The file's steps in order (one ``transaction`` step for a file without step lines).
-    steps: tuple[Step, ...] = attrs.field(
-        repr=False,
-        default=attrs.Factory(lambda self: _parse_steps(self.name, self.sql), takes_self=True),
-    )
-
-
-def _parse_steps(name: str, text: str) -> tuple[Step, ...]:
-    headers = list(_STEP_LINE.finditer(text))
-    if not headers:
-        return (Step(name, "transaction", "as the file says", text),)
-    steps = []
-    for header, following in zip(headers, [*headers[1:], None], strict=True):
-        body = text[header.end() : following.start() if following else len(text)]
-        steps.append(Step(header["name"], header["mode"], header["lock"].strip(), body))
-    return tuple(steps)
 
 
 @attrs.frozen
@@ -127,101 +76,6 @@ class MigrateResult:
     applied: tuple[Migration, ...]
     version: str | None
     backfill: BackfillReport | None
-
-
-@attrs.frozen
-class PlannedStep:
-    """One step :func:`migrate` would run: the lock it takes and the rows it reads or writes."""
-
-    version: str
-    migration: str
-    step: str
-    mode: str
-    lock: str
-    rows: int
-
-    def __str__(self) -> str:
-        return (
-            f"{self.version} {self.migration}: {self.step} ({self.mode}); "
-            f"lock: {self.lock}; rows: {self.rows:,}"
-        )
-
-
-@attrs.frozen
-class MigrationPlan:
-    """What :func:`migrate` would do from ``version`` to ``target``; ``str()`` is the CLI text."""
-
-    schema: str
-    version: str | None
-    target: str
-    steps: tuple[PlannedStep, ...]
-
-    def __str__(self) -> str:
-        head = (
-            f"schema {self.schema}: version {self.version or 'none'}, target {self.target}, "
-            f"{len(self.steps)} step{'s' if len(self.steps) != 1 else ''} to run"
-        )
-        return "\n".join([head, *(f"  {step}" for step in self.steps)])
-
-
-@functools.cache
-def available_migrations() -> tuple[Migration, ...]:
-    """The migrations shipped in ``llamalogger.migrations``, sorted by version."""
-    found: dict[str, Migration] = {}
-    for entry in resources.files("llamalogger.migrations").iterdir():
-        match = _FILE_NAME.match(entry.name)
-        if match is None:
-            continue
-        version = match["version"]
-        if version in found:
-            # A packaging mistake; applying either file silently would be worse.
-            raise MigrationError(f"two migration files share version {version}")
-        found[version] = Migration(version, match["name"], entry.read_text(encoding="utf-8"))
-    return tuple(found[version] for version in sorted(found))
-
-
-def current_version(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> str | None:
-    """The newest version recorded in ``schema``, or None if the schema or its table is missing.
-
-    Read-only; on a connection outside autocommit it leaves the transaction it opens to the caller.
-    """
-    validate_schema(schema)
-    if not _table_exists(conn, schema, "schema_migrations"):
-        return None
-    row = conn.execute(
-        sql.SQL("SELECT max(version) FROM {}.schema_migrations").format(sql.Identifier(schema))
-    ).fetchone()
-    return None if row is None else cast("str | None", row[0])
-
-
-def plan_migration(
-    conn: psycopg.Connection[Any], *, schema: str = DEFAULT_SCHEMA, target: str | None = None
-) -> MigrationPlan:
-    """The steps :func:`migrate` would run now, with their locks and row counts; changes nothing.
-
-    The row counts are exact (``count(*)``), so on a large table this reads it once.
-    """
-    validate_schema(schema)
-    target = _resolve_target(target)
-    version = current_version(conn, schema)
-    recorded = _recorded_versions(conn, schema) if version is not None else set()
-    _check_versions(schema, recorded, target)
-    done = _done_steps(conn, schema)
-    has_table = _table_exists(conn, schema, "llama_log")
-    planned = []
-    for migration in _pending(recorded, target):
-        for step in migration.steps:
-            if (migration.version, step.name) in done:
-                continue
-            rows = 0
-            if has_table and step.mode in ("concurrently", "backfill"):
-                rows = _count_rows(conn, schema, backfill=step.mode == "backfill")
-            planned.append(
-                PlannedStep(
-                    migration.version, migration.name, step.name, step.mode, step.lock, rows
-                )
-            )
-    return MigrationPlan(schema, version, target, tuple(planned))
 
 
 def migrate(
@@ -256,7 +110,7 @@ def migrate(
     _check_positive(lock_timeout=lock_timeout, batch_seconds=batch_seconds, wait=wait)
     if lock_retries < 0:
         raise ConfigurationError(f"lock_retries must be 0 or more, not {lock_retries!r}")
-    target = _resolve_target(target)
+    target = resolve_target(target)
     runner = _Runner(
         conn,
         schema,
@@ -265,13 +119,13 @@ def migrate(
         batch_seconds=batch_seconds,
         progress=progress,
     )
-    with _autocommit(conn), _session_settings(conn), _migration_lock(conn, schema, wait):
+    with autocommit(conn), run_settings(conn), migration_lock(conn, schema, wait):
         with conn.transaction():
             _create_bookkeeping(conn, schema)
-        recorded = _recorded_versions(conn, schema)
-        _check_versions(schema, recorded, target)
+        recorded = recorded_versions(conn, schema)
+        check_versions(schema, recorded, target)
         applied = []
-        for migration in _pending(recorded, target):
+        for migration in pending(recorded, target):
             runner.apply(migration)
             applied.append(migration)
         return MigrateResult(
@@ -297,7 +151,7 @@ def backfill_root_job_id(
     """
     validate_schema(schema)
     _check_positive(batch_seconds=batch_seconds)
-    with _autocommit(conn):
+    with autocommit(conn):
         return backfill_batches(conn, schema, batch_seconds=batch_seconds, progress=progress)
 
 
@@ -324,19 +178,22 @@ class _Runner:
         self.report: BackfillReport | None = None
 
     def apply(self, migration: Migration) -> None:
-        done = _done_steps(self.conn, self.schema)
+        done = done_steps(self.conn, self.schema)
         steps = migration.steps
         for index, step in enumerate(steps):
             if (migration.version, step.name) in done:
                 continue
             last = index == len(steps) - 1
             try:
-                if step.mode == "transaction":
-                    self._transaction_step(migration, step, last=last)
-                elif step.mode == "concurrently":
-                    self._concurrent_step(migration, step, last=last)
-                else:
-                    self._backfill_step(migration, step, last=last)
+                match step.mode:
+                    case StepMode.TRANSACTION:
+                        self._transaction_step(migration, step, last=last)
+                    case StepMode.CONCURRENTLY:
+                        self._concurrent_step(migration, step, last=last)
+                    case StepMode.BACKFILL:
+                        self._backfill_step(migration, step, last=last)
+                    case _:
+                        assert_never(step.mode)
             except psycopg.Error as exc:
                 raise MigrationError(
                     f"migration {migration.version}_{migration.name} failed at step "
@@ -352,7 +209,7 @@ class _Runner:
     def _transaction_step(self, migration: Migration, step: Step, *, last: bool) -> None:
         def run() -> None:
             with self.conn.transaction():
-                self._set_local(lock_timeout=self.lock_timeout_ms)
+                set_step_local(self.conn, self.schema, lock_timeout=self.lock_timeout_ms)
                 self.conn.execute(step.sql)
                 self._record(migration, step, last=last)
 
@@ -379,7 +236,7 @@ class _Runner:
             # every older transaction in the database, however unrelated (fresh installs,
             # tests). The SHARE lock keeps it empty until commit.
             with self.conn.transaction():
-                self._set_local(lock_timeout=self.lock_timeout_ms)
+                set_step_local(self.conn, self.schema, lock_timeout=self.lock_timeout_ms)
                 self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(target))
                 row = self.conn.execute(has_rows).fetchone()
                 if row is None or row[0]:
@@ -397,8 +254,8 @@ class _Runner:
                 pass  # writers are busy with it after all: build it concurrently below
         # Outside a transaction, with no lock_timeout: SHARE UPDATE EXCLUSIVE blocks neither
         # writers nor readers, and the wait for older transactions holds no lock anyone needs.
-        with _session_values(
-            self.conn, search_path=_quoted(self.schema), lock_timeout="0", statement_timeout="0"
+        with session_values(
+            self.conn, search_path=quoted(self.schema), lock_timeout="0", statement_timeout="0"
         ):
             self.conn.execute(step.sql)
         with self.conn.transaction():
@@ -486,18 +343,6 @@ class _Runner:
         )
         return f"llama_log was locked by {held}"
 
-    def _set_local(self, *, lock_timeout: str) -> None:
-        # SET rather than set_config() for the path: PostgreSQL then stores it normalised, and
-        # functions created with SET search_path FROM CURRENT carry exactly what 0.1.0 gave them.
-        self.conn.execute(
-            sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.schema))
-        )
-        self.conn.execute(
-            "SELECT set_config('lock_timeout', %s, true),"
-            " set_config('statement_timeout', %s, true)",
-            (lock_timeout, _STEP_STATEMENT_TIMEOUT),
-        )
-
     def _record(self, migration: Migration, step: Step | None, *, last: bool) -> None:
         schema = sql.Identifier(self.schema)
         if step is not None:
@@ -535,36 +380,6 @@ def _check_positive(**values: float) -> None:
             raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
 
 
-def _resolve_target(target: str | None) -> str:
-    known = [m.version for m in available_migrations()]
-    if target is None:
-        return known[-1]
-    if target not in known:
-        raise MigrationError(
-            f"unknown migration target {target!r}; known versions: {', '.join(known)}"
-        )
-    return target
-
-
-def _check_versions(schema: str, recorded: set[str], target: str) -> None:
-    known = [m.version for m in available_migrations()]
-    unknown = sorted(recorded - set(known))
-    if unknown:
-        raise MigrationError(
-            f"schema {schema!r} has version {unknown[-1]}, which this package does not know "
-            f"(its latest is {known[-1]}): upgrade llamalogger"
-        )
-    if recorded and target < max(recorded):
-        raise MigrationError(
-            f"schema {schema!r} is at version {max(recorded)}; cannot go back to {target}: "
-            "downgrades are not supported"
-        )
-
-
-def _pending(recorded: set[str], target: str) -> list[Migration]:
-    return [m for m in available_migrations() if m.version not in recorded and m.version <= target]
-
-
 def _create_bookkeeping(conn: psycopg.Connection[Any], schema: str) -> None:
     name = sql.Identifier(schema)
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
@@ -588,134 +403,3 @@ def _create_bookkeeping(conn: psycopg.Connection[Any], schema: str) -> None:
             " PRIMARY KEY (version, step))"
         ).format(name)
     )
-
-
-def _table_exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS ("
-        " SELECT FROM pg_catalog.pg_class AS c"
-        " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = %s)",
-        (schema, table),
-    ).fetchone()
-    return row is not None and bool(row[0])
-
-
-def _recorded_versions(conn: psycopg.Connection[Any], schema: str) -> set[str]:
-    rows = conn.execute(
-        sql.SQL("SELECT version FROM {}.schema_migrations").format(sql.Identifier(schema))
-    ).fetchall()
-    return {str(version) for (version,) in rows}
-
-
-def _done_steps(conn: psycopg.Connection[Any], schema: str) -> set[tuple[str, str]]:
-    if not _table_exists(conn, schema, "schema_migration_steps"):
-        return set()
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT version, step FROM {}.schema_migration_steps WHERE done_at IS NOT NULL"
-        ).format(sql.Identifier(schema))
-    ).fetchall()
-    return {(str(version), str(step)) for version, step in rows}
-
-
-def _count_rows(conn: psycopg.Connection[Any], schema: str, *, backfill: bool) -> int:
-    table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
-    where = sql.SQL("")
-    if backfill:
-        has_root = conn.execute(
-            "SELECT EXISTS (SELECT FROM information_schema.columns"
-            " WHERE table_schema = %s AND table_name = 'llama_log'"
-            " AND column_name = 'root_job_id')",
-            (schema,),
-        ).fetchone()
-        where = sql.SQL(
-            " WHERE job_id IS NOT NULL AND root_job_id IS NULL"
-            if has_root is not None and has_root[0]
-            else " WHERE job_id IS NOT NULL"
-        )
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table) + where).fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def _quoted(schema: str) -> str:
-    """``schema`` as one element of a search_path, quoted as an identifier."""
-    return '"' + schema.replace('"', '""') + '"'
-
-
-@contextmanager
-def _autocommit(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Run a block in autocommit mode, so that ``conn.transaction()`` blocks really commit."""
-    if conn.autocommit:
-        yield
-        return
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        # Committing or rolling back the caller's work for them would be a surprise either way.
-        raise MigrationError(
-            "the connection has a transaction open: commit or roll back before migrating"
-        )
-    conn.autocommit = True
-    try:
-        yield
-    finally:
-        # A broken connection cannot take the setting back, and is of no use to anyone anyway.
-        if not conn.broken and not conn.closed:
-            conn.autocommit = False
-
-
-@contextmanager
-def _session_values(conn: psycopg.Connection[Any], **values: str) -> Iterator[None]:
-    """Set session settings for a block and put the caller's values back afterwards."""
-    saved = {}
-    for name, value in values.items():
-        row = conn.execute(
-            "SELECT current_setting(%s), set_config(%s, %s, false)", (name, name, value)
-        ).fetchone()
-        saved[name] = "" if row is None else str(row[0])
-    try:
-        yield
-    finally:
-        if not conn.broken and not conn.closed:
-            for name, value in saved.items():
-                conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-
-
-@contextmanager
-def _session_settings(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    if conn.info.server_version < 140000:  # client_connection_check_interval is 14+
-        yield
-        return
-    with _session_values(conn, client_connection_check_interval=_CLIENT_CHECK_INTERVAL):
-        yield
-
-
-@contextmanager
-def _migration_lock(conn: psycopg.Connection[Any], schema: str, wait: float) -> Iterator[None]:
-    """Hold a session advisory lock for ``schema``, so concurrent runners apply each step once."""
-    # Keyed on the schema, so runners for different schemas do not wait on each other.
-    key = "llamalogger.migrate:" + schema
-    # lock_timeout bounds the wait for an advisory lock too: a second runner waits for the
-    # first one (then finds nothing left to do), but not forever.
-    try:
-        with _session_values(conn, lock_timeout=f"{max(1, round(wait * 1000))}ms"):
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
-    except psycopg.errors.LockNotAvailable as exc:
-        holder = conn.execute(
-            "SELECT l.pid FROM pg_catalog.pg_locks AS l"
-            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-            " AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid"
-            " AND l.database = (SELECT oid FROM pg_catalog.pg_database"
-            "  WHERE datname = current_database())",
-            (key,),
-        ).fetchone()
-        who = f" (server process {holder[0]})" if holder else ""
-        raise MigrationError(
-            f"another `llamalog migrate` is running on schema {schema!r}{who}; waited "
-            f"{wait:g} s for it: run it again when that one has finished"
-        ) from exc
-    try:
-        yield
-    finally:
-        # A broken connection has lost its session, and the lock with it.
-        if not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))

@@ -10,11 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import attrs
 import psycopg
 
-from ._conninfo import DEFAULT_SCHEMA
-from ._context import bind_job
-from ._logger import LlamaLogger
-from ._records import Category
-from .queries import JobNode, job_tree
+from .. import Category, LlamaLogger, bind_job
+from .._conninfo import DEFAULT_SCHEMA
+from ..queries import JobNode, job_tree
 
 __all__ = ["DemoResult", "run_demo"]
 
