@@ -118,6 +118,10 @@ STORED: dict[tuple[str, int], list[str]] = {
         "ENRICHED info 'tempo detected' track:9 | J3 enrich-track <- J2 ^J1 | {'bpm': 128}",
         "LINKED info 'artist 7 linked to track 9' artist:7 -> track:9 | J2 import-track <- J1 ^J1",
     ],
+    ("queries.md", 2): [
+        "CREATED info 'album 12 created' album:12 | J1 import-album <- - ^J1",
+        "CREATED info 'track 9 created' track:9 | J1 import-album <- - ^J1",
+    ],
 }
 # At most this many lines of prose between a snippet and the text block that is its output.
 OUTPUT_GAP = 4
