@@ -26,14 +26,15 @@ What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
 from __future__ import annotations
 
 import os
-import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from celery import signals
 
 from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job
+
+from ._process_logger import ProcessLogger
 
 __all__ = ["CeleryInstrumentation", "instrument"]
 
@@ -142,11 +143,8 @@ class CeleryInstrumentation:
         self.source = source
         self._flush_after_task = flush_after_task
         self._close_timeout = close_timeout
-        self._logger: LlamaLogger | None = source if isinstance(source, LlamaLogger) else None
-        self._logger_pid = os.getpid()
+        self._process_logger = ProcessLogger(source)
         self._pool_process_pid: int | None = None
-        # Threads-pool tasks may ask for the logger at the same moment: make only one.
-        self._lock = threading.Lock()
         # The requests this (main) process received and still holds, by task id: a task
         # whose pool process dies gets its FAILED event from here. Weak: Celery decides
         # how long a request lives.
@@ -155,15 +153,7 @@ class CeleryInstrumentation:
     @property
     def logger(self) -> LlamaLogger:
         """This process's logger (made by the factory on first use in each process)."""
-        logger = self._logger
-        if logger is not None and (self._logger_pid == os.getpid() or self.source is logger):
-            return logger
-        with self._lock:
-            if self._logger is None or self._logger_pid != os.getpid():
-                factory = cast(Callable[[], LlamaLogger], self.source)
-                self._logger = factory()
-                self._logger_pid = os.getpid()
-            return self._logger
+        return self._process_logger.get()
 
     def connect(self) -> None:
         uid = f"llamalogger.celery.{id(self.app)}"
@@ -284,9 +274,4 @@ class CeleryInstrumentation:
         _ = self.logger
 
     def _process_ending(self, **_: Any) -> None:
-        logger = self._logger
-        if logger is None:
-            return
-        if self._logger_pid != os.getpid() and self.source is not logger:
-            return  # the parent's logger, copied by fork and never used here
-        logger.close(self._close_timeout)
+        self._process_logger.close(self._close_timeout)

@@ -26,7 +26,6 @@ alone (``LlamaLogger.task_job``, ``task_ended``, ``failed_logged``,
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +37,8 @@ from dramatiq.message import Message
 from dramatiq.middleware import Retries
 
 from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job
+
+from ._process_logger import ProcessLogger
 
 __all__ = ["OPTION_KEY", "LlamaMiddleware", "instrument"]
 
@@ -107,33 +108,17 @@ class LlamaMiddleware(Middleware):
         flush_after_message: bool = True,
         close_timeout: float | None = None,
     ) -> None:
-        if not isinstance(logger, LlamaLogger) and not callable(logger):
-            raise TypeError(
-                f"logger must be a LlamaLogger or a callable that returns one, "
-                f"not {type(logger).__name__}"
-            )
+        self._process_logger = ProcessLogger(logger)
         self.source = logger
         self.flush_after_message = flush_after_message
         self.close_timeout = close_timeout
-        self._logger: LlamaLogger | None = logger if isinstance(logger, LlamaLogger) else None
-        self._logger_pid = os.getpid()
-        # Worker threads start their first messages at once: make only one logger.
-        self._lock = threading.Lock()
         # A message's before and after hooks run in the worker thread that processes it.
         self._running = threading.local()
 
     @property
     def logger(self) -> LlamaLogger:
         """This process's logger (a factory is called once per process)."""
-        logger = self._logger
-        if logger is not None and (self._logger_pid == os.getpid() or self.source is logger):
-            return logger
-        with self._lock:
-            if self._logger is None or self._logger_pid != os.getpid():
-                factory: Callable[[], LlamaLogger] = self.source  # type: ignore[assignment]
-                self._logger = factory()
-                self._logger_pid = os.getpid()
-            return self._logger
+        return self._process_logger.get()
 
     # --- sending -----------------------------------------------------------------
 
@@ -217,9 +202,4 @@ class LlamaMiddleware(Middleware):
     # --- shutdown ----------------------------------------------------------------
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
-        logger = self._logger
-        if logger is None:
-            return
-        if self._logger_pid != os.getpid() and self.source is not logger:
-            return  # another process's logger, copied by fork and never used here
-        logger.close(self.close_timeout)
+        self._process_logger.close(self.close_timeout)
