@@ -35,9 +35,6 @@ _CATEGORY_BY_NAME = {category.value: category.value for category in Category}
 _FAILED = Category.FAILED.value
 _CREATED = Category.CREATED.value
 _LINKED = Category.LINKED.value
-# Passed as the message by created() and linked() when the caller gave none: the record
-# then carries None, and the writer composes the message (see _records.default_message).
-_COMPOSED: Any = object()
 
 
 _LEVEL_BY_NAME = {level: level for level in LEVELS}
@@ -298,7 +295,6 @@ class LlamaLogger:
         Bad arguments (unknown category or level, malformed entity) raise ``ValueError``;
         anything about the data itself is sanitised in the background, never raised.
         """
-        # The one record builder: created(), linked() and log_exception() come through here.
         try:
             category_value = _CATEGORY_BY_NAME[category]
             level = _LEVEL_BY_NAME[level]  # also makes a str subclass the plain str
@@ -308,26 +304,8 @@ class LlamaLogger:
         if category_value == _FAILED:
             self._note_failed()
         if type(message) is not str:
-            # None: created() or linked() left the message to the writer to compose.
-            message = None if message is _COMPOSED else _message_text(message)  # type: ignore[assignment]
-        entity_type = entity_id = related_type = related_id = None
-        if entity is not None:
-            entity_type, entity_id = coerce_entity(entity)
-        if related is not None:
-            related_type, related_id = coerce_entity(related, "related")
-        logged_at = _time_ns() // 1000 - PG_EPOCH_US
-        job = _current.get()
-        if job is None:
-            self._put((
-                logged_at, category_value, level, message, None, None, None, None,
-                entity_type, entity_id, related_type, related_id,
-            ), details or None)  # fmt: skip
-        else:
-            self._put((
-                logged_at, category_value, level, message,
-                job.job_id, job.parent_job_id, job.root_job_id, job.name,
-                entity_type, entity_id, related_type, related_id,
-            ), details or None)  # fmt: skip
+            message = _message_text(message)
+        self._emit(category_value, message, entity, related, level, details)
 
     def created(
         self, entity: object, message: str | None = None, *, level: str = "info", **details: Any
@@ -338,8 +316,9 @@ class LlamaLogger:
         """
         if entity is None:
             coerce_entity(entity)  # raises: a CREATED event needs its entity
-        self.log(_CREATED, _COMPOSED if message is None else message, entity=entity, level=level,
-                 **details)  # fmt: skip
+        if message is not None and type(message) is not str:
+            message = _message_text(message)
+        self._emit(_CREATED, message, entity, None, _checked_level(level), details)
 
     def linked(
         self,
@@ -357,8 +336,40 @@ class LlamaLogger:
         if subject is None or obj is None:
             coerce_entity(subject)  # raises: a LINKED event needs both ends
             coerce_entity(obj, "related")
-        self.log(_LINKED, _COMPOSED if message is None else message, entity=subject, related=obj,
-                 level=level, **details)  # fmt: skip
+        if message is not None and type(message) is not str:
+            message = _message_text(message)
+        self._emit(_LINKED, message, subject, obj, _checked_level(level), details)
+
+    def _emit(  # noqa: PLR0917 - positional on purpose: the hot path
+        self,
+        category: str,
+        message: str | None,
+        entity: object,
+        related: object,
+        level: str,
+        details: dict[str, Any],
+    ) -> None:
+        """The one record builder, behind every logging call: entities, time, the current
+        job, onto the queue. ``category`` and ``level`` are checked already; a ``None``
+        message is composed by the writer (see ``_records.default_message``)."""
+        entity_type = entity_id = related_type = related_id = None
+        if entity is not None:
+            entity_type, entity_id = coerce_entity(entity)
+        if related is not None:
+            related_type, related_id = coerce_entity(related, "related")
+        logged_at = _time_ns() // 1000 - PG_EPOCH_US
+        job = _current.get()
+        if job is None:
+            self._put((
+                logged_at, category, level, message, None, None, None, None,
+                entity_type, entity_id, related_type, related_id,
+            ), details or None)  # fmt: skip
+        else:
+            self._put((
+                logged_at, category, level, message,
+                job.job_id, job.parent_job_id, job.root_job_id, job.name,
+                entity_type, entity_id, related_type, related_id,
+            ), details or None)  # fmt: skip
 
     def _note_failed(self) -> None:
         job = _current.get()
