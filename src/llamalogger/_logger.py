@@ -13,13 +13,13 @@ from psycopg_pool import ConnectionPool
 
 from ._conninfo import DSN_ENV, dsn_from_env, masked_conninfo, schema_from_env
 from ._context import JobContext, JobScope, _current, current_pid
-from ._diagnostics import diagnostics
 from ._errors import ConfigurationError
-from ._postgres import BatchSink
+from ._pipeline.diagnostics import diagnostics
+from ._pipeline.settings import DEFAULT_SPILL_MAX_BYTES, FullPolicy, Settings
+from ._pipeline.sink import BatchSink
+from ._pipeline.spill import SpillDir, default_spill_root, target_dirname
+from ._pipeline.writer import Writer
 from ._records import LEVELS, PG_EPOCH_US, Category, coerce_entity
-from ._settings import DEFAULT_SPILL_MAX_BYTES, FullPolicy, Settings
-from ._spill import SpillDir, default_spill_root, target_dirname
-from ._writer import Writer
 
 __all__ = ["LlamaLogger"]
 

@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from llamalogger import LlamaLogger
-from llamalogger._postgres import BatchSink
+from llamalogger._pipeline.sink import BatchSink
 from llamalogger.embedded import EmbeddedPostgres
 from llamalogger.schema import migrate
 

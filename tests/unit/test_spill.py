@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llamalogger._settings import Settings
-from llamalogger._spill import SpillDir, SpillFull, default_spill_root, target_dirname
-from llamalogger._writer import Writer
+from llamalogger._pipeline.settings import Settings
+from llamalogger._pipeline.spill import SpillDir, SpillFull, default_spill_root, target_dirname
+from llamalogger._pipeline.writer import Writer
 
 from .test_writer import TARGET, MemorySink, numbers, record
 

@@ -20,10 +20,10 @@ import psycopg
 import psycopg.errors
 import pytest
 
+from llamalogger._pipeline.settings import Settings
+from llamalogger._pipeline.spill import SpillDir
+from llamalogger._pipeline.writer import Writer, _Batch
 from llamalogger._records import Record
-from llamalogger._settings import Settings
-from llamalogger._spill import SpillDir
-from llamalogger._writer import Writer, _Batch
 
 TARGET = {"host": "h", "port": "5432", "dbname": "d", "schema": "s"}
 
@@ -334,12 +334,18 @@ def test_the_counters_add_up_at_every_moment_under_load(make_writer) -> None:
 
 
 STEPS = {
-    "encoding a record": ("llamalogger._delivery.fast_row", RuntimeError("encoder bug")),
-    "cleaning a record": ("llamalogger._delivery.clean_row", SystemExit(1)),
-    "writing a spill file": ("llamalogger._spill.SpillDir.write", OSError(28, "No space left")),
-    "reading a spill file": ("llamalogger._spill.SpillDir.read", ValueError("torn file")),
-    "listing the spill directory": ("llamalogger._spill.SpillDir.pending", OSError("gone")),
-    "describing a dead letter": ("llamalogger._delivery.describe", KeyboardInterrupt()),
+    "encoding a record": ("llamalogger._pipeline.delivery.fast_row", RuntimeError("encoder bug")),
+    "cleaning a record": ("llamalogger._pipeline.delivery.clean_row", SystemExit(1)),
+    "writing a spill file": (
+        "llamalogger._pipeline.spill.SpillDir.write",
+        OSError(28, "No space left"),
+    ),
+    "reading a spill file": ("llamalogger._pipeline.spill.SpillDir.read", ValueError("torn file")),
+    "listing the spill directory": (
+        "llamalogger._pipeline.spill.SpillDir.pending",
+        OSError("gone"),
+    ),
+    "describing a dead letter": ("llamalogger._pipeline.delivery.describe", KeyboardInterrupt()),
 }
 
 

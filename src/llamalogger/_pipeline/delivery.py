@@ -20,11 +20,11 @@ import attrs
 import psycopg
 import psycopg.errors
 
-from ._diagnostics import Reporter, diagnostics
-from ._postgres import SCHEMA_MISSING, Failure, classify, explain
-from ._records import Record
-from ._sanitise import MAX_TEXT_LENGTH, clean_row, describe, fast_row
-from ._spill import SpillDir, SpillFile, SpillFull
+from .._records import Record
+from .diagnostics import Reporter, diagnostics
+from .sanitise import MAX_TEXT_LENGTH, clean_row, describe, fast_row
+from .sink import SCHEMA_MISSING, Failure, classify, explain
+from .spill import SpillDir, SpillFile, SpillFull
 
 __all__ = ["Delivery", "Outcome", "Sink"]
 

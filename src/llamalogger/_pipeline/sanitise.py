@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import orjson
 
-from ._records import COLUMNS, Record, default_message, logged_at_datetime
+from .._records import COLUMNS, Record, default_message, logged_at_datetime
 
 __all__ = [
     "MAX_DETAILS_DEPTH",

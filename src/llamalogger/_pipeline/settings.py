@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ._errors import ConfigurationError
+from .._errors import ConfigurationError
 
 __all__ = ["DEFAULT_SPILL_MAX_BYTES", "FullPolicy", "Settings"]
 

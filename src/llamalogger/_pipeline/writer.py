@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from . import _process
-from ._delivery import Delivery, Outcome, Sink
-from ._diagnostics import Reporter, diagnostics
-from ._records import Record
-from ._settings import Settings
-from ._spill import SpillDir
+from .._records import Record
+from . import process
+from .delivery import Delivery, Outcome, Sink
+from .diagnostics import Reporter, diagnostics
+from .settings import Settings
+from .spill import SpillDir
 
 __all__ = ["Writer"]
 
@@ -90,7 +90,7 @@ class Writer:
         self._close_result = True
         self._thread: threading.Thread | None = None
         self._start_thread()
-        _process.register(self)
+        process.register(self)
 
     def _reset_state(self) -> None:
         self._queue: collections.deque[Any] = collections.deque()  # fields, details, ...
@@ -289,7 +289,7 @@ class Writer:
             )
         if not stuck:  # a connection in use by a stuck thread must not be closed under it
             self._sink.close()
-        _process.unregister(self)
+        process.unregister(self)
         return self._close_result
 
     def _stop_thread(self, timeout: float) -> bool:

@@ -16,9 +16,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, validate_schema
-from ._errors import ConfigurationError
-from ._records import COLUMNS, COPY_TYPES
+from .._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, validate_schema
+from .._errors import ConfigurationError
+from .._records import COLUMNS, COPY_TYPES
 
 __all__ = [
     "SCHEMA_MISSING",

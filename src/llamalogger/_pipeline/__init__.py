@@ -1,0 +1,1 @@
+"""The background writer pipeline (private): caller -> queue -> delivery -> PostgreSQL or disk."""
