@@ -1,7 +1,12 @@
-"""The writer's settings: one frozen value, validated before any thread or connection exists."""
+"""A logger's settings: one frozen value, validated before any thread or connection exists.
+
+Every default is written here and nowhere else: ``LlamaLogger`` passes on only what its
+caller gave (``Settings.given``), and shows these defaults in its signature (``DEFAULT``).
+"""
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 from pathlib import Path
@@ -11,7 +16,7 @@ import attrs
 
 from .._errors import ConfigurationError
 
-__all__ = ["DEFAULT_SPILL_MAX_BYTES", "FullPolicy", "Settings"]
+__all__ = ["DEFAULT", "DEFAULT_SPILL_MAX_BYTES", "FullPolicy", "Settings", "Spill"]
 
 FullPolicy = Literal["block", "drop"]
 
@@ -51,6 +56,31 @@ def _optional_path(instance: Settings, attribute: attrs.Attribute[Any], value: o
         raise ConfigurationError(f"{attribute.name} must be a path or None, not {value!r:.40}")
 
 
+class Spill(enum.Enum):
+    """The spill choices that are not a path of the caller's own."""
+
+    DEFAULT = "the per-user default directory"  # one per target database and schema
+    OFF = "off"  # no spilling: during an outage events wait in memory only
+
+
+def _spill_choice(value: object) -> object:
+    # LlamaLogger's documented spill_dir values: None or True for the per-user default,
+    # False for none, or a path.
+    if value is None or value is True:
+        return Spill.DEFAULT
+    if value is False:
+        return Spill.OFF
+    return _to_path(value)
+
+
+def _spill_dir(instance: Settings, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Path | Spill):
+        raise ConfigurationError(
+            f"spill_dir must be a path, False (no spilling) or None (the per-user "
+            f"default), not {value!r:.40}"
+        )
+
+
 def _optional_bool(instance: Settings, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not isinstance(value, bool):
         raise ConfigurationError(f"{attribute.name} must be True, False or None, not {value!r:.40}")
@@ -58,7 +88,7 @@ def _optional_bool(instance: Settings, attribute: attrs.Attribute[Any], value: o
 
 @attrs.frozen(kw_only=True)
 class Settings:
-    """How one logger's writer behaves; see the configuration table in README.md."""
+    """How one logger behaves; see the configuration table in README.md."""
 
     queue_size: int = attrs.field(default=100_000, validator=_positive_int)
     batch_size: int = attrs.field(default=20_000, validator=_positive_int)
@@ -69,8 +99,45 @@ class Settings:
     dead_letter_path: Path | None = attrs.field(
         default=None, converter=_to_path, validator=_optional_path
     )
-    # None: spilling is off. LlamaLogger turns its ``spill_dir=`` argument (a path, the
-    # per-user default, or False) into this.
-    spill_dir: Path | None = attrs.field(default=None, converter=_to_path, validator=_optional_path)
+    # Where batches wait while the database is unreachable: a path, the per-user default
+    # directory for the target (Spill.DEFAULT; also given as None or True), or Spill.OFF
+    # (also given as False).
+    spill_dir: Path | Spill = attrs.field(
+        default=Spill.DEFAULT, converter=_spill_choice, validator=_spill_dir
+    )
     spill_max_bytes: int = attrs.field(default=DEFAULT_SPILL_MAX_BYTES, validator=_positive_int)
+    # None: deliver at the end of the outermost job in a forked child, not in the parent.
     flush_on_outer_job_exit: bool | None = attrs.field(default=None, validator=_optional_bool)
+    # Leaving a job by an exception logs one FAILED event, unless the job logged one.
+    log_failed_jobs: bool = attrs.field(default=True, converter=bool)
+
+    @classmethod
+    def given(cls, **options: object) -> Settings:
+        """Settings from ``options``, leaving out those still at ``DEFAULT``: the
+        defaults above apply to what the caller did not pass."""
+        return cls(**{k: v for k, v in options.items() if not isinstance(v, _Default)})  # type: ignore[arg-type]
+
+
+class _Default:
+    """Stands for a ``Settings`` default in a signature: ``help()`` shows the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        # Spill.DEFAULT in the caller's words (README, docs/api.md) is spill_dir=None.
+        return repr(None if self._value is Spill.DEFAULT else self._value)
+
+
+class _Defaults:
+    """``DEFAULT.queue_size`` and so on: keyword defaults that leave the option to
+    ``Settings`` (``Settings.given`` leaves them out) and show its default."""
+
+    def __getattr__(self, name: str) -> Any:
+        field = getattr(attrs.fields(Settings), name)
+        return _Default(field.default)
+
+
+DEFAULT = _Defaults()

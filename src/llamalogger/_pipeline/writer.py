@@ -1,10 +1,8 @@
 """The background writer: a bounded queue, one daemon thread, batches, flush and close.
 
-Caller threads only append to a deque; the writer thread takes batches from it and hands
-each to ``Delivery``. All counters change under one lock, in steps that keep the identity
-
-    enqueued == written + rejected + dropped + on_disk + queued
-
+Caller threads only append to a deque; the writer thread takes batches from it, hands
+each to ``Delivery`` and steps the ``Backlog`` (spill files and their replay) with one
+call. The ``Ledger`` changes under the writer's one lock, in steps that keep its identity
 true at every moment, so ``stats()`` is a cheap read that always adds up.
 """
 
@@ -19,9 +17,13 @@ from typing import Any, overload
 
 from .._records import Record
 from . import process
-from .delivery import Delivery, Outcome, Sink
+from .backlog import Backlog
+from .delivery import Delivery
 from .diagnostics import Reporter, diagnostics
+from .ledger import Ledger, Outcome
+from .retry import Deadline, Outage
 from .settings import Settings
+from .sink import Sink
 from .spill import SpillDir
 
 __all__ = ["Writer"]
@@ -70,6 +72,8 @@ class Writer:
     """Queues records and writes them in batches from one background thread."""
 
     def __init__(self, sink: Sink, settings: Settings, spill: SpillDir | None) -> None:
+        """Start writing to ``sink``, keeping batches in ``spill`` during outages (none:
+        in memory only). ``open_writer`` builds one from ``Settings`` alone."""
         self._sink = sink
         self._maxsize = settings.queue_size
         self._batch_size = settings.batch_size
@@ -78,7 +82,21 @@ class Writer:
         self._block_timeout = settings.block_timeout
         self.exit_timeout = settings.exit_timeout
         self._reporter = Reporter()
-        self._delivery = Delivery(sink, spill, settings.dead_letter_path, self._reporter)
+        # The moment close() stops waiting for the database: set here, read by both parts.
+        self._deadline = Deadline()
+        self._outage = Outage(f"on disk in {spill.path}" if spill is not None else "in memory")
+        self._backlog = Backlog(sink, spill, self._reporter, self._outage, self._deadline)
+        self._delivery = Delivery(
+            sink,
+            self._backlog,
+            dead_letter_path=settings.dead_letter_path,
+            reporter=self._reporter,
+            outage=self._outage,
+            deadline=self._deadline,
+        )
+        # Half way through block_timeout a hanging write is cancelled, so that its batch
+        # can go to disk and make room; without a spill directory that would not help.
+        self._cancel_half_way = spill is not None
         self._reset_state()
         self._closing = False
         # The queue holds each event as two items, its fields and its details (see
@@ -99,20 +117,7 @@ class Writer:
         # flush() can tell exactly which records were logged before it), and is what
         # callers wait on for room in a full queue.
         self._lock = threading.Condition(threading.Lock())
-        self._taken = 0  # records moved from the queue into a batch
-        self._settled = 0  # of those: written, rejected, dropped or on disk
-        self._in_flight = 0  # taken, not settled: the batch the writer is working on
-        self._refused_at_put = 0  # dropped before reaching the queue
-        self._written = 0
-        self._rejected = 0
-        self._dropped = 0
-        self._on_disk = 0
-        self._retried = 0
-        self._sanitised = 0
-        self._batches = 0
-        self._spilled = 0
-        self._replayed = 0
-        self._errors = 0
+        self._ledger = Ledger()
         # Set when a caller waited block_timeout for room in vain; until the writer takes
         # its next batch, callers drop at once instead of each waiting that long again.
         self._stuck = False
@@ -120,10 +125,6 @@ class Writer:
         self._writer_ident: int | None = None
 
     # --- caller side -------------------------------------------------------------
-
-    def put(self, record: Record) -> None:
-        """Queue ``record``; never raises, never waits longer than the policy allows."""
-        self.put_apart(record[:12], record[12])
 
     def put_apart(self, fields: tuple[object, ...], details: Details | None) -> None:
         """Queue an event given as its first twelve fields and its details, which stay
@@ -179,7 +180,7 @@ class Writer:
             deadline = now + self._block_timeout
             # Half way, a write that hangs (a COPY waiting on a lock) is cancelled, so that
             # the writer can put its batch on disk and make room.
-            cancel_at = now + self._block_timeout / 2 if self._delivery.spill else deadline
+            cancel_at = now + self._block_timeout / 2 if self._cancel_half_way else deadline
             while len(self._queue) >= self._room and not self._closing:
                 now = time.monotonic()
                 if now >= deadline:
@@ -198,8 +199,7 @@ class Writer:
         """Count a dropped event; report the reason once (never under the lock: a slow
         logging handler must not hold up the writer)."""
         with self._lock:
-            self._refused_at_put += 1
-            self._dropped += 1
+            self._ledger.refuse()
         self._reporter.once(
             ("refused", reason),
             logging.WARNING,
@@ -212,9 +212,10 @@ class Writer:
         """Wait until every record queued before this call is written, on disk for replay,
         or dead-lettered. ``False`` if that did not happen within ``timeout`` seconds."""
         with self._lock:
-            target = self._taken + len(self._queue) // 2
+            ledger = self._ledger
+            mark = ledger.flush_mark(len(self._queue) // 2)
             self._wake.set()
-            return self._lock.wait_for(lambda: self._settled >= target, timeout)
+            return self._lock.wait_for(lambda: ledger.flushed(mark), timeout)
 
     def flush_at_job_end(self) -> None:
         """The end of a forked child's outermost job: deliver or spill, never wait long on
@@ -248,30 +249,26 @@ class Writer:
                 return self._close_result
             self._closing = True
             self._room = self._append_below = 0
-            dropped_before = self._dropped
-            self._delivery.deadline = time.monotonic() + timeout
+            dropped_before = self._ledger.dropped
+            self._deadline.set(time.monotonic() + timeout)
             self._lock.notify_all()  # callers waiting for room give up now
         stuck = self._stop_thread(timeout)
         with self._lock:
             leftover = _Batch(self._queue, len(self._queue) // 2)
-            self._taken += len(leftover)
-            self._in_flight += len(leftover)
-            abandoned = 0
+            abandoned = self._ledger.in_flight if stuck else 0  # the stuck write's batch
+            self._ledger.take(len(leftover))
             if stuck:
                 # Its batch may or may not be committed when (if) the write returns; the
                 # writer will not count it then, so it is counted here, once, as lost.
                 self._abandoned = True
-                abandoned = self._in_flight - len(leftover)
         kept = self._deliver_leftover(leftover, stuck)
         with self._lock:
-            self._apply(kept)
-            self._settle(len(leftover))
-            self._dropped += abandoned
-            self._settle(abandoned)
-            lost = self._dropped - dropped_before
+            self._settle(len(leftover), kept)
+            self._settle(abandoned, Outcome(dropped=abandoned))
+            lost = self._ledger.dropped - dropped_before
             self._closed = True
             self._close_result = lost == 0
-            on_disk = self._on_disk
+            on_disk = self._ledger.on_disk
         if lost:
             diagnostics.error(
                 "llamalogger closed with %d events not written within the %.1fs close() waits "
@@ -280,13 +277,7 @@ class Writer:
                 lost,
                 timeout,
             )
-        if on_disk and self._delivery.spill is not None:
-            diagnostics.warning(
-                "llamalogger closed with %d events in spill files in %s; a logger with this "
-                "spill directory writes them once it reaches the database",
-                on_disk,
-                self._delivery.spill.path,
-            )
+        self._backlog.report_left(on_disk)
         if not stuck:  # a connection in use by a stuck thread must not be closed under it
             self._sink.close()
         process.unregister(self)
@@ -306,13 +297,11 @@ class Writer:
 
     def _deliver_leftover(self, leftover: Sequence[Record], stuck: bool) -> Outcome:
         """Events logged while the writer finished: one attempt, else to disk."""
-        kept = Outcome()
         if not leftover:
-            return kept
-        self._delivery.deadline = time.monotonic()  # no more waiting for the database
+            return Outcome()
+        self._deadline.set(time.monotonic())  # no more waiting for the database
         if stuck:  # its connection is in use: straight to disk
-            self._delivery.keep_on_disk(leftover, time.time_ns(), kept)
-            return kept
+            return self._delivery.set_aside(leftover, time.time_ns())
         try:
             return self._delivery.deliver(leftover, time.time_ns())
         except BaseException as exc:
@@ -322,26 +311,13 @@ class Writer:
     def stats(self) -> dict[str, int]:
         """Counters: see ``LlamaLogger.stats()`` for their meaning."""
         with self._lock:
-            depth = len(self._queue) // 2
-            return {
-                "enqueued": self._taken + depth + self._refused_at_put,
-                "written": self._written,
-                "rejected": self._rejected,
-                "dropped": self._dropped,
-                "on_disk": self._on_disk,
-                "queued": depth + self._in_flight,
-                "queue_depth": depth,
-                "retried": self._retried,
-                "sanitised": self._sanitised,
-                "batches": self._batches,
-                "spilled": self._spilled,
-                "replayed": self._replayed,
-                "errors": self._errors,
-            }
+            return self._ledger.snapshot(len(self._queue) // 2)
 
     # --- writer thread -----------------------------------------------------------
 
     def _start_thread(self) -> None:
+        # When the backlog wants its next step: at once for files left from before.
+        self._replay_due_at = 0.0 if self._backlog.spilling else float("inf")
         self._thread = threading.Thread(target=self._run, name="llamalogger-writer", daemon=True)
         self._thread.start()
 
@@ -357,72 +333,53 @@ class Writer:
 
     def _step(self) -> bool:
         """One round: replay if due, write what is queued; True once closing is done."""
-        delivery = self._delivery
         # While spilling, wake for the next replay, but no sooner: fewer, bigger spill
         # files are faster to write (one fsync each) and to replay (one commit each).
-        timeout = min(self._flush_interval, delivery.seconds_to_replay())
-        self._wake.wait(timeout)
+        timeout = min(self._flush_interval, self._replay_due_at - time.monotonic())
+        self._wake.wait(max(timeout, 0.0))
         self._wake.clear()
-        if delivery.replay_due():
-            self._record(delivery.replay())
+        self._step_backlog()
         while batch := self._take_batch():
             try:
-                outcome = delivery.deliver(batch, time.time_ns())
+                outcome = self._delivery.deliver(batch, time.time_ns())
             except BaseException as exc:
                 self._unexpected(exc)
                 outcome = Outcome(dropped=len(batch))
+            outcome.batches += 1
             with self._lock:
                 if self._abandoned:
                     return True  # close() has counted this batch already
-                self._apply(outcome)
-                self._settle(len(batch))
-                self._batches += 1
-            if delivery.replay_due():
-                self._record(delivery.replay())
+                self._settle(len(batch), outcome)
+            self._step_backlog()
         if self._closing:
-            if delivery.spilling or delivery.pending_files():
-                # One attempt, as long as close() allows: it never waits on an unreachable
-                # database, and what is left stays on disk for the next logger.
-                self._record(delivery.replay(until=delivery.deadline))
+            self._step_backlog(final=True)
             return True
         return False
+
+    def _step_backlog(self, *, final: bool = False) -> None:
+        outcome, self._replay_due_at = self._backlog.step(final=final)
+        with self._lock:
+            self._ledger.apply(outcome)
 
     def _take_batch(self) -> _Batch:
         queue = self._queue
         with self._lock:
             count = min(len(queue) // 2, self._batch_size)
             batch = _Batch(queue, count)
-            self._taken += count
-            self._in_flight += count
+            self._ledger.take(count)
             if count:
                 self._stuck = False
                 self._lock.notify_all()  # room for callers waiting in a full queue
         return batch
 
-    def _record(self, outcome: Outcome) -> None:
-        with self._lock:
-            self._apply(outcome)
-
-    def _apply(self, outcome: Outcome) -> None:
-        """Add ``outcome`` to the counters; the caller holds the lock."""
-        self._written += outcome.written
-        self._rejected += outcome.rejected
-        self._dropped += outcome.dropped
-        self._on_disk += outcome.on_disk
-        self._spilled += max(outcome.on_disk, 0)
-        self._retried += outcome.retried
-        self._sanitised += outcome.sanitised
-        self._replayed += outcome.replayed
-
-    def _settle(self, count: int) -> None:
-        """``count`` in-flight records now have a final place; the caller holds the lock."""
-        self._in_flight -= count
-        self._settled += count
+    def _settle(self, count: int, outcome: Outcome) -> None:
+        """``count`` taken records have their final place; the caller holds the lock."""
+        self._ledger.settle(count, outcome)
         self._lock.notify_all()
 
     def _unexpected(self, exc: BaseException) -> None:
         with self._lock:
-            self._errors += 1
+            self._ledger.apply(Outcome(errors=1))
         self._reporter.report(
             ("unexpected", type(exc)),
             logging.ERROR,
@@ -439,7 +396,8 @@ class Writer:
         # The parent's queued records belong to the parent's writer: writing them here
         # too would store them twice. The child starts empty with a connection of its own.
         self._reset_state()
-        self._delivery.after_fork_in_child()
+        self._outage.forget()
+        self._backlog.after_fork_in_child()
         self._sink.after_fork_in_child()
         if not self._closing:
             self._start_thread()
