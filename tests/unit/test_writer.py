@@ -21,8 +21,8 @@ import psycopg.errors
 import pytest
 
 from llamalogger._pipeline import Settings, Spill, Writer, open_writer
+from llamalogger._pipeline.intake import _Batch
 from llamalogger._pipeline.spill import SpillDir
-from llamalogger._pipeline.writer import _Batch
 from llamalogger._records import Record
 
 TARGET = {"host": "h", "port": "5432", "dbname": "d", "schema": "s"}
