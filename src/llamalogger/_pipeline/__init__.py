@@ -3,7 +3,9 @@
 ``LlamaLogger`` wires one thing: a sink (``postgres_sink``, or any ``Sink``) and
 ``Settings`` go to ``open_writer``. Inside, the parts have one job each:
 
-- ``writer``: the queue, the thread, batching, ``flush`` and ``close``;
+- ``intake``: the bounded queue callers put into (the hot path, backpressure, drops),
+  handing batches to the writer;
+- ``writer``: the thread, batching, ``flush`` and ``close``; steps the backlog;
 - ``ledger``: the counters and their identity (``stats()``);
 - ``delivery``: one batch to the sink: retries, bisection of a refused batch, dead letters;
 - ``backlog``: spill mode: batches to disk, their replay in order, files of others;
