@@ -46,3 +46,20 @@ def test_spill_dir_as_documented_becomes_an_explicit_choice(value: object, choic
 def test_a_spill_dir_of_another_type_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="spill_dir must be a path, False"):
         Settings(spill_dir=42)  # type: ignore[arg-type]
+
+
+def test_the_signature_defaults_work_as_the_values_they_show() -> None:
+    """Code that reads LlamaLogger's signature (benchmarks/bench_writer.py does) gets
+    values of the documented types."""
+    parameters = inspect.signature(LlamaLogger).parameters
+    assert int(parameters["batch_size"].default) == Settings().batch_size
+    assert float(parameters["flush_interval"].default) == Settings().flush_interval
+    assert parameters["on_full"].default == "block"
+    assert parameters["log_failed_jobs"].default == True  # noqa: E712 - an int-based marker
+    assert parameters["dead_letter_path"].default is None
+
+
+def test_none_is_left_to_settings_only_where_it_is_the_default() -> None:
+    assert Settings.given(dead_letter_path=None, flush_on_outer_job_exit=None) == Settings()
+    with pytest.raises(ConfigurationError, match="queue_size"):
+        Settings.given(queue_size=None)

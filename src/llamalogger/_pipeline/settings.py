@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,22 +114,51 @@ class Settings:
 
     @classmethod
     def given(cls, **options: object) -> Settings:
-        """Settings from ``options``, leaving out those still at ``DEFAULT``: the
-        defaults above apply to what the caller did not pass."""
-        return cls(**{k: v for k, v in options.items() if not isinstance(v, _Default)})  # type: ignore[arg-type]
+        """Settings from ``options``, leaving out those the caller left at ``DEFAULT``:
+        the defaults above apply to what the caller did not pass."""
+        return cls(**{k: v for k, v in options.items() if not _left_to_settings(k, v)})  # type: ignore[arg-type]
 
 
 class _Default:
-    """Stands for a ``Settings`` default in a signature: ``help()`` shows the value."""
+    """Marks a value in a signature as "not given": ``DEFAULT`` makes one of the
+    default's own type (an ``int`` stays an ``int`` for code that reads the signature)."""
 
-    __slots__ = ("_value",)
+    __slots__ = ()
 
-    def __init__(self, value: object) -> None:
-        self._value = value
+
+class _DefaultInt(_Default, int):
+    __slots__ = ()
+
+
+class _DefaultFloat(_Default, float):
+    __slots__ = ()
+
+
+class _DefaultStr(_Default, str):
+    __slots__ = ()
+
+
+class _DefaultBool(_Default, int):  # bool cannot be subclassed; this one shows as a bool
+    __slots__ = ()
 
     def __repr__(self) -> str:
-        # Spill.DEFAULT in the caller's words (README, docs/api.md) is spill_dir=None.
-        return repr(None if self._value is Spill.DEFAULT else self._value)
+        return repr(bool(self))
+
+
+_MARKS: dict[type, Callable[[Any], object]] = {
+    bool: _DefaultBool,
+    int: _DefaultInt,
+    float: _DefaultFloat,
+    str: _DefaultStr,
+}
+
+
+def _left_to_settings(name: str, value: object) -> bool:
+    if isinstance(value, _Default):
+        return True
+    # None is the caller's word for the default where it is the default: no dead-letter
+    # file, spill_dir's per-user directory, flush_on_outer_job_exit's own choice.
+    return value is None and getattr(attrs.fields(Settings), name).default in (None, Spill.DEFAULT)
 
 
 class _Defaults:
@@ -136,8 +166,10 @@ class _Defaults:
     ``Settings`` (``Settings.given`` leaves them out) and show its default."""
 
     def __getattr__(self, name: str) -> Any:
-        field = getattr(attrs.fields(Settings), name)
-        return _Default(field.default)
+        value = getattr(attrs.fields(Settings), name).default
+        if value is None or value is Spill.DEFAULT:
+            return None
+        return _MARKS[type(value)](value)
 
 
 DEFAULT = _Defaults()
