@@ -11,7 +11,7 @@ from typing import Any, Self
 
 from psycopg_pool import ConnectionPool
 
-from ._conninfo import DEFAULT_SCHEMA, DSN_ENV, dsn_from_env, masked_conninfo, schema_from_env
+from ._conninfo import DSN_ENV, dsn_from_env, schema_from_env
 from ._context import (
     MAX_JOB_NAME_LENGTH,
     JobContext,
@@ -20,14 +20,9 @@ from ._context import (
     current_pid,
     validate_job_id,
 )
-from ._delivery import Sink
-from ._diagnostics import diagnostics
 from ._errors import ConfigurationError
-from ._postgres import BatchSink
+from ._pipeline import DEFAULT, FullPolicy, Settings, Sink, open_writer, postgres_sink, sink_label
 from ._records import LEVELS, PG_EPOCH_US, Category, coerce_entity
-from ._settings import DEFAULT_SPILL_MAX_BYTES, FullPolicy, Settings
-from ._spill import SpillDir, default_spill_root, target_dirname
-from ._writer import Writer
 
 __all__ = ["LlamaLogger"]
 
@@ -94,17 +89,18 @@ class LlamaLogger:
         *,
         pool: ConnectionPool[Any] | None = None,
         schema: str | None = None,
-        queue_size: int = 100_000,
-        batch_size: int = 20_000,
-        flush_interval: float = 0.2,
-        on_full: FullPolicy = "block",
-        block_timeout: float = 1.0,
-        exit_timeout: float = 10.0,
-        dead_letter_path: str | os.PathLike[str] | None = None,
-        spill_dir: str | os.PathLike[str] | bool | None = None,
-        spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES,
-        flush_on_outer_job_exit: bool | None = None,
-        log_failed_jobs: bool = True,
+        # The defaults shown are Settings' own: an option left out is left to Settings.
+        queue_size: int = DEFAULT.queue_size,
+        batch_size: int = DEFAULT.batch_size,
+        flush_interval: float = DEFAULT.flush_interval,
+        on_full: FullPolicy = DEFAULT.on_full,
+        block_timeout: float = DEFAULT.block_timeout,
+        exit_timeout: float = DEFAULT.exit_timeout,
+        dead_letter_path: str | os.PathLike[str] | None = DEFAULT.dead_letter_path,
+        spill_dir: str | os.PathLike[str] | bool | None = DEFAULT.spill_dir,
+        spill_max_bytes: int = DEFAULT.spill_max_bytes,
+        flush_on_outer_job_exit: bool | None = DEFAULT.flush_on_outer_job_exit,
+        log_failed_jobs: bool = DEFAULT.log_failed_jobs,
         pool_kwargs: dict[str, Any] | None = None,
     ) -> None:
         # Everything is checked before any thread, connection or directory exists, so a
@@ -117,12 +113,7 @@ class LlamaLogger:
                 raise ConfigurationError(
                     f"no database given: pass a DSN or pool=, or set {DSN_ENV}"
                 )
-        if spill_dir is not None and not isinstance(spill_dir, bool | str | os.PathLike):
-            raise ConfigurationError(
-                f"spill_dir must be a path, False (no spilling) or None (the per-user "
-                f"default), not {spill_dir!r:.40}"
-            )
-        settings = Settings(
+        settings = Settings.given(
             queue_size=queue_size,
             batch_size=batch_size,
             flush_interval=flush_interval,
@@ -130,73 +121,40 @@ class LlamaLogger:
             block_timeout=block_timeout,
             exit_timeout=exit_timeout,
             dead_letter_path=dead_letter_path,
-            spill_dir=None if isinstance(spill_dir, bool) else spill_dir,
+            spill_dir=spill_dir,
             spill_max_bytes=spill_max_bytes,
             flush_on_outer_job_exit=flush_on_outer_job_exit,
+            log_failed_jobs=log_failed_jobs,
         )
-        sink = BatchSink(
-            conninfo=dsn,
+        sink = postgres_sink(
+            dsn=dsn,
             pool=pool,
             schema=schema_from_env(schema),
             connect_kwargs=_connect_kwargs(pool_kwargs),
         )
-        target = masked_conninfo(dsn) if dsn is not None else "<shared pool>"
-        self._start(sink, settings, sink.schema, target, spill_dir, log_failed_jobs)
+        self._start(sink, settings)
 
     @classmethod
-    def _with_sink(
-        cls,
-        sink: Sink,
-        settings: Settings,
-        schema: str = DEFAULT_SCHEMA,
-        *,
-        log_failed_jobs: bool = True,
-    ) -> Self:
-        """A logger whose writer hands its batches to ``sink`` instead of PostgreSQL, with
-        spilling off: ``llamalogger.testing`` builds its in-memory logger with this."""
+    def _with_sink(cls, sink: Sink, settings: Settings) -> Self:
+        """A logger whose writer hands its batches to ``sink`` instead of PostgreSQL:
+        ``llamalogger.testing`` builds its in-memory logger with this."""
         logger = cls.__new__(cls)
-        logger._start(sink, settings, schema, f"<{type(sink).__name__}>", False, log_failed_jobs)
+        logger._start(sink, settings)
         return logger
 
-    def _start(  # noqa: PLR0917 - private, two callers
-        self,
-        sink: Sink,
-        settings: Settings,
-        schema: str,
-        target: str,
-        spill_dir: str | os.PathLike[str] | bool | None,
-        log_failed_jobs: bool,
-    ) -> None:
-        """Wire the writer to ``sink``: the part of construction every kind of logger shares."""
-        self._target = target
+    def _start(self, sink: Sink, settings: Settings) -> None:
+        """Wire the logger to ``sink``: the one writer, and the state its calls keep."""
         self._sink = sink
-        self.schema = schema
         self._settings = settings
-        self._writer = Writer(sink, settings, self._open_spill(spill_dir, settings))
-        self._log_failed_jobs = log_failed_jobs
+        self.schema = sink.target()["schema"]
+        self._target = sink_label(sink)
+        self._writer = open_writer(sink, settings)
+        self._log_failed_jobs = settings.log_failed_jobs
         # Jobs (by the id of their context) in which a FAILED event was logged, so that
         # leaving them by an exception does not record a second one; emptied on job exit.
         self._failed_in: dict[int, JobContext] = {}
         self._created_in_pid = os.getpid()
         self._put = self._writer.put_apart  # bound once: the hot path skips two lookups
-
-    def _open_spill(
-        self, spill_dir: str | os.PathLike[str] | bool | None, settings: Settings
-    ) -> SpillDir | None:
-        if spill_dir is False:
-            return None
-        target = self._sink.target()
-        path = settings.spill_dir or default_spill_root() / target_dirname(target)
-        try:
-            return SpillDir(path, target, settings.spill_max_bytes)
-        except OSError as exc:
-            diagnostics.warning(
-                "llamalogger cannot use %s for spill files (%s): during an outage events are "
-                "kept in memory only, up to queue_size",
-                path,
-                exc,
-            )
-            return None
 
     # --- jobs --------------------------------------------------------------------
 

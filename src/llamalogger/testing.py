@@ -32,8 +32,8 @@ import psycopg.errors
 from ._conninfo import DEFAULT_SCHEMA, validate_schema
 from ._errors import ConfigurationError
 from ._logger import LlamaLogger
+from ._pipeline import Settings, Spill
 from ._records import COLUMNS, Category, logged_at_datetime
-from ._settings import Settings
 
 __all__ = ["CapturedEvent", "EventCapture", "capture_events"]
 
@@ -195,9 +195,8 @@ def capture_events(
         )
     schema = validate_schema(schema)
     sink = _MemorySink(schema)
-    logger = LlamaLogger._with_sink(
-        sink, Settings(**options), schema, log_failed_jobs=log_failed_jobs
-    )
+    settings = Settings(**options, spill_dir=Spill.OFF, log_failed_jobs=log_failed_jobs)
+    logger = LlamaLogger._with_sink(sink, settings)
     try:
         yield EventCapture(logger, sink=sink)
     finally:

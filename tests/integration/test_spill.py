@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 from fixtures.database import count_rows, rows
 from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
-from llamalogger._postgres import BatchSink
+from llamalogger._pipeline.sink import BatchSink
 
 if TYPE_CHECKING:  # fixtures' types only
     from fixtures.restartable import RestartableServer

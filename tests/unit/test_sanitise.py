@@ -18,8 +18,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from llamalogger._records import Record
-from llamalogger._sanitise import (
+from llamalogger._pipeline.sanitise import (
     MAX_DETAILS_DEPTH,
     MAX_TEXT_LENGTH,
     _careful_json,
@@ -28,6 +27,7 @@ from llamalogger._sanitise import (
     describe,
     fast_row,
 )
+from llamalogger._records import Record
 
 # --- callers' objects that raise wherever they can ----------------------------------------
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from llamalogger._settings import Settings
-from llamalogger._spill import SpillDir, SpillFull, default_spill_root, target_dirname
-from llamalogger._writer import Writer
+from llamalogger._pipeline import Settings, open_writer
+from llamalogger._pipeline.spill import SpillDir, SpillFull, default_spill_root, target_dirname
 
-from .test_writer import TARGET, MemorySink, numbers, record
+from .test_writer import TARGET, MemorySink, numbers, put, record
 
 ROW = record(1)
 
@@ -71,8 +70,8 @@ def test_files_for_another_target_are_left_alone(tmp_path: Path) -> None:
     foreign = SpillDir(tmp_path, {**TARGET, "dbname": "elsewhere"}, 1 << 20)
     foreign.write([ROW], 1)
     sink = MemorySink()
-    writer = Writer(sink, Settings(flush_interval=0.01), SpillDir(tmp_path, TARGET, 1 << 20))
-    writer.put(record(2))
+    writer = open_writer(sink, Settings(flush_interval=0.01, spill_dir=tmp_path))
+    put(writer, record(2))
     assert writer.flush(timeout=5)
     assert writer.close(timeout=5)
     assert numbers(sink.rows) == [2]
@@ -84,11 +83,13 @@ def test_past_the_cap_events_are_dropped_counted_and_warned_once(
 ) -> None:
     sink = MemorySink()
     sink.down = True
-    settings = Settings(flush_interval=0.01, batch_size=10, spill_max_bytes=3000)
-    writer = Writer(sink, settings, SpillDir(tmp_path, TARGET, settings.spill_max_bytes))
+    settings = Settings(
+        flush_interval=0.01, batch_size=10, spill_max_bytes=3000, spill_dir=tmp_path
+    )
+    writer = open_writer(sink, settings)
     with caplog.at_level(logging.ERROR, logger="llamalogger"):
         for number in range(200):
-            writer.put(record(number))
+            put(writer, record(number))
         assert writer.flush(timeout=5)
     stats = writer.stats()
     assert stats["dropped"] > 0

@@ -20,10 +20,10 @@ import psycopg
 import psycopg.errors
 import pytest
 
+from llamalogger._pipeline import Settings, Spill, Writer, open_writer
+from llamalogger._pipeline.intake import _Batch
+from llamalogger._pipeline.spill import SpillDir
 from llamalogger._records import Record
-from llamalogger._settings import Settings
-from llamalogger._spill import SpillDir
-from llamalogger._writer import Writer, _Batch
 
 TARGET = {"host": "h", "port": "5432", "dbname": "d", "schema": "s"}
 
@@ -42,6 +42,8 @@ class MemorySink:
         self.delay = 0.0
         self.writes = 0
         self.on_write: Callable[[], None] | None = None
+        self.written = threading.Event()  # set after each write that stored its rows
+        self.hanging = threading.Event()  # set once a write is held by ``hang``
 
     def _check(self, rows: Sequence[tuple[object, ...]]) -> None:
         self.writes += 1
@@ -53,6 +55,7 @@ class MemorySink:
             raise psycopg.OperationalError("connection refused")
         if self.hang.is_set():
             self.cancelled.clear()
+            self.hanging.set()
             self.cancelled.wait(30)
             raise psycopg.errors.QueryCanceled("canceling statement due to user request")
         if any(self.refuse(row) for row in rows):
@@ -63,6 +66,7 @@ class MemorySink:
     def write(self, rows: Sequence[tuple[object, ...]]) -> None:
         self._check(rows)
         self.rows.extend(rows)
+        self.written.set()
 
     def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool:
         self._check(rows)
@@ -70,6 +74,7 @@ class MemorySink:
             return False
         self.replays.add(spill_id)
         self.rows.extend(rows)
+        self.written.set()
         return True
 
     def cancel(self, timeout: float = 2.0) -> None:
@@ -96,17 +101,22 @@ def numbers(rows: Sequence[tuple[object, ...]]) -> list[int]:
     return [int(str(row[9])) for row in rows]
 
 
+def put(writer: Writer, record: Record) -> None:
+    """Queue a whole record the way the logger does: its fields and its details apart."""
+    writer.put_apart(record[:12], record[12])
+
+
 @pytest.fixture
 def make_writer(tmp_path: Path) -> Iterator[Callable[..., tuple[Writer, MemorySink]]]:
     made: list[Writer] = []
 
-    def make(*, spill: bool = True, **options: object) -> tuple[Writer, MemorySink]:
-        sink = MemorySink()
-        settings = Settings(**{"flush_interval": 0.01, **options})  # type: ignore[arg-type]
-        spill_dir = (
-            SpillDir(tmp_path / "spill", TARGET, settings.spill_max_bytes) if spill else None
-        )
-        writer = Writer(sink, settings, spill_dir)
+    def make(
+        *, spill: bool = True, sink: MemorySink | None = None, **options: object
+    ) -> tuple[Writer, MemorySink]:
+        sink = sink or MemorySink()
+        spill_dir = tmp_path / "spill" if spill else Spill.OFF
+        settings = Settings(**{"flush_interval": 0.01, "spill_dir": spill_dir, **options})  # type: ignore[arg-type]
+        writer = open_writer(sink, settings)
         made.append(writer)
         return writer, sink
 
@@ -126,21 +136,16 @@ class TestBatches:
         """Events wait for flush_interval, unless a whole batch is queued: then at once."""
         writer, sink = make_writer(batch_size=10, flush_interval=3600)
         for n in range(9):
-            writer.put(record(n))
-        time.sleep(0.3)
-        assert sink.rows == []  # one short of a batch: it waits for the interval
-        writer.put(record(9))
-        deadline = time.monotonic() + 5
-        while len(sink.rows) < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert numbers(sink.rows) == list(range(10))
+            put(writer, record(n))
+        put(writer, record(9))
+        assert sink.written.wait(5)  # the first write: nothing woke the writer before
+        # One short of a batch, the nine waited for the interval: all ten came as one.
+        assert (sink.writes, numbers(sink.rows)) == (1, list(range(10)))
 
     def test_a_batch_of_one_is_written_at_once(self, make_writer) -> None:
         writer, sink = make_writer(batch_size=1, flush_interval=3600)
-        writer.put(record(1))
-        deadline = time.monotonic() + 5
-        while not sink.rows and time.monotonic() < deadline:
-            time.sleep(0.01)
+        put(writer, record(1))
+        assert sink.written.wait(5)
         assert numbers(sink.rows) == [1]
 
 
@@ -150,7 +155,7 @@ class TestBackpressure:
         writer, sink = make_writer(queue_size=100, batch_size=50)
         sink.delay = 0.001
         for number in range(5000):
-            writer.put(record(number))
+            put(writer, record(number))
         assert writer.flush(timeout=10)
         assert numbers(sink.rows) == list(range(5000))
         stats = writer.stats()
@@ -161,10 +166,10 @@ class TestBackpressure:
         """psycopg logging through a handler of ours runs on the writer thread: it must not
         wait for room that only that thread can make."""
         writer, sink = make_writer(queue_size=5, batch_size=5, block_timeout=5)
-        sink.on_write = lambda: [writer.put(record(900 + n)) for n in range(10)] and None
+        sink.on_write = lambda: [put(writer, record(900 + n)) for n in range(10)] and None
         started = time.monotonic()
         for number in range(5):
-            writer.put(record(number))
+            put(writer, record(number))
         assert writer.flush(timeout=2)
         sink.on_write = None
         assert writer.flush(timeout=2)
@@ -176,7 +181,7 @@ class TestBackpressure:
         sink.hang.set()
         with caplog.at_level(logging.WARNING, logger="llamalogger"):
             for number in range(100):
-                writer.put(record(number))
+                put(writer, record(number))
         assert writer.stats()["dropped"] >= 80
         assert sum("dropped an event" in r.getMessage() for r in caplog.records) == 1
         sink.cancel()
@@ -190,14 +195,14 @@ class TestOutage:
         writer, sink = make_writer(batch_size=100)
         sink.down = True
         for number in range(1000):
-            writer.put(record(number))
+            put(writer, record(number))
         assert writer.flush(timeout=5)  # on disk counts as delivered
         stats = writer.stats()
         assert (stats["on_disk"], stats["written"], stats["dropped"]) == (1000, 0, 0)
         assert_adds_up(stats)
         sink.down = False
         for number in range(1000, 1100):
-            writer.put(record(number))
+            put(writer, record(number))
         assert writer.close(timeout=5)
         assert numbers(sink.rows) == list(range(1100))
         stats = writer.stats()
@@ -212,7 +217,7 @@ class TestOutage:
         writer, sink = make_writer(spill=False, batch_size=10)
         sink.down = True
         for number in range(100):
-            writer.put(record(number))
+            put(writer, record(number))
         assert not writer.flush(timeout=0.3)
         started = time.monotonic()
         with caplog.at_level(logging.ERROR, logger="llamalogger"):
@@ -233,7 +238,7 @@ class TestOutage:
         slowest = 0.0
         for number in range(500):
             started = time.monotonic()
-            writer.put(record(number))
+            put(writer, record(number))
             slowest = max(slowest, time.monotonic() - started)
             if number == 100:
                 sink.hang.clear()  # the cancelled write's batch went to disk; no more hangs
@@ -249,12 +254,16 @@ class TestOutage:
     def test_close_with_a_write_that_never_returns_reports_it_and_does_not_count_twice(
         self, make_writer
     ) -> None:
+        threads_before = set(threading.enumerate())
         writer, sink = make_writer(spill=False)
+        (thread,) = {  # the writer's own
+            t for t in set(threading.enumerate()) - threads_before if t.name == "llamalogger-writer"
+        }
         sink.hang.set()
         sink.cancel = lambda timeout=2.0: None  # type: ignore[method-assign]  # a stalled network
         for number in range(10):
-            writer.put(record(number))
-        time.sleep(0.1)  # let the writer enter its write: there is no flush() for "stuck"
+            put(writer, record(number))
+        assert sink.hanging.wait(5)  # the writer is in its write and will not come back
         started = time.monotonic()
         assert not writer.close(timeout=0.2)
         assert time.monotonic() - started < 2.5
@@ -262,7 +271,8 @@ class TestOutage:
         assert stats["dropped"] == 10
         assert_adds_up(stats)
         sink.cancelled.set()  # the write returns at last: nothing may be counted again
-        time.sleep(0.1)
+        thread.join(5)
+        assert not thread.is_alive()
         assert writer.stats() == stats
 
 
@@ -276,10 +286,10 @@ class TestNeverDies:
         writer, sink = make_writer(spill=False)
         sink.explode = failure
         with caplog.at_level(logging.ERROR, logger="llamalogger"):
-            writer.put(record(1))
+            put(writer, record(1))
             assert writer.flush(timeout=5)
         sink.explode = None
-        writer.put(record(2))
+        put(writer, record(2))
         assert writer.flush(timeout=5)
         assert numbers(sink.rows)[-1] == 2
         stats = writer.stats()
@@ -293,7 +303,7 @@ class TestNeverDies:
         sink.refuse = lambda row: int(str(row[9])) % 10 == 0
         with caplog.at_level(logging.ERROR, logger="llamalogger"):
             for number in range(200):
-                writer.put(record(number))
+                put(writer, record(number))
             assert writer.flush(timeout=10)
         assert numbers(sink.rows) == [n for n in range(200) if n % 10]
         stats = writer.stats()
@@ -313,7 +323,7 @@ def test_the_counters_add_up_at_every_moment_under_load(make_writer) -> None:
     def produce() -> None:
         number = 0
         while not stop.is_set():
-            writer.put(record(number))
+            put(writer, record(number))
             number += 1
 
     producer = threading.Thread(target=produce)
@@ -334,12 +344,18 @@ def test_the_counters_add_up_at_every_moment_under_load(make_writer) -> None:
 
 
 STEPS = {
-    "encoding a record": ("llamalogger._delivery.fast_row", RuntimeError("encoder bug")),
-    "cleaning a record": ("llamalogger._delivery.clean_row", SystemExit(1)),
-    "writing a spill file": ("llamalogger._spill.SpillDir.write", OSError(28, "No space left")),
-    "reading a spill file": ("llamalogger._spill.SpillDir.read", ValueError("torn file")),
-    "listing the spill directory": ("llamalogger._spill.SpillDir.pending", OSError("gone")),
-    "describing a dead letter": ("llamalogger._delivery.describe", KeyboardInterrupt()),
+    "encoding a record": ("llamalogger._pipeline.sanitise.fast_row", RuntimeError("encoder bug")),
+    "cleaning a record": ("llamalogger._pipeline.sanitise.clean_row", SystemExit(1)),
+    "writing a spill file": (
+        "llamalogger._pipeline.spill.SpillDir.write",
+        OSError(28, "No space left"),
+    ),
+    "reading a spill file": ("llamalogger._pipeline.spill.SpillDir.read", ValueError("torn file")),
+    "listing the spill directory": (
+        "llamalogger._pipeline.spill.SpillDir.pending",
+        OSError("gone"),
+    ),
+    "describing a dead letter": ("llamalogger._pipeline.sanitise.describe", KeyboardInterrupt()),
 }
 
 
@@ -364,11 +380,11 @@ def test_a_failure_at_any_step_is_survived_and_accounted(
     sink.refuse = lambda row: str(row[9]) == "5"  # so that cleaning and dead letters run
     sink.down = True  # so that the spill directory is used
     for number in range(30):
-        writer.put(record(number, message="x" * 100_001 if number == 3 else None))
+        put(writer, record(number, message="x" * 100_001 if number == 3 else None))
     assert writer.flush(timeout=10)
     sink.down = False
     for number in range(30, 40):
-        writer.put(record(number))
+        put(writer, record(number))
     writer.close(timeout=5)
     stats = writer.stats()
     assert_adds_up(stats)
@@ -399,7 +415,7 @@ def test_a_long_backlog_is_replayed_in_slices_so_the_queue_never_fills(
     writer, sink = make_writer(queue_size=200, batch_size=50, block_timeout=0.3)
     sink.delay = 0.015  # each write: 100 replays take 1.5 s
     for number in range(1000, 3000):
-        writer.put(record(number))
+        put(writer, record(number))
         if number % 20 == 0:
             time.sleep(0.01)  # about 2,000 events a second
     assert writer.close(timeout=30)
@@ -413,10 +429,10 @@ def test_events_that_go_straight_to_disk_are_cleaned_and_counted_once(make_write
     is still counted in ``sanitised``, once, and stored cleaned after the replay."""
     writer, sink = make_writer(batch_size=10)
     sink.down = True
-    writer.put(record(0))
+    put(writer, record(0))
     assert writer.flush(timeout=5)  # the outage has begun: spilling from now on
     assert writer.stats()["on_disk"] == 1
-    writer.put(record(1, message="bad \x00 byte"))
+    put(writer, record(1, message="bad \x00 byte"))
     assert writer.flush(timeout=5)
     assert writer.stats()["sanitised"] == 1
     sink.down = False
@@ -451,11 +467,10 @@ def with_details(number: int, **details: object) -> Record:
 def test_rows_are_encoded_as_the_sink_takes_them_and_a_retry_resends_them(make_writer) -> None:
     """A write that breaks half way is retried with every row, each encoded once: a NaN
     detail (the careful path, a change) is counted once in ``sanitised``."""
-    writer, _sink = make_writer(batch_size=10, flush_interval=3600)
     breaking = BreaksMidStream(after=4)
-    writer._delivery._sink = breaking  # type: ignore[attr-defined]
+    writer, _sink = make_writer(sink=breaking, batch_size=10, flush_interval=3600)
     for n in range(10):
-        writer.put(with_details(n, score=float("nan")) if n == 7 else with_details(n, k=n))
+        put(writer, with_details(n, score=float("nan")) if n == 7 else with_details(n, k=n))
     assert writer.flush(timeout=5)
     assert numbers(breaking.taken_before_failing) == [0, 1, 2, 3]
     assert numbers(breaking.rows) == list(range(10))  # all of them, once
@@ -471,7 +486,7 @@ def test_a_batch_that_goes_to_disk_unread_is_still_counted_as_sanitised(make_wri
     writer, sink = make_writer(batch_size=10, flush_interval=3600)
     sink.down = True
     for n in range(10):
-        writer.put(with_details(n, score=float("nan")) if n == 3 else with_details(n, k=n))
+        put(writer, with_details(n, score=float("nan")) if n == 3 else with_details(n, k=n))
     assert writer.flush(timeout=5)
     assert writer.stats()["on_disk"] == 10
     assert writer.stats()["sanitised"] == 1
@@ -486,13 +501,16 @@ def test_queued_events_are_out_of_the_garbage_collectors_sight(make_writer) -> N
     one collection the collector watches neither, so queued events never pile up in its
     oldest generation (benchmarks/README.md measures what that cost the logging calls)."""
     writer, _sink = make_writer(batch_size=10_000, flush_interval=3600)
-    for n in range(100):
+    gc.collect()
+    watched_before = len(gc.get_objects())
+    for n in range(1000):
         fields = record(n)[:12]
         writer.put_apart(fields, {"source": "musicbrainz", "score": n / 100, "seen": True})
+    del fields
     gc.collect()
-    queued = list(writer._queue)  # type: ignore[attr-defined]
-    assert len(queued) == 200
-    assert not any(gc.is_tracked(item) for item in queued)
+    assert writer.stats()["queue_depth"] == 1000
+    # Nothing of the 1,000 queued events is watched (a few objects of the run may be).
+    assert len(gc.get_objects()) - watched_before < 100
     # A whole record holding its dict, as the queue held them before, stays watched.
     whole = (*record(1)[:12], {"source": "musicbrainz"})
     gc.collect()
@@ -503,7 +521,7 @@ def test_events_queued_apart_are_written_whole_and_in_order(make_writer) -> None
     writer, sink = make_writer(batch_size=7)
     for n in range(20):
         writer.put_apart(record(n)[:12], {"n": n} if n % 3 else None)
-    writer.put(with_details(20, n=20))  # a whole record goes the same way
+    put(writer, with_details(20, n=20))
     assert writer.flush(timeout=5)
     assert numbers(sink.rows) == list(range(21))
     assert sink.rows[1][12] == b'\x01{"n":1}'

@@ -1,5 +1,6 @@
-"""The writer's COPY sink: one COPY per batch through an owned connection or a borrowed
-pool, and what a failed write means."""
+"""Where the writer's batches go: the ``Sink`` protocol, and ``BatchSink``, one COPY per
+batch into PostgreSQL through an owned connection or a borrowed pool; and what a failed
+write means."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import enum
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import psycopg.errors
@@ -16,14 +17,15 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, validate_schema
-from ._errors import ConfigurationError
-from ._records import COLUMNS, COPY_TYPES
+from .._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, validate_schema
+from .._errors import ConfigurationError
+from .._records import COLUMNS, COPY_TYPES
 
 __all__ = [
     "SCHEMA_MISSING",
     "BatchSink",
     "Failure",
+    "Sink",
     "classify",
     "explain",
 ]
@@ -42,6 +44,27 @@ SCHEMA_MISSING = (
     psycopg.errors.UndefinedColumn,
     psycopg.errors.InvalidSchemaName,
 )
+
+
+class Sink(Protocol):
+    """Where batches go; ``BatchSink`` writes them to PostgreSQL. Plain Python methods
+    only, so that an in-memory sink can stand in for it.
+
+    ``write`` and ``write_replay`` raise what went wrong (see ``classify``);
+    ``write_replay`` returns ``False`` for a spill id it has stored already. ``target``
+    names where rows go (host, port, dbname, schema; never a password)."""
+
+    def write(self, rows: Sequence[tuple[object, ...]]) -> None: ...
+
+    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool: ...
+
+    def cancel(self, timeout: float = ...) -> None: ...
+
+    def target(self) -> dict[str, str]: ...
+
+    def after_fork_in_child(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Failure(enum.Enum):
@@ -231,6 +254,11 @@ class BatchSink:
         if conn is not None and self._pid == os.getpid():
             with contextlib.suppress(Exception):
                 conn.close()
+
+    @property
+    def label(self) -> str:
+        """Where rows go, for a repr: the DSN without its password, or the shared pool."""
+        return masked_conninfo(self._conninfo) if self._conninfo else "<shared pool>"
 
     def __repr__(self) -> str:
         target = masked_conninfo(self._conninfo) if self._conninfo else "<borrowed pool>"

@@ -28,13 +28,16 @@ from typing import Any, cast
 
 import orjson
 
-from ._records import COLUMNS, Record, default_message, logged_at_datetime
+from .._records import COLUMNS, Record, default_message, logged_at_datetime
 
 __all__ = [
     "MAX_DETAILS_DEPTH",
     "MAX_TEXT_LENGTH",
+    "clean",
     "clean_row",
     "describe",
+    "described",
+    "encode",
     "fast_row",
 ]
 
@@ -382,3 +385,34 @@ def describe(record: Record) -> dict[str, object]:
     details = record[12]
     described["details"] = None if details is None else _Cleaner().value(details, 0)
     return described
+
+
+# What a record becomes on its way to COPY, a spill file or a dead letter. The functions
+# above never raise for any input; these wrappers keep even a bug there from costing more
+# than this one record.
+
+
+def encode(record: Record) -> tuple[tuple[object, ...], bool]:
+    """``fast_row``, or ``clean`` should it fail."""
+    try:
+        return fast_row(record)
+    except BaseException:
+        return clean(record)
+
+
+def clean(record: Record) -> tuple[tuple[object, ...], bool]:
+    """``clean_row``, or the record with a stand-in for its details should it fail."""
+    try:
+        return clean_row(record)
+    except BaseException:
+        row, _ = clean_row((*record[:12], None))
+        stand_in = b'\x01{"llamalogger_error": "these details could not be encoded"}'
+        return (*row[:12], stand_in), True
+
+
+def described(record: Record) -> dict[str, object]:
+    """``describe``, or the record without its details should it fail."""
+    try:
+        return describe(record)
+    except BaseException:
+        return describe((*record[:12], None))

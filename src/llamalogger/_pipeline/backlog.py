@@ -1,0 +1,289 @@
+"""The backlog: batches kept in spill files while the database is unreachable, and their
+replay, oldest first and exactly once, when it is back.
+
+While spilling, every batch goes to a spill file behind the older ones, so that the order
+of events survives the outage. Files that other processes left (a forked child, a crash)
+are found by a scan every few seconds and replayed the same way. The writer steps the
+backlog with one call, ``step()``, which replays what is due and says when the next step
+is; delivery hands it the batches the database did not take (``keep``).
+
+Runs on the writer thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from .._records import Record
+from .diagnostics import Reporter, diagnostics
+from .ledger import Outcome
+from .retry import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, Deadline, Outage, failure
+from .sanitise import clean
+from .sink import Failure, Sink, explain
+from .spill import SpillDir, SpillFile, SpillFull
+
+__all__ = ["Backlog"]
+
+# How often a writer that is not spilling looks for files other processes left: one
+# directory listing, so that a forked child's spill files do not wait for a restart.
+_SCAN_INTERVAL = 2.0
+# The longest the writer replays spill files before it looks at its queue again.
+_REPLAY_SLICE = 0.25
+
+
+class Backlog:
+    """Owns the spill directory of one writer: what goes to disk, what is replayed, when."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        spill: SpillDir | None,
+        reporter: Reporter,
+        outage: Outage,
+        deadline: Deadline,
+    ) -> None:
+        self._sink = sink
+        self._spill = spill
+        self._reporter = reporter
+        self._outage = outage
+        self._deadline = deadline
+        self._reset()
+
+    def _reset(self) -> None:
+        # Spilling from the start if files wait: this writer's events go behind them.
+        self._spilling = bool(self._pending())
+        self._next_replay = 0.0
+        self._next_scan = 0.0
+        self._replay_delay = FIRST_RETRY_DELAY
+        self._warned = False
+        self._own_files: dict[str, int] = {}  # this writer's files not yet settled: events
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is a spill directory to keep batches in."""
+        return self._spill is not None
+
+    @property
+    def spilling(self) -> bool:
+        """Whether batches go to disk, behind older ones, instead of to the database."""
+        return self._spilling
+
+    # --- the writer's one call -----------------------------------------------------
+
+    def step(self, *, final: bool = False) -> tuple[Outcome, float]:
+        """Replay what is due (``final``: everything, until the closing deadline); returns
+        what became of the replayed events and when (``time.monotonic()``) the next replay
+        is due, infinity when none is."""
+        outcome = Outcome()
+        if final:
+            if self._spilling or self._pending():
+                # One attempt, as long as close() allows: it never waits on an unreachable
+                # database, and what is left stays on disk for the next logger.
+                self._replay(outcome, self._deadline.at)
+        elif self._due():
+            self._replay(outcome, None)
+        return outcome, self._next_replay if self._spilling else float("inf")
+
+    def _due(self) -> bool:
+        """Time to replay: while spilling, after the backoff; otherwise every few seconds
+        if files wait in the directory (left by another process, a forked child, a crash)."""
+        now = time.monotonic()
+        if self._spilling:
+            return now >= self._next_replay
+        if self._spill is None or now < self._next_scan:
+            return False
+        self._next_scan = now + _SCAN_INTERVAL
+        if self._pending():
+            self._spilling = True  # keeps this writer's own order behind theirs
+            return True
+        return False
+
+    # --- to disk -------------------------------------------------------------------
+
+    def keep(
+        self,
+        records: Sequence[Record],
+        taken_ns: int,
+        outcome: Outcome,
+        *,
+        first_pass: bool = False,
+    ) -> None:
+        """Put ``records`` in a spill file and enter spilling mode; drop them (counted,
+        reported) if there is no directory, or it is full or cannot be written.
+        ``first_pass``: nothing has looked at these records yet, so what cleaning changes
+        is counted here."""
+        spill = self._spill
+        if spill is None:  # only reached when closing ran out of time
+            outcome.dropped += len(records)
+            return
+        # Spilled rows are always the cleaned ones: a replay must not be refused.
+        rows = []
+        for record in records:
+            row, changed = clean(record)
+            rows.append(row)
+            outcome.sanitised += first_pass and changed
+        try:
+            file = spill.write(rows, taken_ns)
+        except SpillFull:
+            outcome.dropped += len(records)
+            self._reporter.once(
+                "spill full",
+                logging.ERROR,
+                "llamalogger's spill directory %s reached its cap of %d bytes (spill_max_bytes): "
+                "events are dropped and counted in stats()['dropped'] until it drains",
+                spill.path,
+                spill.max_bytes,
+            )
+            return
+        except OSError as exc:
+            outcome.dropped += len(records)
+            self._reporter.report(
+                "spill write",
+                logging.ERROR,
+                "llamalogger cannot write a spill file in %s (%s); %d events are dropped and "
+                "counted in stats()['dropped']",
+                spill.path,
+                exc,
+                len(records),
+            )
+            return
+        if not self._warned:
+            self._warned = True
+            diagnostics.warning(
+                "llamalogger is keeping events in spill files in %s until the database takes "
+                "writes again",
+                spill.path,
+            )
+        if not self._spilling:
+            self._spilling = True
+            self._next_replay = time.monotonic() + self._replay_delay
+        self._own_files[file.spill_id] = len(records)
+        outcome.on_disk += len(records)
+        outcome.spilled += len(records)
+
+    # --- from disk -----------------------------------------------------------------
+
+    def _pending(self) -> list[SpillFile]:
+        """The spill files to replay; none (reported) if the directory cannot be listed."""
+        if self._spill is None:
+            return []
+        try:
+            return self._spill.pending()
+        except OSError as exc:
+            self._reporter.report(
+                "spill listing",
+                logging.ERROR,
+                "llamalogger cannot list its spill directory %s: %s",
+                self._spill.path,
+                exc,
+            )
+            return []
+
+    def _replay(self, outcome: Outcome, until: float | None) -> None:
+        """Write the spill files, oldest first, for one slice of time (or ``until`` that
+        moment); leave spilling mode once none is left."""
+        spill = self._spill
+        if spill is None:
+            self._spilling = False
+            return
+        target = self._sink.target()
+        slice_ends = time.monotonic() + _REPLAY_SLICE if until is None else until
+        for file in self._pending():
+            if time.monotonic() >= slice_ends:
+                # A long backlog is written in slices: between them the writer puts new
+                # batches on disk (behind the backlog), so the queue never fills meanwhile.
+                self._next_replay = time.monotonic()
+                return
+            claimed = spill.claim(file)
+            if claimed is None:
+                continue  # another process took it
+            if not self._replay_file(spill, claimed, target, outcome):
+                self._replay_delay = min(self._replay_delay * 2, MAX_RETRY_DELAY)
+                self._next_replay = time.monotonic() + self._replay_delay
+                return
+        self._settle_vanished(spill, outcome)
+        self._spilling = False
+        self._replay_delay = FIRST_RETRY_DELAY
+        self._outage.succeeded()
+        if self._warned:
+            self._warned = False
+            diagnostics.warning("llamalogger wrote every spilled event; writing directly again")
+
+    def _replay_file(
+        self, spill: SpillDir, file: SpillFile, target: dict[str, str], outcome: Outcome
+    ) -> bool:
+        """Replay one claimed file; False if the database is still unreachable."""
+        try:
+            written_for, rows = spill.read(file)
+        except FileNotFoundError:
+            return True  # taken over meanwhile by a process that found us gone: not ours
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = spill.set_aside(file, "unreadable")
+            diagnostics.error("llamalogger cannot read spill file %s: %s", aside, exc)
+            self._settle_file(file.spill_id, stored=0, outcome=outcome)
+            return True
+        if written_for is not None and written_for != target:
+            # Not ours to write: give the file back for a logger of its own database.
+            spill.leave_alone(file)
+            self._reporter.once(
+                ("foreign spill", file.spill_id),
+                logging.WARNING,
+                "llamalogger leaves spill file %s alone: it was written for %s, not %s",
+                file.path.name,
+                written_for,
+                target,
+            )
+            return True
+        try:
+            inserted = self._sink.write_replay(file.spill_id, rows)
+        except Exception as exc:
+            if failure(exc) is Failure.REJECT:
+                aside = spill.set_aside(file, "rejected")
+                diagnostics.error(
+                    "llamalogger: the database refused spill file %s (%s)", aside, explain(exc)
+                )
+                self._settle_file(file.spill_id, stored=0, outcome=outcome)
+                return True
+            outcome.retried += 1
+            self._outage.failed(exc)
+            spill.release(file)
+            return False
+        spill.remove(file)
+        # Not inserted: an earlier replay of this file had committed already.
+        outcome.replayed += len(rows) if inserted else 0
+        self._settle_file(file.spill_id, stored=len(rows), outcome=outcome)
+        return True
+
+    def _settle_file(self, spill_id: str, *, stored: int, outcome: Outcome) -> None:
+        events = self._own_files.pop(spill_id, None)
+        if events is None:
+            return  # another writer's file: it is not in this writer's counters
+        outcome.on_disk -= events
+        if stored:
+            outcome.written += events
+        else:
+            outcome.rejected += events
+
+    def _settle_vanished(self, spill: SpillDir, outcome: Outcome) -> None:
+        """Own files that another process replayed (or set aside) meanwhile."""
+        for spill_id in list(self._own_files):
+            state = spill.state(spill_id)
+            if state != "pending":
+                self._settle_file(spill_id, stored=int(state == "gone"), outcome=outcome)
+
+    # --- life cycle ----------------------------------------------------------------
+
+    def report_left(self, left: int) -> None:
+        """At close, with ``left`` of this writer's events on disk: say where they wait."""
+        if left and self._spill is not None:
+            diagnostics.warning(
+                "llamalogger closed with %d events in spill files in %s; a logger with this "
+                "spill directory writes them once it reaches the database",
+                left,
+                self._spill.path,
+            )
+
+    def after_fork_in_child(self) -> None:
+        self._reset()

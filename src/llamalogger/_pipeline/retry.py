@@ -1,0 +1,112 @@
+"""The retry schedule that delivery and the backlog share: the backoff, what a failed write
+means, the one warning when the database stops (and starts again) taking writes, and the
+moment ``close()`` stops waiting for it.
+
+Both import this module and never each other.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from .diagnostics import diagnostics
+from .sink import SCHEMA_MISSING, Failure, classify, explain
+
+__all__ = ["FIRST_RETRY_DELAY", "MAX_RETRY_DELAY", "Deadline", "Outage", "failure"]
+
+# Backoff between attempts while the server does not take writes: quick first retries
+# for a blip, capped at 0.5 s so that writing resumes within a second of the server
+# accepting connections again. An attempt against a server that is down is one refused
+# connection, so retrying this often costs nothing worth saving.
+FIRST_RETRY_DELAY = 0.05
+MAX_RETRY_DELAY = 0.5
+
+
+def failure(exc: Exception) -> Failure:
+    """What to do about a failed write. Anything but the server's word or an adapter's
+    refusal of a value is a bug: it is raised on, so that the writer reports it and
+    counts the batch, instead of retrying it forever."""
+    kind = classify(exc)
+    if kind is Failure.RETRY and not isinstance(exc, psycopg.Error):
+        raise exc
+    return kind
+
+
+class Deadline:
+    """When closing stops waiting for the database; none while the logger runs.
+
+    Only the writer sets it (``close()``); delivery and the backlog read it on the writer
+    thread, where a retry loop that began before ``close()`` sees it too.
+    """
+
+    __slots__ = ("_at",)
+
+    def __init__(self) -> None:
+        self._at: float | None = None
+
+    @property
+    def at(self) -> float | None:
+        return self._at
+
+    def set(self, moment: float) -> None:
+        """Stop waiting at ``moment`` (``time.monotonic()``; now: no more waiting)."""
+        self._at = moment
+
+    def passed(self) -> bool:
+        return self._at is not None and time.monotonic() >= self._at
+
+    def sleep(self, delay: float) -> bool:
+        """Wait ``delay`` before the next attempt; True once closing has run out of time."""
+        if self._at is not None:
+            remaining = self._at - time.monotonic()
+            if remaining <= 0:
+                return True
+            delay = min(delay, remaining)
+        time.sleep(delay)
+        return False
+
+
+class Outage:
+    """Whether writes are failing: one warning when they start to, one when they work again."""
+
+    __slots__ = ("_kept", "_since")
+
+    def __init__(self, kept: str) -> None:
+        self._kept = kept  # where events wait meanwhile, for the warning
+        self._since: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: Exception) -> None:
+        if self._since is not None:
+            return
+        self._since = time.monotonic()
+        if isinstance(exc, SCHEMA_MISSING):
+            diagnostics.warning(
+                "llamalogger cannot write: the schema is missing or older than this version: "
+                "%s; events are kept %s and written once it is migrated",
+                explain(exc),  # which names `llamalog migrate`
+                self._kept,
+            )
+        else:
+            diagnostics.warning(
+                "llamalogger cannot write to the database, retrying (events are kept %s): %s",
+                self._kept,
+                explain(exc),
+            )
+
+    def succeeded(self) -> None:
+        if self._since is not None:
+            diagnostics.warning(
+                "llamalogger reached the database again after %.1fs",
+                time.monotonic() - self._since,
+            )
+            self._since = None
+
+    def forget(self) -> None:
+        """A forked child starts without the parent's outage."""
+        self._since = None

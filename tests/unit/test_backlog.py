@@ -1,0 +1,107 @@
+"""The backlog on its own, stepped the way the writer steps it: ``keep`` puts batches on
+disk, ``step()`` replays what is due and says when the next step is."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from llamalogger._pipeline.backlog import Backlog
+from llamalogger._pipeline.diagnostics import Reporter
+from llamalogger._pipeline.ledger import Outcome
+from llamalogger._pipeline.retry import FIRST_RETRY_DELAY, Deadline, Outage
+from llamalogger._pipeline.spill import SpillDir
+
+from .test_writer import TARGET, MemorySink, numbers, record
+
+
+def make_backlog(tmp_path: Path, sink: MemorySink, deadline: Deadline | None = None) -> Backlog:
+    spill = SpillDir(tmp_path / "spill", TARGET, 1 << 20)
+    return Backlog(sink, spill, Reporter(), Outage("on disk"), deadline or Deadline())
+
+
+def wait_until(moment: float) -> None:
+    """The backlog's own schedule (its backoff), not a thread: there is nothing to wait on."""
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def test_with_nothing_on_disk_a_step_does_nothing_and_asks_for_no_next_one(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    outcome, due_at = backlog.step()
+    assert outcome == Outcome()
+    assert math.isinf(due_at)
+    assert (backlog.spilling, sink.writes) == (False, 0)
+
+
+def test_kept_batches_are_replayed_in_order_once_due_and_the_database_is_back(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    kept = Outcome()
+    backlog.keep([record(n) for n in range(3)], 1, kept)
+    backlog.keep([record(n) for n in range(3, 5)], 2, kept)
+    assert (kept.on_disk, kept.spilled) == (5, 5)
+    assert backlog.spilling
+
+    sink.down = True
+    outcome, due_at = backlog.step()  # before the backoff, or due with the database away
+    assert (outcome.written, sink.rows) == (0, [])
+    assert due_at > time.monotonic()
+
+    wait_until(due_at)
+    before = time.monotonic()
+    outcome, next_due = backlog.step()  # due, but the database is still away
+    assert (outcome.retried, outcome.written, sink.rows) == (1, 0, [])
+    assert next_due - before >= 2 * FIRST_RETRY_DELAY  # the backoff doubled
+
+    sink.down = False
+    wait_until(next_due)
+    outcome, due_at = backlog.step()
+    assert numbers(sink.rows) == [0, 1, 2, 3, 4]
+    assert (outcome.on_disk, outcome.written, outcome.replayed) == (-5, 5, 5)
+    assert not backlog.spilling
+    assert math.isinf(due_at)
+
+
+def test_files_left_by_another_writer_are_due_at_once_and_not_counted_as_ours(
+    tmp_path: Path,
+) -> None:
+    SpillDir(tmp_path / "spill", TARGET, 1 << 20).write([record(7), record(8)], 1)
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    assert backlog.spilling  # this writer's events go behind them
+    outcome, due_at = backlog.step()
+    assert numbers(sink.rows) == [7, 8]
+    assert (outcome.replayed, outcome.written, outcome.on_disk) == (2, 0, 0)
+    assert math.isinf(due_at)
+
+
+def test_the_final_step_replays_what_is_on_disk_without_waiting_for_the_backoff(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink()
+    deadline = Deadline()
+    backlog = make_backlog(tmp_path, sink, deadline)
+    backlog.keep([record(1)], 1, Outcome())
+    deadline.set(time.monotonic() + 5)  # close() began
+    outcome, due_at = backlog.step(final=True)
+    assert numbers(sink.rows) == [1]
+    assert (outcome.written, outcome.on_disk) == (1, -1)
+    assert math.isinf(due_at)
+
+
+def test_without_a_spill_directory_kept_events_are_dropped_and_counted(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink()
+    backlog = Backlog(sink, None, Reporter(), Outage("in memory"), Deadline())
+    assert not backlog.enabled
+    outcome = Outcome()
+    backlog.keep([record(1), record(2)], 1, outcome)
+    assert (outcome.dropped, outcome.on_disk) == (2, 0)
+    assert backlog.step() == (Outcome(), math.inf)
