@@ -27,6 +27,7 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from redis import Redis
 
+from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
 from llamalogger.integrations.dramatiq import instrument
 
@@ -80,6 +81,10 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
             folder / "worker.log",
         )
         try:
+            # Both worker processes consume before anything is sent, so both run messages.
+            assert wait_until(
+                lambda: worker.output().count("Worker process is ready for action.") == 2, 60
+            ), worker.output()
             with LlamaLogger(dsn, schema=schema) as logger:
                 instrument(broker, logger)  # this side only sends: the job goes along
                 ids = {

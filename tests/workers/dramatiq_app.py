@@ -10,6 +10,7 @@ The logger is made by a factory, once in each worker process, at worker boot.
 from __future__ import annotations
 
 import os
+import time
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -75,6 +76,9 @@ def burst(tag: str, events: int) -> None:
     oracle(tag)
     for number in range(events):
         llama.logger.log(Category.UPDATED, "burst", tag=tag, number=number, pid=os.getpid())
+    # Long enough that one worker process cannot take every burst before the other one's
+    # idle poll (it backs off up to a second) comes round: both then run some.
+    time.sleep(0.25)
 
 
 @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=3, **BACKOFF)
