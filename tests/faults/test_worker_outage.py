@@ -24,6 +24,7 @@ import harness
 from celery import Celery
 from celery.result import AsyncResult
 
+from fixtures.database import rows
 from llamalogger import LlamaLogger
 
 TASKS = 6
@@ -100,6 +101,6 @@ def test_recycled_pool_processes_spill_during_an_outage_and_nothing_is_lost(
 
     with LlamaLogger(dsn, schema=schema, spill_dir=spill) as replayer:
         assert replayer.flush(30)
-    rows = [row for row in harness.rows(dsn, schema) if (row["details"] or {}).get("tag") == "o"]
-    assert sorted(row["job_id"] for row in rows) == sorted(ids)
-    assert all(row["job_id"] == row["details"]["celery_id"] for row in rows)
+    stored = [row for row in rows(dsn, schema) if (row["details"] or {}).get("tag") == "o"]
+    assert sorted(row["job_id"] for row in stored) == sorted(ids)
+    assert all(row["job_id"] == row["details"]["celery_id"] for row in stored)

@@ -31,6 +31,7 @@ import harness
 from celery import Celery
 from celery.result import AsyncResult
 
+from fixtures.database import migrated_schema, rows
 from llamalogger import LlamaLogger
 from llamalogger.integrations.celery import instrument
 
@@ -102,7 +103,7 @@ def outcome(
     (folder / "results").mkdir()
     run = harness.run_id()
     broker, backend = _urls(lane, folder / "results")
-    with harness.scratch_schema(dsn) as schema:
+    with migrated_schema(dsn) as schema:
         app = Celery("publisher", set_as_current=False)
         celery_app.configure(
             app, broker=broker, backend=backend, queue=run, prefix=f"{run}:", folder=str(folder)
@@ -149,9 +150,7 @@ def outcome(
                 worker.kill()
             if lane.broker == "rabbitmq":
                 _delete_queue(app, run)
-        yield Outcome(
-            harness.rows(dsn, schema), outer_job_id, ids, lane.broker, "prefork" in lane.args
-        )
+        yield Outcome(rows(dsn, schema), outer_job_id, ids, lane.broker, "prefork" in lane.args)
 
 
 def _publish_and_wait(

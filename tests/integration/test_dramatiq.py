@@ -13,9 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import attrs
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workers"))
@@ -27,6 +25,7 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from redis import Redis
 
+from fixtures.database import migrated_schema, rows
 from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
 from llamalogger.integrations.dramatiq import instrument
@@ -45,16 +44,7 @@ BURST_EVENTS = 25
 WAIT_MS = 60_000  # for the whole workload: generous for 2 shared cores, never unbounded
 
 
-@attrs.frozen
-class Outcome:
-    rows: list[dict[str, Any]]
-    ids: dict[str, str]
-
-    def tagged(self, tag: str) -> list[dict[str, Any]]:
-        return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]
-
-    def of_job(self, job_id: str) -> list[dict[str, Any]]:
-        return [row for row in self.rows if row["job_id"] == job_id]
+Outcome = harness.Outcome
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +57,7 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
         message = broker.enqueue(Message(name, actor, args, {}, {}))
         return message.message_id
 
-    with harness.scratch_schema(dsn) as schema:
+    with migrated_schema(dsn) as schema:
         folder = tmp_path_factory.mktemp("dramatiq")
         worker = harness.WorkerProcess(
             ["-m", "dramatiq", "dramatiq_app:broker", "--processes", "2", "--threads", "2"],
@@ -102,7 +92,7 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                 assert logger.flush(10)
             broker.join(name, timeout=WAIT_MS)
             assert worker.stop() == 0, worker.output()
-            yield Outcome(harness.rows(dsn, schema), ids)
+            yield Outcome(rows(dsn, schema), ids)
         finally:
             if worker.process.poll() is None:
                 worker.kill()

@@ -12,9 +12,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import attrs
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workers"))
@@ -25,6 +23,7 @@ import harness
 from redis import Redis
 from rq import Retry
 
+from fixtures.database import migrated_schema, rows
 from llamalogger import LlamaLogger
 from llamalogger.integrations.rq import META_KEY, LlamaQueue, job_meta
 
@@ -38,16 +37,7 @@ pytestmark = [
 ARTISTS = 3
 
 
-@attrs.frozen
-class Outcome:
-    rows: list[dict[str, Any]]
-    ids: dict[str, str]
-
-    def tagged(self, tag: str) -> list[dict[str, Any]]:
-        return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]
-
-    def of_job(self, job_id: str) -> list[dict[str, Any]]:
-        return [row for row in self.rows if row["job_id"] == job_id]
+Outcome = harness.Outcome
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +46,7 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
     name = harness.run_id()
     redis = Redis.from_url(harness.REDIS)
     queue = LlamaQueue(name, connection=redis)
-    with harness.scratch_schema(dsn) as schema:
+    with migrated_schema(dsn) as schema:
         try:
             with LlamaLogger(dsn, schema=schema) as logger:
                 ids = {
@@ -109,7 +99,7 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                 if worker.process.poll() is None:
                     worker.kill()
             assert code == 0, worker.output()
-            yield Outcome(harness.rows(dsn, schema), ids)
+            yield Outcome(rows(dsn, schema), ids)
         finally:
             queue.delete(delete_jobs=True)
 

@@ -9,14 +9,11 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import psycopg
-from psycopg import sql
-from psycopg.rows import dict_row
-
-from llamalogger.schema import migrate
+import attrs
 
 HERE = Path(__file__).resolve().parent
 REDIS = "redis://127.0.0.1:6379/0"
@@ -42,30 +39,18 @@ def run_id() -> str:
     return f"llamalog-test-{uuid.uuid4().hex[:12]}"
 
 
-@contextlib.contextmanager
-def scratch_schema(dsn: str) -> Iterator[str]:
-    """A freshly migrated schema, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        migrate(connection, schema=name)
-    try:
-        yield name
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-            )
+@attrs.frozen
+class Outcome:
+    """What a worker test's run stored, and the ids the test learnt while sending."""
 
+    rows: list[dict[str, Any]]
+    ids: dict[str, str]
 
-def rows(dsn: str, schema: str) -> list[dict[str, object]]:
-    """Every row of the schema's ``llama_log``, in insert order."""
-    query = sql.SQL(
-        "SELECT id, category::text AS category, level, message, job_id, parent_job_id,"
-        " root_job_id, job_name, details FROM {}.llama_log ORDER BY id"
-    ).format(sql.Identifier(schema))
-    with psycopg.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.row_factory = dict_row
-        return list(cursor.execute(query).fetchall())
+    def tagged(self, tag: str) -> list[dict[str, Any]]:
+        return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]
+
+    def of_job(self, job_id: str) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["job_id"] == job_id]
 
 
 class WorkerProcess:
