@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import llamalogger
+from fixtures.waiting import wait_until
 from llamalogger import EmbeddedUnavailable, LlamaLogger
 from llamalogger.cli import main
 from llamalogger.cli._commands import COMMANDS
@@ -106,6 +109,46 @@ def test_without_a_dsn_the_embedded_server_is_used_and_named(tmp_path: Path) -> 
     assert "using the embedded PostgreSQL" in result.stderr
     assert str(tmp_path / "pgdata") in result.stderr
     assert "applied 0002 root_job_id" in result.stdout
+
+
+def test_sigterm_stops_the_embedded_server_the_command_started(tmp_path: Path) -> None:
+    """`kill` of a following `llamalog tail` ends it as Ctrl-C does (status 143): the
+    embedded server it started stops, instead of running on with a stale handle."""
+    env = {k: v for k, v in os.environ.items() if k not in {"LLAMALOG_DSN", "LLAMALOG_SCHEMA"}}
+    data_dir = tmp_path / "pgdata"
+    env["LLAMALOG_EMBEDDED_DIR"] = str(data_dir)
+    command = [sys.executable, "-m", "llamalogger.cli"]
+    subprocess.run([*command, "migrate"], env=env, capture_output=True, timeout=120, check=True)
+    errors = tmp_path / "stderr"
+    with errors.open("w") as stderr:
+        tail = subprocess.Popen(
+            [*command, "tail", "--interval", "0.1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        postmaster = data_dir / "postmaster.pid"
+        assert wait_until(
+            lambda: "using the embedded PostgreSQL" in errors.read_text() and postmaster.exists(),
+            60,
+        ), errors.read_text()
+        server_pid = int(postmaster.read_text().split()[0])
+        tail.send_signal(signal.SIGTERM)
+        assert tail.wait(60) == 143, errors.read_text()
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert not postmaster.exists()
+    assert wait_until(lambda: not _alive(server_pid), 10)  # the postmaster's last moments
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_missing_embedded_extra_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,21 +303,39 @@ class TestErrors:
         assert "llamalog: error:" not in err
 
     def test_a_bad_option_value_is_one_line(
-        self, dsn: str, schema_name: str, capsys: pytest.CaptureFixture[str]
+        self, dsn: str, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        assert main(["migrate", "--dsn", dsn, "--schema", schema_name, "--lock-timeout", "-1"]) == 1
+        assert main(["migrate", "--dsn", dsn, "--schema", ""]) == 1
         err = capsys.readouterr().err
-        assert (
-            err == "llamalog: error: lock_timeout must be a positive number of seconds, not -1.0\n"
-        )
+        assert err == "llamalog: error: schema must be a non-empty str, not ''\n"
 
+    @pytest.mark.parametrize(
+        ("argv", "says"),
+        [
+            (["status", "-n", "many"], "argument -n/--last: not a whole number: 'many'"),
+            (["status", "-n", "-3"], "argument -n/--last: must be at least 0, not -3"),
+            (["tree", "x", "--max-children", "-1"], "argument --max-children: must be at least 0"),
+            (["tail", "--interval", "0"], "argument --interval: must be a positive number"),
+            (["tail", "--interval", "nan"], "argument --interval: must be a positive number"),
+            (["migrate", "--lock-timeout", "-1"], "argument --lock-timeout: must be a positive"),
+            (["demo", "--tracks", "0"], "argument --tracks: must be at least 1, not 0"),
+        ],
+    )
     def test_an_argument_argparse_refuses_exits_2_with_its_usage(
-        self, capsys: pytest.CaptureFixture[str]
+        self, argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """Counts and durations are checked before any server is reached: a negative count
+        used to reach the server (`status -n -3`) or hide a child (`--max-children -1`)."""
         with pytest.raises(SystemExit) as exited:
-            main(["status", "-n", "many"])
+            main(argv)
         assert exited.value.code == 2
-        assert "llamalog status: error: argument -n/--last" in capsys.readouterr().err
+        assert f"llamalog {argv[0]}: error: {says}" in capsys.readouterr().err
+
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exited:
+            main(["--version"])
+        assert exited.value.code == 0
+        assert capsys.readouterr().out == f"llamalog {llamalogger.__version__}\n"
 
     def test_an_embedded_server_that_cannot_start_is_one_line(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

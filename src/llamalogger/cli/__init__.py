@@ -10,10 +10,13 @@ appears in either.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 
@@ -59,6 +62,33 @@ def _database(dsn: str | None) -> Iterator[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``llamalog`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    with _terminated_like_ctrl_c():
+        return _run(args)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is, but with its own exit status (143)."""
+
+
+@contextlib.contextmanager
+def _terminated_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``kill``, a service manager) ends a command the way Ctrl-C does: blocks are
+    left, so an embedded server the command started is stopped instead of running on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     given = dsn_from_env(args.dsn)
     try:
         with _database(args.dsn) as dsn:
@@ -66,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `llamalog tail | head`: the reader left, nothing to report
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps exit-time flush quiet
         return 0
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return 143 if isinstance(exc, _Terminated) else 130
     except _EXPECTED as exc:
         if args.debug:
             _print_traceback(exc, given)
