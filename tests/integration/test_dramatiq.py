@@ -127,16 +127,7 @@ def test_job_id_is_the_message_id(outcome: Outcome) -> None:
 
 def test_a_message_sent_inside_a_job_is_its_child(outcome: Outcome) -> None:
     """Children sent by a message hang under it; a tree sent in a plain job under that job."""
-    for tag, key, root in (("a", "album", "album"), ("b", "nested", "outer")):
-        album = outcome.ids[key]
-        rows = outcome.tagged(tag)
-        children = [row for row in rows if row["job_id"] != album]
-        assert len({row["job_id"] for row in children}) == ARTISTS
-        assert {row["parent_job_id"] for row in children} == {album}
-        assert {row["root_job_id"] for row in rows} == {outcome.ids[root]}
-    assert {row["parent_job_id"] for row in outcome.of_job(outcome.ids["nested"])} == {
-        outcome.ids["outer"]
-    }
+    harness.assert_sent_trees_hang_together(outcome, ARTISTS)
     album = outcome.of_job(outcome.ids["album"])
     assert {(row["parent_job_id"], row["root_job_id"]) for row in album} == {
         (None, outcome.ids["album"])

@@ -125,15 +125,7 @@ def test_job_id_is_rqs_job_id(outcome: Outcome) -> None:
 
 def test_a_job_enqueued_inside_a_job_is_its_child(outcome: Outcome) -> None:
     """Children enqueued by a job hang under it; a tree enqueued in a plain job under that."""
-    for tag, key, root in (("a", "album", "album"), ("b", "nested", "outer")):
-        album = outcome.ids[key]
-        rows = outcome.tagged(tag)
-        children = [row for row in rows if row["job_id"] != album]
-        assert len({row["job_id"] for row in children}) == ARTISTS
-        assert {row["parent_job_id"] for row in children} == {album}
-        assert {row["root_job_id"] for row in rows} == {outcome.ids[root]}
-    nested = outcome.of_job(outcome.ids["nested"])
-    assert {row["parent_job_id"] for row in nested} == {outcome.ids["outer"]}
+    harness.assert_sent_trees_hang_together(outcome, ARTISTS)
 
 
 def test_retries_stay_one_job_and_fail_once(outcome: Outcome) -> None:

@@ -53,6 +53,20 @@ class Outcome:
         return [row for row in self.rows if row["job_id"] == job_id]
 
 
+def assert_sent_trees_hang_together(outcome: Outcome, children: int) -> None:
+    """The workload both queues send: an album task ("a") whose ``children`` artist tasks
+    hang under it, and the same tree ("b", "nested") sent inside a plain job ("outer")."""
+    for tag, key, root in (("a", "album", "album"), ("b", "nested", "outer")):
+        album = outcome.ids[key]
+        rows = outcome.tagged(tag)
+        below = [row for row in rows if row["job_id"] != album]
+        assert len({row["job_id"] for row in below}) == children
+        assert {row["parent_job_id"] for row in below} == {album}
+        assert {row["root_job_id"] for row in rows} == {outcome.ids[root]}
+    nested = outcome.of_job(outcome.ids["nested"])
+    assert {row["parent_job_id"] for row in nested} == {outcome.ids["outer"]}
+
+
 class WorkerProcess:
     """A worker started as a separate process; its output goes to a log file."""
 

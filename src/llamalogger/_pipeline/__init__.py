@@ -22,14 +22,13 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from .diagnostics import diagnostics
-from .settings import DEFAULT, DEFAULT_SPILL_MAX_BYTES, FullPolicy, Settings, Spill
+from .settings import DEFAULT, FullPolicy, Settings, Spill
 from .sink import BatchSink, Sink
 from .spill import SpillDir, default_spill_root, target_dirname
 from .writer import Writer
 
 __all__ = [
     "DEFAULT",
-    "DEFAULT_SPILL_MAX_BYTES",
     "BatchSink",
     "FullPolicy",
     "Settings",
