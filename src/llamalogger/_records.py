@@ -40,6 +40,8 @@ class Category(enum.StrEnum):
     SKIPPED = "SKIPPED"
     FAILED = "FAILED"
     LINKED = "LINKED"
+    #: A plain log line with no catalogue meaning, as the logging and structlog bridges store.
+    NOTED = "NOTED"
 
     @classmethod
     def parse(cls, value: object) -> Category:

@@ -31,11 +31,12 @@ def test_migrate_prints_what_it_applied_then_is_a_no_op(
         "applied 0003 spill_replays",
         "applied 0004 root_job_id_trigger",
         "applied 0005 root_rule",
+        "applied 0006 jobs",
         "backfill: 0 filled, 0 orphans, 0 unresolved, 0 total",
     ]
     assert main(["migrate", "--dsn", dsn, "--schema", schema_name]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"schema {schema_name} is up to date (version 0005)"
+        f"schema {schema_name} is up to date (version 0006)"
     ]
 
 
@@ -171,7 +172,7 @@ def test_status_shows_version_counts_and_last_events(
 ) -> None:
     assert main(["status", "--dsn", dsn, "--schema", schema, "-n", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"schema {schema}: version 0005 (this llamalog: 0005)"
+    assert lines[0] == f"schema {schema}: version 0006 (this llamalog: 0006)"
     # 1 album + 3 x 2 artist events + 6 tracks x 7 events + 3 cover-art events
     assert lines[1].startswith("events: 52 (")
     assert lines[2] == "root jobs: 1"

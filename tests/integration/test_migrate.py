@@ -62,6 +62,7 @@ class TestAvailableMigrations:
             ("0003", "spill_replays"),
             ("0004", "root_job_id_trigger"),
             ("0005", "root_rule"),
+            ("0006", "jobs"),
         ]
         assert migrations[-1].version == LATEST_VERSION
         assert all(m.sql.strip() for m in migrations)
@@ -75,16 +76,16 @@ class TestMigrate:
         assert current_version(conn, schema_name) is None
 
         first = migrate(conn, schema=schema_name)
-        assert [m.version for m in first.applied] == ["0001", "0002", "0003", "0004", "0005"]
-        assert first.version == LATEST_VERSION == "0005"
+        assert [m.version for m in first.applied] == ["0001", "0002", "0003", "0004", "0005", "0006"]
+        assert first.version == LATEST_VERSION == "0006"
         assert str(first.backfill) == "backfill: 0 filled, 0 orphans, 0 unresolved, 0 total"
 
         second = migrate(conn, schema=schema_name)
         assert second.applied == ()
-        assert second.version == "0005"
+        assert second.version == "0006"
         assert second.backfill is None
-        assert current_version(conn, schema_name) == "0005"
-        assert _recorded(conn, schema_name) == ["0001", "0002", "0003", "0004", "0005"]
+        assert current_version(conn, schema_name) == "0006"
+        assert _recorded(conn, schema_name) == ["0001", "0002", "0003", "0004", "0005", "0006"]
 
     def test_target_0001_is_the_schema_before_the_dual_hierarchy(
         self, conn: psycopg.Connection, schema_name: str
@@ -99,7 +100,7 @@ class TestMigrate:
         assert "LINKED" not in _categories(conn, schema_name)
 
         result = migrate(conn, schema=schema_name)
-        assert [m.version for m in result.applied] == ["0002", "0003", "0004", "0005"]
+        assert [m.version for m in result.applied] == ["0002", "0003", "0004", "0005", "0006"]
         assert result.backfill is not None
         assert _has_column(conn, schema_name, "root_job_id")
         assert _categories(conn, schema_name) == [
@@ -110,6 +111,7 @@ class TestMigrate:
             "SKIPPED",
             "FAILED",
             "LINKED",
+            "NOTED",
         ]
 
     def test_migrated_table_accepts_linked_rows_with_defaults(
@@ -137,9 +139,9 @@ class TestMigrate:
         """A connection outside autocommit still gets committed migrations and keeps its mode."""
         with psycopg.connect(dsn) as other:
             result = migrate(other, schema=schema_name)
-            assert result.version == "0005"
+            assert result.version == "0006"
             assert other.autocommit is False
-        assert current_version(conn, schema_name) == "0005"
+        assert current_version(conn, schema_name) == "0006"
 
     def test_connection_with_an_open_transaction_is_refused(
         self, dsn: str, schema_name: str
@@ -156,8 +158,8 @@ class TestMigrate:
         name = f'Llama "log" {uuid.uuid4().hex[:8]}'
         try:
             result = migrate(conn, schema=name)
-            assert result.version == "0005"
-            assert current_version(conn, name) == "0005"
+            assert result.version == "0006"
+            assert current_version(conn, name) == "0006"
             assert _has_column(conn, name, "root_job_id")
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
@@ -244,8 +246,8 @@ class TestConcurrency:
         errors = [err for (_, err), child in zip(outcomes, children) if child.returncode != 0]
         assert errors == []
         applied = sorted(version for out, _ in outcomes for version in out.split())
-        assert applied == ["0001", "0002", "0003", "0004", "0005"]
-        assert _recorded(conn, schema_name) == ["0001", "0002", "0003", "0004", "0005"]
+        assert applied == ["0001", "0002", "0003", "0004", "0005", "0006"]
+        assert _recorded(conn, schema_name) == ["0001", "0002", "0003", "0004", "0005", "0006"]
 
 
 class TestRefusals:
@@ -253,7 +255,7 @@ class TestRefusals:
         self, conn: psycopg.Connection, schema_name: str
     ) -> None:
         """Asking for a version the package does not ship fails before touching the database."""
-        with pytest.raises(MigrationError, match="known versions: 0001, 0002, 0003, 0004, 0005"):
+        with pytest.raises(MigrationError, match="known versions: 0001, 0002, 0003, 0004, 0005, 0006"):
             migrate(conn, schema=schema_name, target="0999")
         assert current_version(conn, schema_name) is None
 
@@ -291,6 +293,6 @@ class TestRefusals:
         """The longest name PostgreSQL keeps without truncating is fine."""
         name = schema_name + "x" * (63 - len(schema_name))
         try:
-            assert migrate(conn, schema=name).version == "0005"
+            assert migrate(conn, schema=name).version == "0006"
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -127,7 +127,7 @@ def other_schema(dsn: str) -> Iterator[str]:
 
 
 class TestSameSchemaAsBefore:
-    @pytest.mark.parametrize("target", ["0002", "0004", "0005"])
+    @pytest.mark.parametrize("target", ["0002", "0004", "0005", "0006"])
     def test_online_steps_end_in_the_schema_the_one_transaction_0002_made(
         self, conn: psycopg.Connection, schema_name: str, other_schema: str, target: str
     ) -> None:
@@ -151,17 +151,17 @@ class TestSameSchemaAsBefore:
         migrate_the_old_way(conn, schema_name)
         migrate(conn, schema=schema_name, target="0003")
         plan = plan_migration(conn, schema=schema_name)
-        assert {step.version for step in plan.steps} == {"0004", "0005"}
+        assert {step.version for step in plan.steps} == {"0004", "0005", "0006"}
 
         result = migrate(conn, schema=schema_name)
 
-        assert [m.version for m in result.applied] == ["0004", "0005"]
+        assert [m.version for m in result.applied] == ["0004", "0005", "0006"]
         steps = conn.execute(
             sql.SQL("SELECT DISTINCT version FROM {}.schema_migration_steps").format(
                 ident(schema_name)
             )
         ).fetchall()
-        assert sorted(steps) == [("0003",), ("0004",), ("0005",)]  # 0003 was applied by this runner
+        assert sorted(steps) == [("0003",), ("0004",), ("0005",), ("0006",)]  # 0003 was applied by this runner
 
     def test_late_rows_of_0001_era_code_are_filled_by_0004_on_an_old_database(
         self, conn: psycopg.Connection, schema_name: str
@@ -305,7 +305,7 @@ class TestLocks:
         assert column == (0,)
         assert waits
         assert max(waits) < 1.0  # lock_timeout is 0.1 s; the margin is for a busy machine
-        assert migrate(conn, schema=schema_name).version == "0005"
+        assert migrate(conn, schema=schema_name).version == "0006"
 
     def test_cli_exits_1_with_one_line_naming_the_holder_when_the_lock_is_never_granted(
         self,
@@ -367,7 +367,7 @@ class TestDryRun:
         load_rows(conn, schema_name, 123)
         assert main(["migrate", "--dsn", dsn, "--schema", schema_name, "--dry-run"]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[0] == f"schema {schema_name}: version 0001, target 0005, 12 steps to run"
+        assert lines[0] == f"schema {schema_name}: version 0001, target 0006, 14 steps to run"
         by_step = {line.split(": ", 1)[1].split(" (")[0]: line for line in lines[1:]}
         assert "ACCESS EXCLUSIVE" in by_step["root_job_id_column"]
         assert by_step["root_job_id_column"].endswith("rows: 0")
@@ -383,7 +383,7 @@ class TestDryRun:
     ) -> None:
         plan = plan_migration(conn, schema=schema)
         assert plan.steps == ()
-        assert str(plan) == f"schema {schema}: version 0005, target 0005, 0 steps to run"
+        assert str(plan) == f"schema {schema}: version 0006, target 0006, 0 steps to run"
 
 
 KILL_ROWS = 6000
@@ -474,7 +474,7 @@ class TestKilled:
 
             result = migrate(conn, schema=schema)
 
-            assert result.version == "0005"
+            assert result.version == "0006"
             assert roots(conn, schema) == uninterrupted.roots
             assert catalog(conn, schema) == uninterrupted.catalog
             assert recorded(conn, schema) == uninterrupted.recorded
