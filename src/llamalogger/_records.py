@@ -22,7 +22,12 @@ __all__ = [
     "MAX_ENTITY_TYPE_LENGTH",
     "PG_EPOCH_US",
     "Category",
+    "JOB",
+    "JOB_COLUMNS",
+    "JOB_COPY_TYPES",
     "Entity",
+    "JobRecord",
+    "JobStatus",
     "Record",
     "coerce_entity",
     "default_message",
@@ -153,6 +158,67 @@ COLUMNS: tuple[str, ...] = (
 COPY_TYPES: tuple[str, ...] = ("int8",) + ("text",) * 11 + ("bytea",)
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
+
+
+class JobStatus(enum.StrEnum):
+    """How a job ended; stored in ``llama_job.status`` (migration 0006)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Left by cancellation, Ctrl-C, ``SystemExit`` or ``GeneratorExit``: stopped, not broken.
+    CANCELLED = "cancelled"
+    #: One attempt of a task that its queue will run again (same job id, next ``attempt``).
+    RETRIED = "retried"
+
+
+# The record of one finished job, queued, spilled and written like an event: the marker
+# ``JOB`` where an event has its category tells the two apart all the way to the sink,
+# which writes it into ``llama_job`` in the same transaction as the events of its batch.
+# Times are microseconds since 2000-01-01 UTC, as for events; details (the job's context
+# and what a task queue knows of it) come last, as for events.
+JOB = "JOB"
+
+JobRecord = tuple[
+    int,  # ended_at
+    str,  # JOB
+    str,  # status: a JobStatus value
+    str | None,  # error_message
+    str,  # job_id
+    str | None,  # parent_job_id
+    str,  # root_job_id
+    str | None,  # job_name
+    str | None,  # entity_type
+    str | None,  # entity_id
+    str | None,  # error_type
+    int,  # started_at
+    int,  # attempt
+    int,  # pid
+    str,  # host
+    Mapping[str, Any] | None,  # details, serialised by the writer
+]
+
+# The columns of llama_job a job record fills, in the record's order without the marker.
+JOB_COLUMNS: tuple[str, ...] = (
+    "ended_at",
+    "status",
+    "error_message",
+    "job_id",
+    "parent_job_id",
+    "root_job_id",
+    "job_name",
+    "entity_type",
+    "entity_id",
+    "error_type",
+    "started_at",
+    "attempt",
+    "pid",
+    "host",
+    "details",
+)
+
+JOB_COPY_TYPES: tuple[str, ...] = (
+    ("int8",) + ("text",) * 9 + ("int8", "int4", "int4", "text", "bytea")
+)
 
 
 def logged_at_datetime(logged_at: int) -> dt.datetime:
