@@ -179,7 +179,7 @@ class LlamaLogger:
         # leaving them by an exception does not record a second one; emptied on job exit.
         self._failed_in: dict[int, JobContext] = {}
         # How task jobs ended in their queue's view (task_outcome), until their exit.
-        self._outcomes: dict[int, tuple[JobContext, str, BaseException | None]] = {}
+        self._outcomes: dict[int, tuple[JobContext, str, BaseException | str | None]] = {}
         self._created_in_pid = os.getpid()
         self._put = self._writer.put_apart  # bound once: the hot path skips two lookups
 
@@ -262,13 +262,16 @@ class LlamaLogger:
                 valid_id = validate_job_id(job_id)
         return JobScope(name, valid_id, parent, None, on_exit, checked, details)
 
-    def task_outcome(self, status: JobStatus | str, *, error: BaseException | None = None) -> None:
+    def task_outcome(
+        self, status: JobStatus | str, *, error: BaseException | str | None = None
+    ) -> None:
         """How the current task job ended in its queue's view, for its job record.
 
         Integrations leave a task's job block normally even when the task failed (the queue
         reports the failure in its own way), so they say here what happened: ``"failed"``
-        with the ``error``, or ``"retried"`` when the queue will run the task again. Without
-        a current job this does nothing. ``ValueError`` for an unknown status.
+        with the ``error`` (an exception, or the queue's text when the task's process died),
+        ``"retried"`` when the queue will run the task again, or ``"cancelled"``. Without a
+        current job this does nothing. ``ValueError`` for an unknown status.
         """
         value = JobStatus(status).value
         job = _current.get()
@@ -307,15 +310,17 @@ class LlamaLogger:
         if self._failed_in:
             self._failed_in.pop(id(context), None)
         status = _job_status(exc)
-        error = exc
+        error: BaseException | str | None = exc
         if self._outcomes:
             said = self._outcomes.pop(id(context), None)
             if said is not None and said[0] is context:
                 status = said[1]
                 error = said[2] if said[2] is not None else exc
         error_type = error_message = None
-        if error is not None:
+        if isinstance(error, BaseException):
             error_type = _exception_name(error)
+            error_message = _message_text(error)
+        elif error is not None:
             error_message = _message_text(error)
         entity_type, entity_id = context.entity if context.entity is not None else (None, None)
         self._put((
