@@ -7,7 +7,8 @@ the time the batch was taken from the queue, in nanoseconds, so sorting them rep
 batches in the order they were logged, across processes and restarts. A replaying
 process first claims a file by renaming it; a file another process claimed first is
 simply skipped, and the file name is the id that makes a replay happen exactly once
-(see migration 0003). A line is one row, an event's or a job's, with its details last. Files are 0600 in 0700 directories: events may hold personal data.
+(see migration 0003). A line is one row, an event's or a job's, with its details last.
+Files are 0600 in 0700 directories: events may hold personal data.
 """
 
 from __future__ import annotations
