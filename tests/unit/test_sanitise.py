@@ -30,7 +30,7 @@ from llamalogger._pipeline.sanitise import (
     encode,
     fast_row,
 )
-from llamalogger._records import JOB, JOB_COLUMNS, PG_EPOCH_US, JobRecord, Record
+from llamalogger._records import JOB, JOB_COLUMNS, PG_EPOCH_US, JobRecord, JobStatus, Record
 
 # --- callers' objects that raise wherever they can ----------------------------------------
 
@@ -473,6 +473,14 @@ class TestJobRecords:
         assert isinstance(row[3], str)
         assert row[3].startswith("x" * MAX_TEXT_LENGTH)
         assert row[3].endswith("[truncated 10 chars]")
+
+    def test_a_status_given_as_a_job_status_takes_the_fast_path(self) -> None:
+        job = (*job_record()[:2], JobStatus.CANCELLED, *job_record()[3:])
+        row, changed = fast_row(as_record(job))
+        assert row == job
+        assert not changed
+        cleaned, _ = clean_row(as_record((*job[:4], HostileText("job-2"), *job[5:])))
+        assert (type(cleaned[2]), cleaned[2], cleaned[4]) == (str, "cancelled", "job-2")
 
     def test_str_subclasses_become_plain_strs(self) -> None:
         job = job_record(HostileText("ValueError: bad"), job_name=HostileText("import"))

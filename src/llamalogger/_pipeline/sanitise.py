@@ -37,6 +37,7 @@ from .._records import (
     COLUMNS,
     JOB,
     JOB_COLUMNS,
+    JobStatus,
     Record,
     default_message,
     logged_at_datetime,
@@ -409,10 +410,14 @@ def describe(record: Record) -> dict[str, object]:
 
 # Where a job record (and its row) keeps what: see _records.JobRecord.
 _JOB_DETAILS = 15
+_JOB_HOST = 14
 _JOB_TEXTS = (3, 7, 8, 9, 10, 14)  # error_message, job_name, entity, error_type, host
 _JOB_FIXED = (2, 4, 5, 6)  # status and the job ids: checked by the caller
 _JOB_INTS = (11, 12, 13)  # started_at, attempt, pid
 _JOB_TIMES = ("ended_at", "started_at")
+# What goes to COPY untouched: no caller code can run in it (an enum member's is ours).
+_TEXT_TYPES = frozenset({str, type(None)})
+_STATUS_TYPES = frozenset({str, JobStatus})
 
 
 def _job_details(record: Record) -> Mapping[str, Any] | None:
@@ -421,16 +426,16 @@ def _job_details(record: Record) -> Mapping[str, Any] | None:
 
 def _fast_job_row(record: Record) -> tuple[tuple[object, ...], bool]:
     """``fast_row`` for a job record: as it is, with its details as jsonb, unless a text is
-    not a plain ``str`` or too long (then ``clean_row``). NUL and lone surrogates are left
-    to the server, as for events."""
-    for index in _JOB_TEXTS:
-        text = record[index]
-        if text is not None and (type(text) is not str or len(text) > MAX_TEXT_LENGTH):
-            return _clean_job_row(record)
-    for index in _JOB_FIXED:
-        text = record[index]
-        if text is not None and type(text) is not str:
-            return _clean_job_row(record)
+    not a plain ``str`` or the error message is too long (then ``clean_row``). NUL and lone
+    surrogates are left to the server, as for events."""
+    message = record[3]
+    if (
+        (message is not None and (type(message) is not str or len(message) > MAX_TEXT_LENGTH))
+        or type(record[2]) not in _STATUS_TYPES
+        or not _TEXT_TYPES.issuperset(map(type, record[4:11]))
+        or type(record[_JOB_HOST]) not in _TEXT_TYPES
+    ):
+        return _clean_job_row(record)
     details = _job_details(record)
     if details is None:
         return record, False
