@@ -219,7 +219,9 @@ class Ledger:
         elif event.call == "linked":
             self.logger.linked(("artist", number), ("album", number), run=run, ev=number)
         else:
-            self.logger.log(event.category, f"event {number}", run=run, ev=number)
+            # A LINKED event needs its object; every other category takes none.
+            related = ("album", number) if event.category is Category.LINKED else None
+            self.logger.log(event.category, f"event {number}", related=related, run=run, ev=number)
 
     def record_job(
         self, job: JobContext, parent: JobContext | None, name: str | None, explicit: bool
