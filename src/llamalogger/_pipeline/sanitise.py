@@ -410,13 +410,12 @@ def describe(record: Record) -> dict[str, object]:
 
 # Where a job record (and its row) keeps what: see _records.JobRecord.
 _JOB_DETAILS = 15
-_JOB_HOST = 14
 _JOB_TEXTS = (3, 7, 8, 9, 10, 14)  # error_message, job_name, entity, error_type, host
 _JOB_FIXED = (2, 4, 5, 6)  # status and the job ids: checked by the caller
 _JOB_INTS = (11, 12, 13)  # started_at, attempt, pid
 _JOB_TIMES = ("ended_at", "started_at")
-# What goes to COPY untouched: no caller code can run in it (an enum member's is ours).
-_TEXT_TYPES = frozenset({str, type(None)})
+# A status goes to COPY untouched as a plain str or a JobStatus (an enum member runs no
+# caller code).
 _STATUS_TYPES = frozenset({str, JobStatus})
 
 
@@ -425,18 +424,19 @@ def _job_details(record: Record) -> Mapping[str, Any] | None:
 
 
 def _fast_job_row(record: Record) -> tuple[tuple[object, ...], bool]:
-    """``fast_row`` for a job record: as it is, with its details as jsonb, unless a text is
-    not a plain ``str`` or the error message is too long (then ``clean_row``). NUL and lone
-    surrogates are left to the server, as for events."""
+    """``fast_row`` for a job record: as it is, with its details as jsonb, unless its error
+    texts are not plain ``str`` or the message is too long (then ``clean_row``). As for an
+    event, the job's ids, name and entity were checked by the caller; NUL and lone
+    surrogates are left to the server."""
     message = record[3]
+    error_type = record[10]
     if (
         (message is not None and (type(message) is not str or len(message) > MAX_TEXT_LENGTH))
+        or (error_type is not None and type(error_type) is not str)
         or type(record[2]) not in _STATUS_TYPES
-        or not _TEXT_TYPES.issuperset(map(type, record[4:11]))
-        or type(record[_JOB_HOST]) not in _TEXT_TYPES
     ):
         return _clean_job_row(record)
-    details = _job_details(record)
+    details: Mapping[str, Any] | None = record[_JOB_DETAILS]  # type: ignore[assignment]
     if details is None:
         return record, False
     payload = _fast_jsonb(details)

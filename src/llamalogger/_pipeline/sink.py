@@ -271,7 +271,7 @@ class BatchSink:
                 with cur.copy(self._copy_jobs) as copy:
                     copy.set_types(JOB_COPY_TYPES)
                     for row in jobs:
-                        copy.write_row((row[0], *row[2:]))  # without the marker
+                        copy.write_row(row[:1] + row[2:])  # without the marker
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Write ``rows`` in one transaction; raises what the server said.
