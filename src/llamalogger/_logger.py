@@ -22,6 +22,7 @@ from ._context import (
 )
 from ._errors import ConfigurationError
 from ._pipeline import DEFAULT, FullPolicy, Settings, Sink, open_writer, postgres_sink, sink_label
+from ._pipeline.process import deliver_all
 from ._records import LEVELS, PG_EPOCH_US, Category, coerce_entity
 
 __all__ = ["LlamaLogger"]
@@ -207,12 +208,15 @@ class LlamaLogger:
 
         Task queues end worker processes in ways that skip ``close()`` (``os._exit`` in
         RQ's work horses and Celery's recycled pool processes, a kill between tasks), so
-        an integration calls this after each task, outside its job. Bounded as at the end
-        of a forked child's outermost job: at most ``block_timeout`` + ``exit_timeout``
-        seconds, and only when the database does not answer; what is still undelivered
-        then is reported on the ``llamalogger`` logger.
+        an integration calls this after each task, outside its job. It delivers every live
+        ``LlamaLogger`` of the process, not only this one: a task module's own logger
+        counts as much as the integration's. Bounded as at the end of a forked child's
+        outermost job: the loggers are delivered side by side, in at most
+        ``block_timeout`` + ``exit_timeout`` seconds (the longest of theirs), and only
+        when the database does not answer; what is still undelivered then is reported on
+        the ``llamalogger`` logger.
         """
-        self._writer.flush_at_job_end()
+        deliver_all()
 
     def _job_exiting(self, context: JobContext, exc: BaseException | None) -> None:
         """Called while ``context`` is still current, as its block is left."""
@@ -230,8 +234,8 @@ class LlamaLogger:
         flush = self._settings.flush_on_outer_job_exit
         if flush is None:  # the default: on in a forked child, off in the parent
             flush = current_pid() != self._created_in_pid
-        if flush:
-            self._writer.flush_at_job_end()
+        if flush:  # every logger of the process: the job's events may be in any of them
+            deliver_all()
 
     # --- events (the hot path: no I/O, no formatting, no JSON) --------------------
 
