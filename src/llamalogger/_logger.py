@@ -22,6 +22,7 @@ from ._context import (
 )
 from ._errors import ConfigurationError
 from ._pipeline import DEFAULT, FullPolicy, Settings, Sink, open_writer, postgres_sink, sink_label
+from ._pipeline.probe import probe
 from ._pipeline.process import deliver_all
 from ._records import LEVELS, PG_EPOCH_US, Category, coerce_entity
 
@@ -387,6 +388,17 @@ class LlamaLogger:
         was left is counted once as dropped. Returns ``True`` when nothing was lost.
         """
         return self._writer.close(timeout)
+
+    def check(self, timeout: float = 5.0) -> None:
+        """Connect to the database (apart from the writer) and verify the schema, at once.
+
+        Raises ``ConnectionFailed`` (a wrong host, a refused login, a missing database, a
+        server that does not answer within ``timeout`` seconds) or ``SchemaNotMigrated``,
+        with the fix in the message and never a password. For a worker that should not
+        start misconfigured: logging itself never raises for the database, it keeps the
+        events on disk and reports the trouble on the ``llamalogger`` logger.
+        """
+        probe(self._sink, timeout)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush()`` for asyncio code: waits in a worker thread, never blocking the loop."""
