@@ -57,6 +57,13 @@ class TestCheck:
         assert "no_such_database_llamalog" in str(raised.value)
         assert SECRET not in str(raised.value)
 
+    def test_a_refused_login_raises_naming_the_fix(self, dsn: str) -> None:
+        """A role the server does not know: refused at login, which waiting will not cure."""
+        wrong = _with(dsn, user="no_such_role_llamalog", password=SECRET)
+        with pytest.raises(ConnectionFailed, match="create the role") as raised:
+            _check(wrong)
+        assert SECRET not in str(raised.value)
+
     def test_a_server_that_does_not_answer_raises(self) -> None:
         nobody = "postgresql://postgres@127.0.0.1:5521/nobody"  # nothing listens there
         with pytest.raises(ConnectionFailed, match="check that the server runs"):
