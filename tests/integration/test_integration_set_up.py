@@ -143,3 +143,29 @@ class TestTheDefaultIsTheProcessLogger:
         finally:
             for logger in made:
                 logger.close(timeout=5)
+
+
+@pytest.mark.usefixtures("no_database")
+def test_a_celery_worker_without_a_database_stops_at_start_and_never_says_ready(
+    tmp_path: Path,
+) -> None:
+    """``celery worker`` for an app that calls ``instrument(app)`` without LLAMALOG_DSN: it
+    exits at once with the message, before "ready" and before any task."""
+    pytest.importorskip("celery")
+    (tmp_path / "catalogue_app.py").write_text(
+        "from celery import Celery\n"
+        "from llamalogger.integrations.celery import instrument\n"
+        "app = Celery('catalogue', broker='memory://')\n"
+        "instrument(app)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "LLAMALOG_DSN"}
+    environment["PYTHONPATH"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "catalogue_app", "worker", "-P", "solo"],
+        check=False, env=environment, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "integrations.celery: no database given" in output, output[-2000:]
+    assert "ready" not in output
