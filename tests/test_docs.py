@@ -32,6 +32,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from llamalogger import LlamaLogger
+from llamalogger._default import _forget
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -102,14 +103,14 @@ STORED: dict[tuple[str, int], list[str]] = {
         "FAILED error 'lyrics missing' track:9 | J1 enrich-track <- - ^J1"
         " | {'logger': 'worker.tracks', 'exception': '…TimeoutError: lyrics service timed out'}",
     ],
-    ("integrations.md", 5): [  # the task's job is the child of the job that applied it
+    ("integrations.md", 6): [  # the task's job is the child of the job that applied it
         "ENRICHED info 'cover found' album:12 | J1 docs_integrations.fetch_cover <- J2 ^J2",
         "FAILED error 'LookupError: cover art too small'"
         " | J1 docs_integrations.fetch_cover <- J2 ^J2"
         " | {'exception': '…LookupError: cover art too small', 'exception_type': 'LookupError',"
         " 'exception_message': 'cover art too small'}",
     ],
-    ("integrations.md", 7): [  # one Dramatiq message, retried once: one job
+    ("integrations.md", 8): [  # one Dramatiq message, retried once: one job
         "ENRICHED info 'cover found' album:12 | J1 fetch_cover <- J2 ^J2",
         "ENRICHED info 'cover found' album:12 | J1 fetch_cover <- J2 ^J2",
         "FAILED error 'LookupError: cover art too small' | J1 fetch_cover <- J2 "
@@ -294,6 +295,7 @@ def test_snippets_print_and_store_what_the_documents_say(
     monkeypatch.setenv("LLAMALOG_SCHEMA", schema)
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
     last_id = 0
+    _forget()  # get_logger() in a document makes the process's logger for this schema
     try:
         for snippet in snippets(path):
             compiled = compile(snippet.code, f"{path.name} snippet {snippet.number}", "exec")
@@ -312,3 +314,4 @@ def test_snippets_print_and_store_what_the_documents_say(
     finally:
         for logger in _loggers(namespace):
             logger.close()
+        _forget()

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 from ._context import JobContext, JobScope, bind_job, current_job, new_job_id
+from ._default import configure, get_logger
 from ._errors import (
     ConfigurationError,
+    ConnectionFailed,
     EmbeddedUnavailable,
     LlamaLogError,
     MigrationError,
@@ -29,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Category",
     "ConfigurationError",
+    "ConnectionFailed",
     "EmbeddedUnavailable",
     "Entity",
     "JobContext",
@@ -39,7 +42,9 @@ __all__ = [
     "MigrationError",
     "SchemaNotMigrated",
     "bind_job",
+    "configure",
     "current_job",
+    "get_logger",
     "new_job_id",
 ]
 

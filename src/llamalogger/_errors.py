@@ -21,3 +21,8 @@ class MigrationError(LlamaLogError):
 
 class SchemaNotMigrated(LlamaLogError):
     """The schema is missing or older than this package needs: run `llamalog migrate`."""
+
+
+class ConnectionFailed(LlamaLogError):
+    """``LlamaLogger.check()`` could not connect: the host, the login or the database is
+    wrong, or the server does not answer. The message names the fix; never a password."""

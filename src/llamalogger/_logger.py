@@ -25,6 +25,8 @@ from ._context import (
 )
 from ._errors import ConfigurationError
 from ._pipeline import DEFAULT, FullPolicy, Settings, Sink, open_writer, postgres_sink, sink_label
+from ._pipeline.probe import probe
+from ._pipeline.process import deliver_all
 from ._records import JOB, LEVELS, PG_EPOCH_US, Category, JobStatus, coerce_entity
 
 __all__ = ["LlamaLogger"]
@@ -283,12 +285,15 @@ class LlamaLogger:
 
         Task queues end worker processes in ways that skip ``close()`` (``os._exit`` in
         RQ's work horses and Celery's recycled pool processes, a kill between tasks), so
-        an integration calls this after each task, outside its job. Bounded as at the end
-        of a forked child's outermost job: at most ``block_timeout`` + ``exit_timeout``
-        seconds, and only when the database does not answer; what is still undelivered
-        then is reported on the ``llamalogger`` logger.
+        an integration calls this after each task, outside its job. It delivers every live
+        ``LlamaLogger`` of the process, not only this one: a task module's own logger
+        counts as much as the integration's. Bounded as at the end of a forked child's
+        outermost job: the loggers are delivered side by side, in at most
+        ``block_timeout`` + ``exit_timeout`` seconds (the longest of theirs), and only
+        when the database does not answer; what is still undelivered then is reported on
+        the ``llamalogger`` logger.
         """
-        self._writer.flush_at_job_end()
+        deliver_all()
 
     def _job_exiting(
         self,
@@ -333,8 +338,8 @@ class LlamaLogger:
         flush = self._settings.flush_on_outer_job_exit
         if flush is None:  # the default: on in a forked child, off in the parent
             flush = current_pid() != self._created_in_pid
-        if flush:
-            self._writer.flush_at_job_end()
+        if flush:  # every logger of the process: the job's events may be in any of them
+            deliver_all()
 
     # --- events (the hot path: no I/O, no formatting, no JSON) --------------------
 
@@ -489,6 +494,17 @@ class LlamaLogger:
         was left is counted once as dropped. Returns ``True`` when nothing was lost.
         """
         return self._writer.close(timeout)
+
+    def check(self, timeout: float = 5.0) -> None:
+        """Connect to the database (apart from the writer) and verify the schema, at once.
+
+        Raises ``ConnectionFailed`` (a wrong host, a refused login, a missing database, a
+        server that does not answer within ``timeout`` seconds) or ``SchemaNotMigrated``,
+        with the fix in the message and never a password. For a worker that should not
+        start misconfigured: logging itself never raises for the database, it keeps the
+        events on disk and reports the trouble on the ``llamalogger`` logger.
+        """
+        probe(self._sink, timeout)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush()`` for asyncio code: waits in a worker thread, never blocking the loop."""

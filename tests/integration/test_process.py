@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -109,3 +111,57 @@ def test_flush_on_outer_job_exit_can_be_switched_on_in_the_parent(dsn: str, sche
             logger.created(("album", 1))
             assert logger.stats()["written"] == 0  # still queued inside the job
         assert logger.stats()["written"] == 1  # the job's end waited for it
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork() is Linux-only here")
+def test_a_forked_childs_job_end_delivers_every_logger_of_the_process(
+    dsn: str, schema: str
+) -> None:
+    """The job is entered through logger A, the events go through a module-level logger B:
+    the end of the outermost job delivers B's events too, before os._exit."""
+    with (
+        LlamaLogger(dsn, schema=schema, flush_interval=60) as enters,
+        LlamaLogger(dsn, schema=schema, flush_interval=60) as logs,
+    ):
+        pid = os.fork()
+        if pid == 0:  # the child: one task, then os._exit like a recycled pool worker
+            code = 1
+            try:
+                with enters.job("one-task"):
+                    for number in range(500):
+                        logs.created(("track", f"b-{number}"))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert count_rows(dsn, schema, "entity_id LIKE %s", ("b-%",)) == 500
+
+
+# Nothing listens here (a port of the range kept for private clusters): connections are refused.
+_NOBODY = "postgresql://postgres@127.0.0.1:5521/nobody"
+
+
+@pytest.mark.timing
+def test_a_task_end_waits_for_all_loggers_side_by_side_under_one_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three loggers that cannot deliver (no server, no spill directory) hold the end of a
+    task for one bound (block_timeout + exit_timeout), not three, and each says so."""
+    loggers = [
+        LlamaLogger(_NOBODY, spill_dir=False, block_timeout=1.0, exit_timeout=1.0) for _ in range(3)
+    ]
+    try:
+        for logger in loggers:
+            logger.created(("album", 1))
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="llamalogger"):
+            loggers[0].task_ended()
+        waited = time.monotonic() - started
+        assert 2.0 <= waited < 4.5  # one after the other would be 6 s
+        undelivered = [r for r in caplog.records if "not delivered" in r.getMessage()]
+        assert len(undelivered) == 3
+        assert all(logger.stats()["queued"] == 1 for logger in loggers)
+    finally:
+        for logger in loggers:
+            logger.close(timeout=0.1)

@@ -16,7 +16,9 @@ from typing import Any
 import attrs
 
 HERE = Path(__file__).resolve().parent
-REDIS = "redis://127.0.0.1:6379/0"
+# A run can be given a Redis database and queue-name prefix of its own, so that parallel
+# runs on one machine never meet: LLAMALOG_TEST_REDIS_URL, LLAMALOG_TEST_RUN_PREFIX.
+REDIS = os.environ.get("LLAMALOG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 
 
@@ -36,7 +38,8 @@ def answers(port: int, host: str = "127.0.0.1") -> bool:
 
 def run_id() -> str:
     """A name private to one test run: queues and key prefixes never meet another run's."""
-    return f"llamalog-test-{uuid.uuid4().hex[:12]}"
+    prefix = os.environ.get("LLAMALOG_TEST_RUN_PREFIX", "llamalog-test")
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 @attrs.frozen

@@ -1,6 +1,6 @@
 """The retry schedule that delivery and the backlog share: the backoff, what a failed write
-means, the one warning when the database stops (and starts again) taking writes, and the
-moment ``close()`` stops waiting for it.
+means, the one warning when the database stops (and starts again) taking writes (an ERROR
+naming the fix when waiting will not help), and the moment ``close()`` stops waiting for it.
 
 Both import this module and never each other.
 """
@@ -12,7 +12,7 @@ import time
 import psycopg
 
 from .diagnostics import diagnostics
-from .sink import SCHEMA_MISSING, Failure, classify, explain
+from .sink import Failure, classify, explain, needs_fix
 
 __all__ = ["FIRST_RETRY_DELAY", "MAX_RETRY_DELAY", "Deadline", "Outage", "failure"]
 
@@ -69,34 +69,41 @@ class Deadline:
 
 
 class Outage:
-    """Whether writes are failing: one warning when they start to, one when they work again."""
+    """Whether writes are failing: one warning when they start to, one when they work again,
+    and one ERROR per outage for a cause that waiting will not cure (``needs_fix``)."""
 
-    __slots__ = ("_kept", "_since")
+    __slots__ = ("_kept", "_misconfigured", "_since")
 
     def __init__(self, kept: str) -> None:
         self._kept = kept  # where events wait meanwhile, for the warning
         self._since: float | None = None
+        self._misconfigured = False  # reported at ERROR in this outage
 
     @property
     def failing(self) -> bool:
         return self._since is not None
 
     def failed(self, exc: Exception) -> None:
-        if self._since is not None:
-            return
-        self._since = time.monotonic()
-        if isinstance(exc, SCHEMA_MISSING):
-            diagnostics.warning(
-                "llamalogger cannot write: the schema is missing or older than this version: "
-                "%s; events are kept %s and written once it is migrated",
-                explain(exc),  # which names `llamalog migrate`
-                self._kept,
-            )
-        else:
-            diagnostics.warning(
-                "llamalogger cannot write to the database, retrying (events are kept %s): %s",
-                self._kept,
+        fix = needs_fix(exc)
+        if self._since is None:
+            self._since = time.monotonic()
+            if fix is None:
+                diagnostics.warning(
+                    "llamalogger cannot write to the database, retrying (events are kept %s): %s",
+                    self._kept,
+                    explain(exc),
+                )
+        if fix is not None and not self._misconfigured:
+            # Checked on every failure: an outage that began as a server restart may
+            # turn out to be a server that came back without the database.
+            self._misconfigured = True
+            diagnostics.error(
+                "llamalogger cannot write to the database, and waiting will not change "
+                "that: %s. To fix: %s. Events are kept %s meanwhile and written once it "
+                "is fixed",
                 explain(exc),
+                fix,
+                self._kept,
             )
 
     def succeeded(self) -> None:
@@ -106,7 +113,9 @@ class Outage:
                 time.monotonic() - self._since,
             )
             self._since = None
+            self._misconfigured = False
 
     def forget(self) -> None:
         """A forked child starts without the parent's outage."""
         self._since = None
+        self._misconfigured = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ __all__ = [
     "Sink",
     "classify",
     "explain",
+    "needs_fix",
 ]
 
 # Waiting longer for a connection than this only delays the retry loop's own backoff
@@ -104,6 +106,48 @@ def _holds_jobs(rows: Sequence[tuple[object, ...]]) -> bool:
     if known is not None:
         return bool(known())
     return any(row[1] == JOB for row in rows)
+
+
+# What waiting will not cure, and what will: the server's word for a missing database or
+# a refused login comes as the text of a failed connection (no SQLSTATE), so it is read
+# from the text; English is what libpq and the server say unless configured otherwise.
+_FIX_BY_CLASS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (SCHEMA_MISSING, "migrate the schema: run `llamalog migrate`"),
+    (psycopg.errors.InvalidCatalogName, "create the database, or fix dbname in the DSN"),
+    (
+        psycopg.errors.InvalidAuthorizationSpecification,
+        "fix the user or password in the DSN (or in the password file)",
+    ),
+    (psycopg.errors.InvalidPassword, "fix the password in the DSN (or in the password file)"),
+    (psycopg.errors.InsufficientPrivilege, "grant the logger's role INSERT on the tables"),
+)
+_FIX_BY_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"failed to resolve host|could not translate host name|name or service not"),
+        "fix the host name in the DSN",
+    ),
+    (re.compile(r'database "[^"]*" does not exist'), "create the database, or fix the DSN"),
+    (re.compile(r'role "[^"]*" does not exist'), "create the role, or fix the user in the DSN"),
+    (
+        re.compile(r"password authentication failed|authentication failed|no pg_hba.conf entry"),
+        "fix the user or password in the DSN, or the server's pg_hba.conf",
+    ),
+)
+
+
+def needs_fix(exc: BaseException) -> str | None:
+    """What someone must do about a write that failed with ``exc``, when waiting will not
+    cure it (a host that does not resolve, a refused login, a missing database or
+    schema); ``None`` for what may heal by itself (a server down or restarting)."""
+    for kinds, fix in _FIX_BY_CLASS:
+        if isinstance(exc, kinds):
+            return fix
+    if isinstance(exc, psycopg.OperationalError):
+        text = str(exc).lower()
+        for pattern, fix in _FIX_BY_TEXT:
+            if pattern.search(text):
+                return fix
+    return None
 
 
 class BatchSink:

@@ -33,7 +33,8 @@ class Writer:
         in memory only). ``open_writer`` builds one from ``Settings`` alone."""
         self._sink = sink
         self._flush_interval = settings.flush_interval
-        self._block_timeout = settings.block_timeout
+        # The bounds of the end of a task (process.deliver_all) and of close().
+        self.block_timeout = settings.block_timeout
         self.exit_timeout = settings.exit_timeout
         self._reporter = Reporter()
         # The moment close() stops waiting for the database: set here, read by both parts.
@@ -62,21 +63,19 @@ class Writer:
         or dead-lettered. ``False`` if that did not happen within ``timeout`` seconds."""
         return self._intake.flush(timeout)
 
-    def flush_at_job_end(self) -> None:
-        """The end of a forked child's outermost job: deliver or spill, never wait long on
-        an unreachable database, and say what is left undelivered."""
-        if self.flush(self._block_timeout):
-            return
-        self._sink.cancel()  # a write that hangs: let the writer put its batch on disk
-        if self.flush(self.exit_timeout):
-            return
-        queued = self.stats()["queued"]
+    def cancel_write(self) -> None:
+        """Cancel a write in progress (from another thread), so that the writer can put
+        its batch on disk instead of waiting for a server that does not answer."""
+        self._sink.cancel()
+
+    def report_undelivered(self, waited: float) -> None:
+        """Say that the end of a task left events undelivered after ``waited`` seconds."""
         diagnostics.error(
-            "llamalogger: a process's outermost job ended with %d events not delivered after "
-            "%.1fs (database unreachable and no spill directory, or a write hanging); a "
-            "process that ends now without close() loses them",
-            queued,
-            self._block_timeout + self.exit_timeout,
+            "llamalogger: a task or a forked child's outermost job ended with %d events not "
+            "delivered after %.1fs (database unreachable and no spill directory, or a write "
+            "hanging); a process that ends now without close() loses them",
+            self.stats()["queued"],
+            waited,
         )
 
     def close(self, timeout: float | None = None) -> bool:

@@ -1,8 +1,10 @@
-"""The logger of each worker process, from a ``LlamaLogger`` or a factory of one.
+"""The logger of each worker process: the process's own (``llamalogger.get_logger()``, the
+default), a ``LlamaLogger``, or a factory of one.
 
 Task-queue workers fork: a logger made before the fork belongs to the parent, so a factory
 is called again in each process that asks; a logger given as such is shared (its writer
-follows forks itself). Shared by the Celery and Dramatiq integrations.
+follows forks itself), and so is the process's own, which a forked child inherits.
+Shared by the Celery and Dramatiq integrations; RQ's worker uses ``resolved``.
 """
 
 from __future__ import annotations
@@ -11,22 +13,39 @@ import os
 import threading
 from collections.abc import Callable
 
-from llamalogger import LlamaLogger
+from llamalogger import ConfigurationError, LlamaLogger, get_logger
 
-__all__ = ["ProcessLogger"]
+__all__ = ["LoggerSource", "ProcessLogger", "resolved"]
+
+LoggerSource = LlamaLogger | Callable[[], LlamaLogger]
+
+
+def resolved(source: LoggerSource, where: str) -> LlamaLogger:
+    """The logger ``source`` gives in this process, made now, so that a worker without a
+    database fails as it starts, with one message, instead of in every task."""
+    if isinstance(source, LlamaLogger):
+        return source
+    try:
+        return source()
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
 
 
 class ProcessLogger:
     """``get()`` returns this process's logger; ``close()`` closes it if it is this process's."""
 
-    def __init__(self, source: LlamaLogger | Callable[[], LlamaLogger]) -> None:
+    def __init__(self, source: LoggerSource | None, where: str) -> None:
+        """``source`` None: the process's own logger (``get_logger()``). The logger is made
+        here, in the calling process: ``where`` names the caller in a configuration error."""
+        if source is None:
+            source = get_logger
         if not isinstance(source, LlamaLogger) and not callable(source):
             raise TypeError(
                 f"logger must be a LlamaLogger or a callable that returns one, "
                 f"not {type(source).__name__}"
             )
         self.source = source
-        self._logger: LlamaLogger | None = source if isinstance(source, LlamaLogger) else None
+        self._logger: LlamaLogger | None = resolved(source, where)
         self._pid = os.getpid()
         # Worker threads may ask at the same moment: make only one logger per process.
         self._lock = threading.Lock()

@@ -2,7 +2,10 @@
 
     from llamalogger.integrations.celery import instrument
 
-    instrument(app, logger)  # or instrument(app, make_logger): called once per worker process
+    instrument(app)  # the process's logger, llamalogger.get_logger(), shared by every module
+
+or ``instrument(app, logger)``, or ``instrument(app, make_logger)`` (called once per worker
+process).
 
 What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
 
@@ -19,7 +22,8 @@ What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
   it, from the request it received (``task_received``).
 * ``task_retry``: one ``SKIPPED`` event (level ``warning``) naming the attempt and the reason;
   the next attempt is the same job.
-* ``worker_process_init``: a logger factory is called in each pool process.
+* ``worker_process_init``: a logger factory is called in each pool process (the process's
+  own logger, the default, is inherited from the main process).
 * ``worker_process_shutdown`` / ``worker_shutdown``: the process's logger is closed, bounded.
 """
 
@@ -27,14 +31,13 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from celery import signals
 
-from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job
+from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job, get_logger
 
-from ._process_logger import ProcessLogger
+from ._process_logger import LoggerSource, ProcessLogger
 
 __all__ = ["CeleryInstrumentation", "instrument"]
 
@@ -48,38 +51,37 @@ _FAILED_ATTRIBUTE = "_llamalogger_failed"  # on a received request: its FAILED e
 
 def instrument(
     app: Any,
-    logger: LlamaLogger | Callable[[], LlamaLogger],
+    logger: LoggerSource | None = None,
     *,
     flush_after_task: bool | None = None,
     close_timeout: float | None = None,
 ) -> CeleryInstrumentation:
     """Run every task of ``app`` in a job of ``logger``, and close the logger at worker exit.
 
-    ``logger`` is a ``LlamaLogger``, or a callable that makes one: it is then called once in
-    each process that needs one (in ``worker_process_init`` for prefork children, at the
-    first task for the solo and threads pools). ``flush_after_task``: after each task,
-    deliver its events (or, with the database unreachable, put them in spill files), so that
-    a pool process recycled or killed afterwards has lost nothing; bounded like the end of a
-    forked child's outermost job; by default on in prefork pool processes only.
-    ``close_timeout`` bounds the close at process exit (default: the
-    logger's ``exit_timeout``).
+    ``logger`` defaults to the process's own logger, ``llamalogger.get_logger()``, which the
+    task modules use too. It may be a ``LlamaLogger``, or a callable that makes one: that
+    is then called once in each process that needs one (in ``worker_process_init`` for
+    prefork children, at the first task for the solo and threads pools). Either way the
+    logger is made here, at once: without a database (no ``LLAMALOG_DSN``) this raises
+    ``ConfigurationError`` and the worker does not start. ``flush_after_task``: after each
+    task, deliver the events of every logger of the process (or, with the database
+    unreachable, put them in spill files), so that a pool process recycled or killed
+    afterwards has lost nothing; bounded like the end of a forked child's outermost job;
+    by default on in prefork pool processes only. ``close_timeout`` bounds the close at
+    process exit (default: the logger's ``exit_timeout``).
 
     Idempotent: calling it again for the same app and logger returns the same object and
     connects nothing twice; another logger for an instrumented app raises ``ValueError``.
     """
+    source = get_logger if logger is None else logger
     existing = getattr(app, _ATTRIBUTE_ON_APP, None)
     if existing is not None:
-        if existing.source is not logger:
+        if existing.source is not source:
             raise ValueError("this Celery app is already instrumented with another logger")
         return existing  # type: ignore[no-any-return]
-    if not isinstance(logger, LlamaLogger) and not callable(logger):
-        raise TypeError(
-            f"logger must be a LlamaLogger or a callable that returns one, "
-            f"not {type(logger).__name__}"
-        )
     instrumentation = CeleryInstrumentation(
         app,
-        logger,
+        source,
         flush_after_task=flush_after_task,
         close_timeout=close_timeout,
     )
@@ -139,16 +141,16 @@ class CeleryInstrumentation:
     def __init__(
         self,
         app: Any,
-        source: LlamaLogger | Callable[[], LlamaLogger],
+        source: LoggerSource,
         *,
         flush_after_task: bool | None,
         close_timeout: float | None,
     ) -> None:
+        self._process_logger = ProcessLogger(source, "llamalogger.integrations.celery")
         self.app = app
         self.source = source
         self._flush_after_task = flush_after_task
         self._close_timeout = close_timeout
-        self._process_logger = ProcessLogger(source)
         self._pool_process_pid: int | None = None
         # The requests this (main) process received and still holds, by task id: a task
         # whose pool process dies gets its FAILED event from here. Weak: Celery decides

@@ -2,7 +2,10 @@
 
     from llamalogger.integrations.dramatiq import instrument
 
-    instrument(broker, logger)  # or instrument(broker, make_logger): once per worker process
+    instrument(broker)  # the process's logger, llamalogger.get_logger(), shared by every module
+
+or ``instrument(broker, logger)``, or ``instrument(broker, make_logger)`` (once per worker
+process).
 
 ``instrument`` puts a ``LlamaMiddleware`` first in the broker's middleware, so that its
 ``after_`` hooks, which Dramatiq runs in reverse order, run after every other middleware's:
@@ -27,7 +30,6 @@ alone (``LlamaLogger.task_job``, ``task_ended``, ``failed_logged``,
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -36,9 +38,9 @@ from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Retries
 
-from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job
+from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job, get_logger
 
-from ._process_logger import ProcessLogger
+from ._process_logger import LoggerSource, ProcessLogger
 
 __all__ = ["OPTION_KEY", "LlamaMiddleware", "instrument"]
 
@@ -47,26 +49,30 @@ OPTION_KEY = "llamalogger"  # message.options[OPTION_KEY]: the sending job's hea
 
 def instrument(
     broker: Broker,
-    logger: LlamaLogger | Callable[[], LlamaLogger],
+    logger: LoggerSource | None = None,
     *,
     flush_after_message: bool = True,
     close_timeout: float | None = None,
 ) -> LlamaMiddleware:
     """Run every message of ``broker`` in a job of ``logger``; close it at worker shutdown.
 
-    ``logger`` is a ``LlamaLogger``, or a callable that makes one, called once in each worker
-    process (at worker boot). ``flush_after_message``: deliver each message's events before
-    the next one (see ``LlamaMiddleware``). ``close_timeout`` bounds the close at worker
+    ``logger`` defaults to the process's own logger, ``llamalogger.get_logger()``, which
+    the actors' modules use too; it may be a ``LlamaLogger``, or a callable that makes one,
+    called once in each worker process. The logger is made here, at once: without a
+    database (no ``LLAMALOG_DSN``) this raises ``ConfigurationError`` as the worker starts.
+    ``flush_after_message``: deliver the events of every logger of the process before the
+    next message (see ``LlamaMiddleware``). ``close_timeout`` bounds the close at worker
     shutdown (default: the logger's ``exit_timeout``). Calling it again for the same broker
     and logger returns the middleware already added; another logger raises ``ValueError``.
     """
+    source = get_logger if logger is None else logger
     for existing in broker.middleware:
         if isinstance(existing, LlamaMiddleware):
-            if existing.source is not logger:
+            if existing.source is not source:
                 raise ValueError("this Dramatiq broker is already instrumented with another logger")
             return existing
     middleware = LlamaMiddleware(
-        logger, flush_after_message=flush_after_message, close_timeout=close_timeout
+        source, flush_after_message=flush_after_message, close_timeout=close_timeout
     )
     if broker.middleware:
         broker.add_middleware(middleware, before=type(broker.middleware[0]))
@@ -98,17 +104,20 @@ class _Running:
 class LlamaMiddleware(Middleware):
     """The middleware ``instrument`` adds; add it yourself only as the broker's first one.
 
-    ``logger`` is the logger of the calling process (made by the factory on first use).
+    ``logger`` is the logger of the calling process (made by the factory on first use);
+    ``None``, the process's own, ``llamalogger.get_logger()``.
     """
 
     def __init__(
         self,
-        logger: LlamaLogger | Callable[[], LlamaLogger],
+        logger: LoggerSource | None = None,
         *,
         flush_after_message: bool = True,
         close_timeout: float | None = None,
     ) -> None:
-        self._process_logger = ProcessLogger(logger)
+        if logger is None:
+            logger = get_logger
+        self._process_logger = ProcessLogger(logger, "llamalogger.integrations.dramatiq")
         self.source = logger
         self.flush_after_message = flush_after_message
         self.close_timeout = close_timeout

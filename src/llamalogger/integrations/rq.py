@@ -2,11 +2,14 @@
 
     rq worker --worker-class llamalogger.integrations.rq.LlamaWorker   # reads LLAMALOG_DSN
 
-or, in code, ``LlamaWorker(queues, connection=redis, llama_logger=logger).work()``.
+or, in code, ``LlamaWorker(queues, connection=redis, llama_logger=logger).work()``. By
+default the worker uses the process's own logger, ``llamalogger.get_logger()``, the one the
+job modules use too; a job module with a logger of its own is delivered as well.
 
 * The work horse (RQ forks one per job, and it ends with ``os._exit``) runs the job in a
   job named after the function, with RQ's job id as job id, and waits (bounded) for the
-  job's events before it exits, so every event of the horse arrives.
+  events of every logger of the process before it exits, so every event of the horse
+  arrives.
 * A job enqueued inside a job through ``LlamaQueue`` (or with ``meta=job_meta()``) carries
   the enqueuing job in its meta and becomes its child.
 * A job that raises gets one ``FAILED`` event (unless it logged one); one that RQ will
@@ -24,7 +27,9 @@ from typing import Any, ClassVar
 from rq import Queue, Worker
 from rq.job import Job
 
-from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job
+from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job, get_logger
+
+from ._process_logger import resolved
 
 __all__ = ["META_KEY", "LlamaQueue", "LlamaWorker", "job_meta"]
 
@@ -70,20 +75,25 @@ class LlamaWorker(Worker):
     """RQ's forking ``Worker``, with every job run in a llamalogger job.
 
     ``llama_logger=`` gives the logger; without it ``logger_factory`` (a class attribute,
-    by default ``LlamaLogger``, which reads ``LLAMALOG_DSN``) makes one. To configure it
-    for ``rq worker --worker-class``, subclass and set ``logger_factory``.
+    by default ``llamalogger.get_logger``: the process's own logger, from ``configure()``
+    or ``LLAMALOG_DSN``) gives one, when the worker is made: without a database it raises
+    ``ConfigurationError`` before any job runs. To configure it for
+    ``rq worker --worker-class``, call ``llamalogger.configure()`` in a module the worker
+    imports, or subclass and set ``logger_factory``.
     ``close_timeout`` bounds the close when the worker stops (``None``: the logger's
     ``exit_timeout``).
     """
 
-    logger_factory: ClassVar[Callable[[], LlamaLogger]] = LlamaLogger
+    logger_factory: ClassVar[Callable[[], LlamaLogger]] = get_logger
     close_timeout: ClassVar[float | None] = None
 
     def __init__(self, *args: Any, llama_logger: LlamaLogger | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self.llama_logger = (
-            llama_logger if llama_logger is not None else type(self).logger_factory()
+            llama_logger
+            if llama_logger is not None
+            else resolved(type(self).logger_factory, "llamalogger.integrations.rq.LlamaWorker")
         )
+        super().__init__(*args, **kwargs)
         self._llama_pid = os.getpid()
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
