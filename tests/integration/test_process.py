@@ -165,3 +165,43 @@ def test_a_task_end_waits_for_all_loggers_side_by_side_under_one_deadline(
     finally:
         for logger in loggers:
             logger.close(timeout=0.1)
+
+
+def test_interpreter_exit_delivers_every_logger_of_the_process(dsn: str, schema: str) -> None:
+    """A script with two loggers, neither closed nor flushed: both are written at exit."""
+    script = textwrap.dedent(
+        f"""
+        from llamalogger import LlamaLogger
+        first = LlamaLogger({dsn!r}, schema={schema!r}, flush_interval=60)
+        second = LlamaLogger({dsn!r}, schema={schema!r}, flush_interval=60)
+        with first.job("script"):
+            for number in range(1500):
+                first.created(("track", f"first-{{number}}"))
+                second.created(("track", f"second-{{number}}"))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert count_rows(dsn, schema, "entity_id LIKE %s", ("first-%",)) == 1500
+    assert count_rows(dsn, schema, "entity_id LIKE %s", ("second-%",)) == 1500
+
+
+@pytest.mark.timing
+def test_interpreter_exit_closes_all_loggers_under_one_deadline() -> None:
+    """Three loggers that cannot deliver (no server, no spill directory) hold the exit of
+    the process for about one exit_timeout, not three."""
+    script = textwrap.dedent(
+        f"""
+        from llamalogger import LlamaLogger
+        loggers = [
+            LlamaLogger({_NOBODY!r}, spill_dir=False, exit_timeout=2.0) for _ in range(3)
+        ]
+        for logger in loggers:
+            logger.created(("album", 1))
+        """
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=True, timeout=60, capture_output=True, text=True
+    )
+    assert time.monotonic() - started < 5.5  # one after the other: over 6 s
+    assert done.stderr.count("not written within") == 3  # each says what it lost

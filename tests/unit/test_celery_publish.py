@@ -18,10 +18,7 @@ from celery import Celery, signals
 from llamalogger import JobContext, LlamaLogger
 from llamalogger._context import JobScope
 from llamalogger.integrations.celery import instrument
-
-
-def no_logger() -> LlamaLogger:
-    raise AssertionError("publishing never needs a logger")
+from llamalogger.testing import capture_events
 
 
 def another_logger() -> LlamaLogger:
@@ -29,9 +26,18 @@ def another_logger() -> LlamaLogger:
 
 
 @pytest.fixture
-def app() -> Celery:
+def logger() -> Iterator[LlamaLogger]:
+    """The logger ``instrument`` makes at once, in memory; publishing logs nothing to it."""
+    with capture_events() as capture:
+        yield capture.logger
+        assert capture.logger.flush(timeout=5)
+        assert capture.events == []
+
+
+@pytest.fixture
+def app(logger: LlamaLogger) -> Celery:
     app = Celery("unit", broker="memory://", set_as_current=False)
-    instrument(app, no_logger)
+    instrument(app, logger)
     return app
 
 
@@ -91,9 +97,9 @@ def test_a_republish_of_the_running_job_carries_its_parent_not_itself(
     assert ours(published[-1]) == {}
 
 
-def test_instrument_is_idempotent(app: Celery) -> None:
+def test_instrument_is_idempotent(app: Celery, logger: LlamaLogger) -> None:
     receivers = len(signals.task_prerun.receivers)
-    assert instrument(app, no_logger) is instrument(app, no_logger)
+    assert instrument(app, logger) is instrument(app, logger)
     assert len(signals.task_prerun.receivers) == receivers
 
 
