@@ -51,7 +51,7 @@ def test_forked_child_logs_through_its_own_writer_and_nothing_is_written_twice(
         with logger.job("in-parent"):
             for number in range(100):
                 logger.created(("track", f"parent-{number}"))
-        assert logger.stats()["queue_depth"] == 100
+        assert logger.stats()["queue_depth"] == 101  # the events and the job's record
         child = context.Process(target=_child_logs, args=(logger, queue))
         child.start()
         root, child_closed, child_stats = queue.get(timeout=60)  # type: ignore[misc]
@@ -59,7 +59,7 @@ def test_forked_child_logs_through_its_own_writer_and_nothing_is_written_twice(
         assert child.exitcode == 0
         assert logger.flush(timeout=10)
     assert child_closed
-    assert child_stats["written"] == 50  # type: ignore[index]
+    assert child_stats["written"] == 51  # type: ignore[index]  # and its job's record
     assert count_rows(dsn, schema, "entity_id LIKE %s", ("parent-%",)) == 100
     assert count_rows(dsn, schema, "entity_id LIKE %s", ("child-%",)) == 50
     assert count_rows(dsn, schema, "root_job_id = %s", (root,)) == 50
@@ -110,7 +110,7 @@ def test_flush_on_outer_job_exit_can_be_switched_on_in_the_parent(dsn: str, sche
         with logger.job("import"):
             logger.created(("album", 1))
             assert logger.stats()["written"] == 0  # still queued inside the job
-        assert logger.stats()["written"] == 1  # the job's end waited for it
+        assert logger.stats()["written"] == 2  # the job's end waited for the event and record
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork() is Linux-only here")
