@@ -23,7 +23,7 @@ import harness
 from redis import Redis
 from rq import Retry
 
-from fixtures.database import migrated_schema, rows
+from fixtures.database import job_rows, migrated_schema, rows
 from llamalogger import LlamaLogger
 from llamalogger.integrations.rq import META_KEY, LlamaQueue, job_meta
 
@@ -99,7 +99,7 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                 if worker.process.poll() is None:
                     worker.kill()
             assert code == 0, worker.output()
-            yield Outcome(rows(dsn, schema), ids)
+            yield Outcome(rows(dsn, schema), ids, job_rows(dsn, schema))
         finally:
             queue.delete(delete_jobs=True)
 
@@ -162,3 +162,31 @@ def test_a_job_past_its_timeout_fails_inside_the_horse(outcome: Outcome) -> None
     rows = outcome.of_job(outcome.ids["overrun"])
     assert [row["category"] for row in rows] == ["ENRICHED", "FAILED"]
     assert rows[1]["details"]["exception_type"] == "rq.timeouts.JobTimeoutException"
+
+
+def test_each_attempt_leaves_a_record_in_the_queues_words(outcome: Outcome) -> None:
+    """Job records say what RQ saw: attempts numbered from RQ's retry count, the retried ones
+    marked, the last one's outcome with its error; a killed horse's job failed."""
+    ids = outcome.ids
+    assert outcome.attempts(ids["flaky"]) == [
+        (1, "retried", "ConnectionError"),
+        (2, "retried", "ConnectionError"),
+        (3, "succeeded", None),
+    ]
+    assert outcome.attempts(ids["doomed"]) == [
+        (1, "retried", "LookupError"),
+        (2, "failed", "LookupError"),
+    ]
+    assert outcome.attempts(ids["overrun"]) == [(1, "failed", "rq.timeouts.JobTimeoutException")]
+    ((attempt, status, _),) = outcome.attempts(ids["killed"])
+    assert (attempt, status) == (1, "failed")
+    killed = next(row for row in outcome.jobs if row["job_id"] == ids["killed"])
+    assert "signal 9" in killed["error_message"]
+    assert outcome.attempts(ids["album"]) == [(1, "succeeded", None)]
+    assert outcome.attempts(ids["outer"]) == [(1, "succeeded", None)]
+    for row in outcome.jobs:
+        assert row["started_at"] <= row["ended_at"]
+        events = outcome.of_job(row["job_id"])
+        assert {(e["parent_job_id"], e["root_job_id"]) for e in events} <= {
+            (row["parent_job_id"], row["root_job_id"])
+        }

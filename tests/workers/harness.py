@@ -48,12 +48,21 @@ class Outcome:
 
     rows: list[dict[str, Any]]
     ids: dict[str, str]
+    jobs: list[dict[str, Any]] = attrs.field(factory=list)  # the job records, in insert order
 
     def tagged(self, tag: str) -> list[dict[str, Any]]:
         return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]
 
     def of_job(self, job_id: str) -> list[dict[str, Any]]:
         return [row for row in self.rows if row["job_id"] == job_id]
+
+    def attempts(self, job_id: str) -> list[tuple[int, str, str | None]]:
+        """A job's records as (attempt, status, error type), by attempt."""
+        return sorted(
+            (row["attempt"], row["status"], row["error_type"])
+            for row in self.jobs
+            if row["job_id"] == job_id
+        )
 
 
 def assert_sent_trees_hang_together(outcome: Outcome, children: int) -> None:

@@ -34,6 +34,10 @@ from ._process_logger import resolved
 __all__ = ["META_KEY", "LlamaQueue", "LlamaWorker", "job_meta"]
 
 META_KEY = "llamalogger"  # job.meta[META_KEY]: the enqueuing job's headers
+# job.meta[ATTEMPT_KEY]: the attempt a retried job runs next. RQ counts retries only for
+# jobs that return a Retry (number_of_retries); for a raised exception it only counts down
+# retries_left, from a maximum it does not keep.
+ATTEMPT_KEY = "llamalogger-attempt"
 
 
 def job_meta() -> dict[str, Any]:
@@ -58,12 +62,19 @@ def _parent_of(job: Job) -> JobContext | None:
     return JobContext.from_untrusted_headers((job.meta or {}).get(META_KEY))
 
 
-def _scope(logger: LlamaLogger, job: Job) -> JobScope:
-    # RQ counts the retries a job had so far (none before the first failure).
+def _attempt(job: Job) -> int:
+    """Which run of ``job`` this is: 1, then one more after each retry."""
     retries = getattr(job, "number_of_retries", None)
     attempt = retries + 1 if isinstance(retries, int) and retries >= 0 else 1
+    noted = (job.meta or {}).get(ATTEMPT_KEY)  # meta may have been written by anyone
+    if type(noted) is int and attempt < noted <= 1_000_000:
+        attempt = noted
+    return attempt
+
+
+def _scope(logger: LlamaLogger, job: Job) -> JobScope:
     return logger.task_job(
-        str(job.func_name), job_id=job.id, parent=_parent_of(job), attempt=attempt
+        str(job.func_name), job_id=job.id, parent=_parent_of(job), attempt=_attempt(job)
     )
 
 
@@ -130,6 +141,8 @@ class LlamaWorker(Worker):
         logger = self.llama_logger
         if _will_retry(job):
             logger.task_outcome("retried", error=failure)
+            job.meta[ATTEMPT_KEY] = _attempt(job) + 1
+            job.save_meta()  # type: ignore[no-untyped-call]
             logger.log(
                 Category.SKIPPED,
                 f"attempt failed, retrying: {failure}",
