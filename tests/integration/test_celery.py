@@ -31,7 +31,7 @@ import harness
 from celery import Celery
 from celery.result import AsyncResult
 
-from fixtures.database import migrated_schema, rows
+from fixtures.database import job_rows, migrated_schema, rows
 from llamalogger import LlamaLogger
 from llamalogger.integrations.celery import instrument
 
@@ -73,6 +73,14 @@ class Outcome:
     ids: dict[str, Any]  # what the test process learnt from Celery's results
     broker: str
     prefork: bool  # time limits need the prefork pool
+    jobs: list[dict[str, Any]] = attrs.field(factory=list)  # the job records
+
+    def attempts(self, job_id: str) -> list[tuple[int, str, str | None]]:
+        return sorted(
+            (row["attempt"], row["status"], row["error_type"])
+            for row in self.jobs
+            if row["job_id"] == job_id
+        )
 
     def oracle(self, tag: str) -> list[dict[str, Any]]:
         return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]
@@ -150,7 +158,14 @@ def outcome(
                 worker.kill()
             if lane.broker == "rabbitmq":
                 _delete_queue(app, run)
-        yield Outcome(rows(dsn, schema), outer_job_id, ids, lane.broker, "prefork" in lane.args)
+        yield Outcome(
+            rows(dsn, schema),
+            outer_job_id,
+            ids,
+            lane.broker,
+            "prefork" in lane.args,
+            job_rows(dsn, schema),
+        )
 
 
 def _publish_and_wait(
@@ -325,3 +340,42 @@ def test_a_task_whose_process_is_killed_gets_one_failed_event(
     assert {(row["parent_job_id"], row["root_job_id"]) for row in rows} == {
         (None, outcome.ids[key])
     }
+
+
+def test_each_attempt_leaves_a_record_in_the_queues_words(outcome: Outcome) -> None:
+    """Job records say what Celery saw: attempts numbered from the request's retries, the
+    retried ones marked, the last one's outcome with its error; a killed pool process's task
+    failed, recorded by the main process."""
+    ids = outcome.ids
+    assert outcome.attempts(ids["flaky"]) == [
+        (1, "retried", "ConnectionError"),
+        (2, "retried", "ConnectionError"),
+        (3, "succeeded", None),
+    ]
+    assert outcome.attempts(ids["doomed"]) == [
+        (1, "retried", "LookupError"),
+        (2, "retried", "LookupError"),
+        (3, "failed", "LookupError"),
+    ]
+    assert outcome.attempts(ids["reports"]) == [(1, "failed", "RuntimeError")]
+    if outcome.prefork:
+        # Its process killed, the main process records the failure. Past a hard time limit
+        # the pool process is terminated first and says so in a record of its own.
+        for key, error, own in (
+            ("overrun", "billiard.exceptions.TimeLimitExceeded", [(1, "cancelled", None)]),
+            ("killed", "billiard.exceptions.WorkerLostError", []),
+        ):
+            records = [
+                (r["attempt"], r["status"], r["error_type"])
+                for r in outcome.jobs
+                if r["job_id"] == ids[key]
+            ]
+            assert records.count((1, "failed", error)) == 1
+            assert [r for r in records if r != (1, "failed", error)] in ([], own)
+    assert outcome.attempts(outcome.outer_job_id) == [(1, "succeeded", None)]
+    for row in outcome.jobs:
+        assert row["started_at"] <= row["ended_at"]
+        events = outcome.of_job(row["job_id"])
+        assert {(e["parent_job_id"], e["root_job_id"]) for e in events} <= {
+            (row["parent_job_id"], row["root_job_id"])
+        }

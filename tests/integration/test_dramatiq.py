@@ -25,7 +25,7 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from redis import Redis
 
-from fixtures.database import migrated_schema, rows
+from fixtures.database import job_rows, migrated_schema, rows
 from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
 from llamalogger.integrations.dramatiq import instrument
@@ -92,7 +92,7 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                 assert logger.flush(10)
             broker.join(name, timeout=WAIT_MS)
             assert worker.stop() == 0, worker.output()
-            yield Outcome(rows(dsn, schema), ids)
+            yield Outcome(rows(dsn, schema), ids, job_rows(dsn, schema))
         finally:
             if worker.process.poll() is None:
                 worker.kill()
@@ -156,3 +156,26 @@ def test_a_failure_the_actor_reported_is_not_recorded_twice(outcome: Outcome) ->
     rows = outcome.of_job(outcome.ids["reports"])
     assert [row["category"] for row in rows] == ["ENRICHED", "FAILED"]
     assert rows[1]["message"] == "gave up on the cover"
+
+
+def test_each_attempt_leaves_a_record_in_the_queues_words(outcome: Outcome) -> None:
+    """Job records say what Dramatiq saw: attempts numbered from the message's retries, the
+    retried ones marked, the last one's outcome with its error; every message has one."""
+    ids = outcome.ids
+    assert outcome.attempts(ids["flaky"]) == [
+        (1, "retried", "ConnectionError"),
+        (2, "retried", "ConnectionError"),
+        (3, "succeeded", None),
+    ]
+    assert [status for _, status, _ in outcome.attempts(ids["doomed"])] == ["retried", "failed"]
+    assert outcome.attempts(ids["doomed"])[-1][2] == "LookupError"
+    assert [status for _, status, _ in outcome.attempts(ids["reports"])][-1] == "failed"
+    for n in range(BURSTS):
+        assert outcome.attempts(ids[f"burst{n}"]) == [(1, "succeeded", None)]
+    assert outcome.attempts(ids["outer"]) == [(1, "succeeded", None)]
+    for row in outcome.jobs:
+        assert row["started_at"] <= row["ended_at"]
+        events = outcome.of_job(row["job_id"])
+        assert {(e["parent_job_id"], e["root_job_id"]) for e in events} <= {
+            (row["parent_job_id"], row["root_job_id"])
+        }

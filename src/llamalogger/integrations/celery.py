@@ -124,6 +124,10 @@ def _parent_of(request: Any) -> JobContext | None:
     return None
 
 
+# Final states of a task that did not run to its end (celery.states).
+_STOPPED_STATES = frozenset({"REVOKED", "REJECTED", "IGNORED"})
+
+
 def _task_scope(
     logger: LlamaLogger,
     name: str,
@@ -198,13 +202,17 @@ class CeleryInstrumentation:
         scope.__enter__()
         setattr(request, _REQUEST_ATTRIBUTE, (scope, logger))
 
-    def _leave_task(self, task: Any = None, **_: Any) -> None:
+    def _leave_task(self, task: Any = None, state: object = None, **_: Any) -> None:
         if task is None:
             return
         entry = vars(task.request).pop(_REQUEST_ATTRIBUTE, None)
         if entry is None:
             return
         scope, logger = entry
+        if state is None or state in _STOPPED_STATES:
+            # No final state: the process is being terminated (a hard time limit), and the
+            # main process records the failure; or the task was revoked, rejected, ignored.
+            logger.task_outcome("cancelled")
         scope.__exit__(None, None, None)
         if current_job() is None and self._flushes_after_task():
             logger.task_ended()
