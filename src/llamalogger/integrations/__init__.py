@@ -38,6 +38,13 @@ def _detail_key(key: str) -> str:
     return f"{key}_" if key in _LOG_KEYWORDS else key
 
 
+def _is_private(key: object) -> bool:
+    """Whether a details key is private: a str starting with ``_``. Libraries put their own
+    bookkeeping in such keys (urllib3's ``__urllib3-retry-warning`` extra, structlog's
+    ``_record``); both logging integrations leave them out of ``details``."""
+    return type(key) is str and key[:1] == "_"
+
+
 def _default_category(value: Category | str | None) -> Category | None:
     """``value`` as a ``Category``; ``ValueError`` at construction for an unknown name.
 
