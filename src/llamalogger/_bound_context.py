@@ -43,20 +43,19 @@ def registry(enabled: bool) -> dict[str, ContextVar[Any]]:
 
 
 def _read_pairs(registry: dict[str, ContextVar[Any]]) -> tuple[tuple[str, ContextVar[Any]], ...]:
+    """The (detail key, ContextVar) pairs of ``registry`` worth reading, kept for next time."""
     global _pairs_seen  # noqa: PLW0603 - one cache for the one registry of the process
-    size, pairs = _pairs_seen
-    if size != len(registry):
-        from .integrations.structlog import NOT_DETAILS  # here: that module imports structlog
+    from .integrations.structlog import NOT_DETAILS  # here: that module imports structlog
 
-        prefix = len("structlog_")  # structlog.contextvars.STRUCTLOG_KEY_PREFIX
-        # copy(): another thread may bind a new key while this one reads the registry.
-        current = registry.copy()
-        pairs = tuple(
-            (name[prefix:], var)
-            for name, var in current.items()
-            if name[prefix:] not in NOT_DETAILS and not name[prefix:].startswith("_")
-        )
-        _pairs_seen = (len(current), pairs)
+    prefix = len("structlog_")  # structlog.contextvars.STRUCTLOG_KEY_PREFIX
+    # copy(): another thread may bind a new key while this one reads the registry.
+    current = registry.copy()
+    pairs = tuple(
+        (name[prefix:], var)
+        for name, var in current.items()
+        if name[prefix:] not in NOT_DETAILS and not name[prefix:].startswith("_")
+    )
+    _pairs_seen = (len(current), pairs)
     return pairs
 
 
@@ -69,7 +68,10 @@ def merged(registry: dict[str, ContextVar[Any]], details: dict[str, Any]) -> dic
     value lands in the same place whichever way the event was logged. ``details`` is the
     caller's own ``**details`` dict and is filled in place.
     """
-    for key, var in _read_pairs(registry):
+    size, pairs = _pairs_seen
+    if size != len(registry):
+        pairs = _read_pairs(registry)
+    for key, var in pairs:
         if key not in details:
             value = var.get(...)
             if value is not ...:
