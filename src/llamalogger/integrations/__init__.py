@@ -2,9 +2,10 @@
 
 * ``llamalogger.integrations.structlog``: ``add_job_context``, a processor that puts the
   current job's ids into every event dict, and ``PersistToLlamaLog``, a processor that also
-  stores events carrying a ``category`` in ``llama_log``.
+  stores events in ``llama_log``: with their ``category``, plain lines as ``NOTED``.
 * ``llamalogger.integrations.logging``: ``LlamaLogHandler``, a stdlib ``logging.Handler``
-  that stores records carrying a ``category`` (via ``extra=``) in ``llama_log``.
+  that stores records in ``llama_log``: with the ``category`` given via ``extra=``, plain
+  lines as ``NOTED``.
 * ``llamalogger.integrations.celery``: ``instrument(app, logger)`` (extra ``celery``).
 * ``llamalogger.integrations.rq``: ``LlamaWorker``, ``LlamaQueue``, ``job_meta`` (extra ``rq``).
 * ``llamalogger.integrations.dramatiq``: ``LlamaMiddleware`` (extra ``dramatiq``).

@@ -1,18 +1,24 @@
-"""structlog processors: job ids in every event, and catalogue events stored in ``llama_log``.
+"""structlog processors: job ids in every event, and every event stored in ``llama_log``.
 
-::
+The configuration docs/integrations.md recommends::
+
+    import logging
 
     import structlog
     from llamalogger.integrations.structlog import PersistToLlamaLog, add_job_context
 
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,
+            PersistToLlamaLog(llama_logger),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             add_job_context,
-            PersistToLlamaLog(llama_logger),
+            structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
-        ]
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        cache_logger_on_first_use=True,
     )
     structlog.get_logger().info("album created", category="created", entity=("album", 12))
 """
