@@ -31,6 +31,10 @@ logs them.
    by hand when each job ends and queued as the facade queues them; once it does, the
    records are its own and the run without them enters its jobs without a job scope.
 
+3. With --structlog, only this instead: the structlog processor's own cost per event
+   (``PersistToLlamaLog``: a chain with it minus the same chain without it) against a direct
+   ``logger.log()`` of the same fields; see structlog_section().
+
 Without --dsn / LLAMALOG_DSN it starts the embedded PostgreSQL. Prints measured numbers
 only; nothing here is asserted. Figures are medians of the runs, with the range.
 """
@@ -53,6 +57,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import attrs
 import orjson
@@ -396,6 +401,221 @@ def fresh_table(dsn: str, table: sql.Composable) -> None:
             conn.execute("CHECKPOINT")
 
 
+# --- structlog: the processor's own cost against a direct call ----------------------------
+
+
+def direct_events(logger: LlamaLogger, first: int, count: int) -> None:
+    """``count`` events through ``logger.log()``, with the fields of structlog_events."""
+    log = logger.log
+    for n in range(first, first + count):
+        kind = n % 4
+        if kind == 0:
+            log(Category.ENRICHED, "track enriched", entity=("track", n),
+                source="musicbrainz", score=0.93)  # fmt: skip
+        elif kind == 1:
+            log(Category.MATCHED, "recording matched", entity=("recording", n),
+                candidates=3, best="mb-4f2a", score=0.87)  # fmt: skip
+        elif kind == 2:
+            log(Category.LINKED, "artist linked to track", entity=("artist", 7),
+                related=("track", n), role="primary", position=n % 12)  # fmt: skip
+        else:
+            log(Category.SKIPPED, "track skipped", entity=("track", n),
+                reason="duplicate", seen_before=True)  # fmt: skip
+
+
+def structlog_events(log: Any, first: int, count: int) -> None:
+    """The same events through a structlog logger, with the same fields as keywords."""
+    info = log.info
+    for n in range(first, first + count):
+        kind = n % 4
+        if kind == 0:
+            info("track enriched", category=Category.ENRICHED, entity=("track", n),
+                 source="musicbrainz", score=0.93)  # fmt: skip
+        elif kind == 1:
+            info("recording matched", category=Category.MATCHED, entity=("recording", n),
+                 candidates=3, best="mb-4f2a", score=0.87)  # fmt: skip
+        elif kind == 2:
+            info("artist linked to track", category=Category.LINKED, entity=("artist", 7),
+                 related=("track", n), role="primary", position=n % 12)  # fmt: skip
+        else:
+            info("track skipped", category=Category.SKIPPED, entity=("track", n),
+                 reason="duplicate", seen_before=True)  # fmt: skip
+
+
+def structlog_and_direct_events(log: Any, logger: LlamaLogger, first: int, count: int) -> None:
+    """Each event through ``log`` (a chain without the processor) and then ``logger.log()``:
+    the direct call made between structlog calls, as a worker that uses both makes it."""
+    info, log_direct = log.info, logger.log
+    for n in range(first, first + count):
+        kind = n % 4
+        if kind == 0:
+            info("track enriched", category=Category.ENRICHED, entity=("track", n),
+                 source="musicbrainz", score=0.93)  # fmt: skip
+            log_direct(Category.ENRICHED, "track enriched", entity=("track", n),
+                       source="musicbrainz", score=0.93)  # fmt: skip
+        elif kind == 1:
+            info("recording matched", category=Category.MATCHED, entity=("recording", n),
+                 candidates=3, best="mb-4f2a", score=0.87)  # fmt: skip
+            log_direct(Category.MATCHED, "recording matched", entity=("recording", n),
+                       candidates=3, best="mb-4f2a", score=0.87)  # fmt: skip
+        elif kind == 2:
+            info("artist linked to track", category=Category.LINKED, entity=("artist", 7),
+                 related=("track", n), role="primary", position=n % 12)  # fmt: skip
+            log_direct(Category.LINKED, "artist linked to track", entity=("artist", 7),
+                       related=("track", n), role="primary", position=n % 12)  # fmt: skip
+        else:
+            info("track skipped", category=Category.SKIPPED, entity=("track", n),
+                 reason="duplicate", seen_before=True)  # fmt: skip
+            log_direct(Category.SKIPPED, "track skipped", entity=("track", n),
+                       reason="duplicate", seen_before=True)  # fmt: skip
+
+
+def structlog_chain(llama: LlamaLogger | None, *, early: bool = True) -> Any:
+    """A bound logger of docs/integrations.md's configuration: PersistToLlamaLog right after
+    merge_contextvars (``early``; else before the renderers, where the docs had it) when
+    ``llama`` is given, none otherwise. It renders to structlog's ReturnLogger: writing the
+    line would add the same I/O to every variant."""
+    import structlog
+
+    from llamalogger.integrations.structlog import PersistToLlamaLog, add_job_context
+
+    persist = [] if llama is None else [PersistToLlamaLog(llama)]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            *(persist if early else []),
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            add_job_context,
+            *([] if early else persist),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    log = structlog.get_logger()
+    log.info("warm-up")  # structlog builds and caches the bound logger at its first call
+    return log
+
+
+def structlog_costs(
+    dsn: str, schema: str, events: int, bound: dict[str, object]
+) -> dict[str, tuple[float, float]]:
+    """(wall, calling thread's CPU) seconds per event of: the direct calls alone; the chain
+    without the processor; that chain followed by a direct call of the same event; the chain
+    with the processor (early, and late); in one logger's jobs (a job per burst). The
+    variants alternate burst by burst, in a rotating order, so that a slower moment of a
+    busy machine falls on all of them alike.
+
+    The writer is idle during the bursts and writes everything between two rounds: its
+    work is the same for the direct calls and the processor's rows, and it would only add
+    noise; emptying the queue each round keeps memory as a running writer would."""
+    import structlog
+
+    room = 5 * BURST + 1  # a round: one burst of each variant that logs
+    idle = {"flush_interval": 3600, "batch_size": room}
+    with LlamaLogger(dsn, schema=schema, queue_size=room, **idle) as llama:
+        llama.log(Category.CREATED, "warm-up")  # starts the writer and its connection
+        assert llama.flush(timeout=30)
+        chains = {
+            "without": structlog_chain(None),
+            "with": structlog_chain(llama),
+            "with, late": structlog_chain(llama, early=False),
+        }
+        variants: list[tuple[str, Callable[[int, int], None]]] = [
+            ("direct", lambda first, count: direct_events(llama, first, count)),
+            (
+                "without + direct",
+                lambda first, count: structlog_and_direct_events(
+                    chains["without"], llama, first, count
+                ),
+            ),
+            *(
+                (name, lambda first, count, log=log: structlog_events(log, first, count))
+                for name, log in chains.items()
+            ),
+        ]
+        totals = {name: [0.0, 0.0] for name, _ in variants}
+        structlog.contextvars.bind_contextvars(**bound)
+        try:
+            for index, first in enumerate(range(0, events, BURST)):
+                count = min(BURST, events - first)
+                turn = index % len(variants)
+                for name, burst in variants[turn:] + variants[:turn]:
+                    with llama.job("enrich-tracks"):
+                        started, started_cpu = time.perf_counter(), time.thread_time()
+                        burst(first, count)
+                        totals[name][0] += time.perf_counter() - started
+                        totals[name][1] += time.thread_time() - started_cpu
+                assert llama.flush(timeout=300)
+        finally:
+            structlog.contextvars.clear_contextvars()
+            structlog.reset_defaults()
+        assert llama.flush(timeout=300)
+        assert llama.stats()["dropped"] == 0
+    return {name: (wall / events, cpu / events) for name, (wall, cpu) in totals.items()}
+
+
+def structlog_section(dsn: str, schema: str, events: int, repeat: int) -> None:
+    """Print the processor's own cost per event (the chain with it minus the chain without
+    it) and its ratio, pair by pair, to a direct ``logger.log()`` of the same fields: made in
+    a loop of direct calls alone, and made between the same structlog calls (the chain and
+    a direct call, minus the chain), where it runs with the same cold caches as the
+    processor; with no structlog contextvars bound and with two bound."""
+    print(
+        f"structlog, {events} events per run in bursts of {BURST:,} (a job per burst; the "
+        f"variants alternate burst by burst), {repeat} runs, medians; the processor's own cost "
+        "= the chain with PersistToLlamaLog - the same chain without it"
+    )
+    for label, bound in (
+        ("no contextvars bound", {}),
+        (
+            "two contextvars bound (request_id, user)",
+            {"request_id": "req-1f3a", "user": "importer"},
+        ),
+    ):
+        runs = [structlog_costs(dsn, schema, events, bound) for _ in range(repeat)]
+        print(f"  {label}:")
+        for index, what in ((1, "calling thread's CPU time"), (0, "wall time in the calls")):
+            direct = [run["direct"][index] for run in runs]
+            without = [run["without"][index] for run in runs]
+            between = [run["without + direct"][index] - run["without"][index] for run in runs]
+            print(
+                f"    {what}: direct logger.log() in a loop "
+                f"{statistics.median(direct) * 1e6:.2f} us "
+                f"{spread(direct, 1e6)}, between structlog calls "
+                f"{statistics.median(between) * 1e6:.2f} us {spread(between, 1e6)}; the chain "
+                f"without the processor {statistics.median(without) * 1e6:.2f} us "
+                f"{spread(without, 1e6)}"
+            )
+            for name, where in (
+                ("with", "right after merge_contextvars (documented)"),
+                ("with, late", "before the renderers"),
+            ):
+                with_it = [run[name][index] for run in runs]
+                own = [w - wo for w, wo in zip(with_it, without, strict=True)]
+                print(
+                    f"      processor {where}: own cost {statistics.median(own) * 1e6:.2f} us "
+                    f"{spread(own, 1e6)}; "
+                    + ratio_line(
+                        "to a direct call in a loop",
+                        [o / d for o, d in zip(own, direct, strict=True)],
+                    )
+                    + ", "
+                    + ratio_line(
+                        "between structlog calls",
+                        [o / b for o, b in zip(own, between, strict=True)],
+                    )
+                    + "; "
+                    + ratio_line(
+                        "chain with / without",
+                        [w / wo for w, wo in zip(with_it, without, strict=True)],
+                    )
+                )
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -413,10 +633,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument(
+        "--structlog", action="store_true", help="only the structlog processor's cost"
+    )
     args = parser.parse_args()
     shown = [masked_conninfo(arg) if "=" in arg or "://" in arg else arg for arg in sys.argv[1:]]
     print("command:", shlex.join(["python", "benchmarks/bench_writer.py", *shown]))
     with scratch_schema(args.dsn) as (dsn, schema, version):
+        if args.structlog:
+            structlog_section(dsn, schema, args.events, args.repeat)
+            return
         table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
         print(
             f"PostgreSQL {version}, {args.events} realistic events per run (message + 2-3 "

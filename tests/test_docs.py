@@ -90,18 +90,25 @@ STORED: dict[tuple[str, int], list[str]] = {
         "LINKED info 'artist 7 linked to album 12' artist:7 -> album:12 | J2 link-artist <- J1 ^J1",
         "UPDATED info 'transcoded to opus' track:9 | J3 transcode <- J1 ^J1 | {'codec': 'opus'}",
     ],
-    ("integrations.md", 1): [
-        "CREATED info 'album created' album:12 | J1 import-album <- - ^J1 | {'title': 'Blue'}",
-        "FAILED error 'cover art missing' album:12 | J1 import-album <- - ^J1"
-        " | {'exception': '…TimeoutError: cover art service timed out'}",
-        "LINKED info 'artist linked' artist:7 -> album:12 | J2 link-artist <- J1 ^J1",
-        "LINKED info 'artist linked' artist:8 -> album:12 | J3 link-artist <- J1 ^J1",
+    ("integrations.md", 1): [  # the bound request_id on every row, the direct calls' too
+        "CREATED info 'album created' album:12 | J1 import-album <- - ^J1"
+        " | {'title': 'Blue', 'request_id': 'req-7f3a'}",
+        "FAILED error 'TimeoutError: cover art service timed out' | J1 import-album <- - ^J1"
+        " | {'exception': '…TimeoutError: cover art service timed out', 'request_id': 'req-7f3a',"
+        " 'exception_type': 'TimeoutError', 'exception_message': 'cover art service timed out'}",
+        "LINKED info 'artist 7 linked to album 12' artist:7 -> album:12 | J2 link-artist <- J1 ^J1"
+        " | {'request_id': 'req-7f3a'}",
+        "LINKED info 'artist 8 linked to album 12' artist:8 -> album:12 | J3 link-artist <- J1 ^J1"
+        " | {'request_id': 'req-7f3a'}",
+        "NOTED info 'artists linked' | J1 import-album <- - ^J1"
+        " | {'artists': 2, 'request_id': 'req-7f3a'}",
     ],
     ("integrations.md", 3): [
         "ENRICHED info 'tempo detected for track 9' track:9 | J1 enrich-track <- - ^J1"
         " | {'bpm': 128, 'logger': 'worker.tracks'}",
         "FAILED error 'lyrics missing' track:9 | J1 enrich-track <- - ^J1"
         " | {'logger': 'worker.tracks', 'exception': '…TimeoutError: lyrics service timed out'}",
+        "NOTED info 'track 9 done' | J1 enrich-track <- - ^J1 | {'logger': 'worker.tracks'}",
     ],
     ("integrations.md", 6): [  # the task's job is the child of the job that applied it
         "ENRICHED info 'cover found' album:12 | J1 docs_integrations.fetch_cover <- J2 ^J2",

@@ -14,6 +14,7 @@ from typing import Any, Self
 
 from psycopg_pool import ConnectionPool
 
+from . import _bound_context
 from ._conninfo import DSN_ENV, dsn_from_env, schema_from_env
 from ._context import (
     MAX_JOB_NAME_LENGTH,
@@ -108,6 +109,10 @@ class LlamaLogger:
     While the database is unreachable, events are kept in spill files (see ``spill_dir``).
     ``flush()`` waits for what was logged; ``close()`` (or leaving a ``with LlamaLogger(...)``
     block, or interpreter exit) writes the rest and stops.
+
+    Values bound with ``structlog.contextvars.bind_contextvars`` go into the details of
+    every event, direct calls included (explicit keyword arguments win), unless
+    ``structlog_context=False``.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class LlamaLogger:
         flush_on_outer_job_exit: bool | None = DEFAULT.flush_on_outer_job_exit,
         log_failed_jobs: bool = DEFAULT.log_failed_jobs,
         pool_kwargs: dict[str, Any] | None = None,
+        structlog_context: bool = True,
     ) -> None:
         # Everything is checked before any thread, connection or directory exists, so a
         # mistake leaves nothing behind.
@@ -159,7 +165,7 @@ class LlamaLogger:
             schema=schema_from_env(schema),
             connect_kwargs=_connect_kwargs(pool_kwargs),
         )
-        self._start(sink, settings)
+        self._start(sink, settings, structlog_context=structlog_context)
 
     @classmethod
     def _with_sink(cls, sink: Sink, settings: Settings) -> Self:
@@ -169,7 +175,7 @@ class LlamaLogger:
         logger._start(sink, settings)
         return logger
 
-    def _start(self, sink: Sink, settings: Settings) -> None:
+    def _start(self, sink: Sink, settings: Settings, *, structlog_context: bool = True) -> None:
         """Wire the logger to ``sink``: the one writer, and the state its calls keep."""
         self._sink = sink
         self._settings = settings
@@ -184,6 +190,8 @@ class LlamaLogger:
         self._outcomes: dict[int, tuple[JobContext, str, BaseException | str | None]] = {}
         self._created_in_pid = os.getpid()
         self._put = self._writer.put_apart  # bound once: the hot path skips two lookups
+        # structlog's registry of bound contextvars: empty (a free check) until one is bound.
+        self._structlog_vars = _bound_context.registry(structlog_context)
 
     # --- jobs --------------------------------------------------------------------
 
@@ -420,6 +428,8 @@ class LlamaLogger:
         """The one record builder, behind every logging call: entities, time, the current
         job, onto the queue. ``category`` and ``level`` are checked already; a ``None``
         message is composed by the writer (see ``_records.default_message``)."""
+        if self._structlog_vars:  # structlog contextvars are bound in this process
+            details = _bound_context.merged(self._structlog_vars, details)
         entity_type = entity_id = related_type = related_id = None
         if entity is not None:
             entity_type, entity_id = coerce_entity(entity)

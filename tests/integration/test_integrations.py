@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 import sys
@@ -157,23 +158,112 @@ class TestPersistToLlamaLog:
         assert persist(None, "info", event) is event
         assert event == before
 
-    def test_events_without_a_category_are_stored_only_with_a_default(
+    def test_plain_events_are_stored_as_noted_unless_default_category_says_otherwise(
         self, llama: LlamaLogger, dsn: str, schema: str
     ) -> None:
-        """Without a category the event is only passed on; default_category stores it."""
-        log, capture = structlog_logger(PersistToLlamaLog(llama))
-        log.info("heartbeat")
-        log.info("album created", category="created")
+        """An event without a category is NOTED by default, default_category's otherwise;
+        default_category=None stores only events with a category, and passes every one on."""
+        log, _ = structlog_logger(PersistToLlamaLog(llama))
+        log.warning("retrying the cover art service", attempt=2)
+        filtering, capture = structlog_logger(PersistToLlamaLog(llama, default_category=None))
+        filtering.info("heartbeat")
+        filtering.info("album created", category="created")
         defaulted, _ = structlog_logger(PersistToLlamaLog(llama, default_category="skipped"))
         defaulted.info("no category given")
         defaulted.info("own category wins", category="matched")
         assert llama.flush(timeout=10)
-        assert [(r["category"], r["message"]) for r in rows(dsn, schema)] == [
-            ("CREATED", "album created"),
-            ("SKIPPED", "no category given"),
-            ("MATCHED", "own category wins"),
+        assert [
+            (r["category"], r["level"], r["message"], r["details"]) for r in rows(dsn, schema)
+        ] == [
+            ("NOTED", "warning", "retrying the cover art service", {"attempt": 2}),
+            ("CREATED", "info", "album created", None),
+            ("SKIPPED", "info", "no category given", None),
+            ("MATCHED", "info", "own category wins", None),
         ]
         assert [event["event"] for _, event in capture.entries] == ["heartbeat", "album created"]
+
+    def test_private_keys_are_left_out_of_details(
+        self, llama: LlamaLogger, dsn: str, schema: str
+    ) -> None:
+        """Keys starting with ``_`` (structlog's and other libraries' bookkeeping) are never
+        stored; the event dict the processors after it see keeps them."""
+        log, capture = structlog_logger(PersistToLlamaLog(llama))
+        log.info(
+            "album created", category="created", _internal=1, __lib_marker={"x": 1}, title="Blue"
+        )
+        assert llama.flush(timeout=10)
+        (row,) = rows(dsn, schema)
+        assert row["details"] == {"title": "Blue"}
+        ((_, event),) = capture.entries
+        assert event["_internal"] == 1
+
+    def test_a_foreign_stdlib_record_through_processor_formatter_is_a_noted_row(
+        self, llama: LlamaLogger, dsn: str, schema: str
+    ) -> None:
+        """A third-party library's stdlib record, rendered by structlog's ProcessorFormatter
+        with its extras added (ExtraAdder): NOTED, its own level, no private extra, no
+        ProcessorFormatter bookkeeping (``_record``, ``_from_structlog``) in details."""
+        formatter = structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), PersistToLlamaLog(llama)],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+        handler = logging.StreamHandler(io.StringIO())
+        handler.setFormatter(formatter)
+        third_party = logging.getLogger(f"urllib3.connectionpool.{uuid.uuid4().hex[:8]}")
+        third_party.propagate = False
+        third_party.addHandler(handler)
+        try:
+            with llama.job("fetch-cover") as job:
+                urllib3_like_retry_warning(third_party)
+        finally:
+            third_party.removeHandler(handler)
+        assert llama.flush(timeout=10)
+        (row,) = rows(dsn, schema)
+        assert (row["category"], row["level"], row["job_id"]) == ("NOTED", "warning", job.job_id)
+        assert row["message"].startswith("Retrying (Retry(total=2")
+        assert row["details"] is None
+
+    def test_details_follow_each_shape_of_event_dict(
+        self, llama: LlamaLogger, dsn: str, schema: str
+    ) -> None:
+        """Event dicts of many shapes (more than the processor remembers), the same keys in
+        another order, a private key appearing later: each row has exactly its own details."""
+        persist = PersistToLlamaLog(llama)
+        expected = []
+        for n in range(1100):
+            event: dict[str, Any] = {"event": f"e{n}", "category": "updated", f"k{n}": n}
+            if n % 3 == 0:
+                event = dict(reversed(event.items()))
+            if n % 5 == 0:
+                event["_private"] = n
+            persist(None, "info", event)
+            expected.append({f"k{n}": n})
+        assert llama.flush(timeout=30)
+        assert [row["details"] for row in rows(dsn, schema)] == expected
+
+    def test_a_failed_event_is_the_jobs_only_failed_row(
+        self, llama: LlamaLogger, dsn: str, schema: str
+    ) -> None:
+        """log.exception(category="failed") in a job left by that exception: one FAILED row."""
+        log, _ = structlog_logger(PersistToLlamaLog(llama))
+
+        @llama.job("enrich")
+        def enrich() -> None:
+            try:
+                raise RuntimeError("lyrics service timed out")
+            except RuntimeError:
+                log.exception("enrichment failed", category="failed")
+                raise
+
+        with pytest.raises(RuntimeError):
+            enrich()
+        assert llama.flush(timeout=10)
+        assert [(r["category"], r["message"]) for r in rows(dsn, schema)] == [
+            ("FAILED", "enrichment failed")
+        ]
 
     def test_the_level_comes_from_the_method_name(
         self, llama: LlamaLogger, dsn: str, schema: str
@@ -367,21 +457,62 @@ class TestLlamaLogHandler:
         assert row["details"]["exception"].startswith("Traceback (most recent call last):")
         assert row["details"]["exception"].endswith("RuntimeError: lyrics service timed out")
 
-    def test_records_without_a_category_are_stored_only_with_a_default(
+    def test_plain_records_are_stored_as_noted_unless_default_category_says_otherwise(
         self, llama: LlamaLogger, worker_logger: logging.Logger, dsn: str, schema: str
     ) -> None:
-        plain = RecordingHandler(llama)
-        worker_logger.addHandler(plain)
-        worker_logger.info("heartbeat")
-        worker_logger.removeHandler(plain)
-        worker_logger.addHandler(RecordingHandler(llama, default_category=Category.SKIPPED))
-        worker_logger.info("no category given")
-        worker_logger.info("own category wins", extra={"category": "matched"})
+        """A record without a category is NOTED by default, default_category's otherwise;
+        default_category=None stores only records with a category."""
+        for default in (Category.NOTED, None, Category.SKIPPED):
+            handler = RecordingHandler(llama, default_category=default)
+            worker_logger.addHandler(handler)
+            worker_logger.info("plain line, default %s", default)
+            worker_logger.info("own category wins", extra={"category": "matched"})
+            worker_logger.removeHandler(handler)
+        noted = RecordingHandler(llama)  # the default
+        worker_logger.addHandler(noted)
+        worker_logger.warning("plain line, no default_category given")
         assert llama.flush(timeout=10)
-        assert [(r["category"], r["message"]) for r in rows(dsn, schema)] == [
-            ("SKIPPED", "no category given"),
-            ("MATCHED", "own category wins"),
+        assert [(r["category"], r["level"], r["message"]) for r in rows(dsn, schema)] == [
+            ("NOTED", "info", "plain line, default NOTED"),
+            ("MATCHED", "info", "own category wins"),
+            ("MATCHED", "info", "own category wins"),
+            ("SKIPPED", "info", "plain line, default SKIPPED"),
+            ("MATCHED", "info", "own category wins"),
+            ("NOTED", "warning", "plain line, no default_category given"),
         ]
+        assert noted.errors == []
+
+    def test_a_third_party_record_is_noted_without_its_private_extra(
+        self, llama: LlamaLogger, dsn: str, schema: str
+    ) -> None:
+        """urllib3's retry warning, logged as urllib3 logs it (its private extra key
+        ``__urllib3-retry-warning``), through a handler on the library's logger: a NOTED
+        warning in the current job, its logger's name its only detail. Public extras of a
+        third party (Celery's ``data``) are kept."""
+        handler = RecordingHandler(llama, level=logging.WARNING)
+        third_party = logging.getLogger(f"urllib3.connectionpool.{uuid.uuid4().hex[:8]}")
+        third_party.addHandler(handler)
+        try:
+            with llama.job("fetch-cover") as job:
+                urllib3_like_retry_warning(third_party)
+                third_party.warning("Task %s failed", "t1", extra={"data": {"id": "t1"}})
+                third_party.info("below the handler's level: not stored")
+        finally:
+            third_party.removeHandler(handler)
+        assert llama.flush(timeout=10)
+        retry, task = rows(dsn, schema)
+        assert (retry["category"], retry["level"], retry["job_id"]) == (
+            "NOTED",
+            "warning",
+            job.job_id,
+        )
+        assert retry["message"] == (
+            "Retrying (Retry(total=2, connect=None, read=None, redirect=None, status=None)) "
+            "after connection broken by 'NewConnectionError('timed out')': /covers/12.jpg"
+        )
+        assert retry["details"] == {"logger": third_party.name}
+        assert task["details"] == {"data": {"id": "t1"}, "logger": third_party.name}
+        assert handler.errors == []
 
     def test_records_of_llamaloggers_own_loggers_are_never_stored(
         self, llama: LlamaLogger, dsn: str, schema: str
@@ -450,6 +581,32 @@ class TestLlamaLogHandler:
     def test_an_unknown_default_category_fails_at_construction(self, llama: LlamaLogger) -> None:
         with pytest.raises(ValueError, match="default_category"):
             LlamaLogHandler(llama, default_category="deleted")
+
+
+def urllib3_like_retry_warning(logger: logging.Logger) -> None:
+    """The warning urllib3's connection pool logs before a retry, with its arguments and its
+    private extra key (urllib3/connectionpool.py)."""
+    logger.warning(
+        "Retrying (%r) after connection broken by '%r': %s",
+        Retry(total=2),
+        NewConnectionError("timed out"),
+        "/covers/12.jpg",
+        extra={"__urllib3-retry-warning": {"host": "covers.example"}},
+    )
+
+
+class Retry:
+    """Stands for urllib3's Retry in its warning: only its repr is used."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __repr__(self) -> str:
+        return f"Retry(total={self.total}, connect=None, read=None, redirect=None, status=None)"
+
+
+class NewConnectionError(OSError):
+    """Stands for urllib3's NewConnectionError in its warning."""
 
 
 def test_importing_the_integrations_package_does_not_import_structlog() -> None:

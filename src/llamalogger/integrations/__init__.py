@@ -2,9 +2,10 @@
 
 * ``llamalogger.integrations.structlog``: ``add_job_context``, a processor that puts the
   current job's ids into every event dict, and ``PersistToLlamaLog``, a processor that also
-  stores events carrying a ``category`` in ``llama_log``.
+  stores events in ``llama_log``: with their ``category``, plain lines as ``NOTED``.
 * ``llamalogger.integrations.logging``: ``LlamaLogHandler``, a stdlib ``logging.Handler``
-  that stores records carrying a ``category`` (via ``extra=``) in ``llama_log``.
+  that stores records in ``llama_log``: with the ``category`` given via ``extra=``, plain
+  lines as ``NOTED``.
 * ``llamalogger.integrations.celery``: ``instrument(app, logger)`` (extra ``celery``).
 * ``llamalogger.integrations.rq``: ``LlamaWorker``, ``LlamaQueue``, ``job_meta`` (extra ``rq``).
 * ``llamalogger.integrations.dramatiq``: ``LlamaMiddleware`` (extra ``dramatiq``).
@@ -36,6 +37,13 @@ _LOG_KEYWORDS: frozenset[str] = frozenset(
 def _detail_key(key: str) -> str:
     """``key`` as it can be passed to ``LlamaLogger.log(**details)``."""
     return f"{key}_" if key in _LOG_KEYWORDS else key
+
+
+def _is_private(key: object) -> bool:
+    """Whether a details key is private: a str starting with ``_``. Libraries put their own
+    bookkeeping in such keys (urllib3's ``__urllib3-retry-warning`` extra, structlog's
+    ``_record``); both logging integrations leave them out of ``details``."""
+    return type(key) is str and key[:1] == "_"
 
 
 def _default_category(value: Category | str | None) -> Category | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from llamalogger import Category, LlamaLogger
 
-from . import _default_category, _detail_key
+from . import _default_category, _detail_key, _is_private
 
 __all__ = ["LlamaLogHandler"]
 
@@ -52,17 +52,20 @@ def _level_name(levelno: int) -> str:
 
 
 class LlamaLogHandler(logging.Handler):
-    """Store each record that has a ``category`` as a ``llama_log`` row.
+    """Store each record as a ``llama_log`` row.
 
     ``category``, ``entity`` and ``related`` come from ``extra={...}``; the message is
     ``record.getMessage()``; the level is ``debug`` below INFO, ``info`` below WARNING,
     ``warning`` below ERROR and ``error`` from ERROR up. ``details`` holds the other
     ``extra`` values, ``logger`` (the logger's name, unless ``extra`` has its own) and,
     for records with ``exc_info``, ``exception`` (the traceback text); ``level``, which
-    ``LlamaLogger.log`` binds itself, becomes ``level_``.
+    ``LlamaLogger.log`` binds itself, becomes ``level_``. Private extras (keys starting
+    with ``_``, such as urllib3's ``__urllib3-retry-warning``) are left out.
     The job columns come from the job current where the record is logged.
 
-    Records without a category are stored only when ``default_category`` is given.
+    A record without a category is a plain log line: it is stored as ``default_category``,
+    ``NOTED`` unless given; with ``default_category=None`` only records that have a
+    category are stored.
     Records of the ``llamalogger`` logger and its children are never stored: they are
     the library's own diagnostics and storing them could loop. ``emit`` never raises:
     a bad category or entity in ``extra`` goes to ``handleError`` like any handler
@@ -73,7 +76,7 @@ class LlamaLogHandler(logging.Handler):
         self,
         llama_logger: LlamaLogger,
         *,
-        default_category: Category | str | None = None,
+        default_category: Category | str | None = Category.NOTED,
         level: int | str = logging.NOTSET,
     ) -> None:
         super().__init__(level)
@@ -95,7 +98,7 @@ class LlamaLogHandler(logging.Handler):
             details: dict[str, Any] = {
                 _detail_key(key): value
                 for key, value in attributes.items()
-                if key not in _NOT_DETAILS
+                if key not in _NOT_DETAILS and not _is_private(key)
             }
             details.setdefault("logger", name)
             if record.exc_info and record.exc_info[0] is not None:

@@ -1,18 +1,24 @@
-"""structlog processors: job ids in every event, and catalogue events stored in ``llama_log``.
+"""structlog processors: job ids in every event, and every event stored in ``llama_log``.
 
-::
+The configuration docs/integrations.md recommends::
+
+    import logging
 
     import structlog
     from llamalogger.integrations.structlog import PersistToLlamaLog, add_job_context
 
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,
+            PersistToLlamaLog(llama_logger),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             add_job_context,
-            PersistToLlamaLog(llama_logger),
+            structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
-        ]
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        cache_logger_on_first_use=True,
     )
     structlog.get_logger().info("album created", category="created", entity=("album", 12))
 """
@@ -22,13 +28,13 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Mapping
-from typing import Any
 
 from structlog.typing import EventDict, WrappedLogger
 
 from llamalogger import Category, LlamaLogger, current_job
+from llamalogger._logger import _message_text
 
-from . import _default_category, _detail_key
+from . import _default_category, _is_private
 
 __all__ = ["NOT_DETAILS", "PersistToLlamaLog", "add_job_context"]
 
@@ -68,6 +74,26 @@ NOT_DETAILS: frozenset[str] = frozenset(
 )
 """Event dict keys that ``PersistToLlamaLog`` does not copy into ``details``."""
 
+# A category, as a Category or its exact value, to the value LlamaLogger's records carry;
+# other spellings go through Category.parse.
+_CATEGORY_VALUES: Mapping[object, str] = {category: category.value for category in Category}
+_FAILED = Category.FAILED.value
+
+# The keys of an event dict, in order, to those of them that go to details. The events of
+# one call site have the same keys in the same order, so a worker has a few dozen shapes;
+# looking a shape up costs a third of filtering its keys one by one at every event.
+_DETAIL_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_MAX_SHAPES = 1024  # a bound for event dicts whose keys vary (keys made from data)
+
+
+def _learn_detail_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys of ``keys`` that go to details, remembered for the next event of that shape."""
+    detail_keys = tuple(key for key in keys if key not in NOT_DETAILS and not _is_private(key))
+    if len(_DETAIL_KEYS) >= _MAX_SHAPES:
+        _DETAIL_KEYS.clear()
+    _DETAIL_KEYS[keys] = detail_keys
+    return detail_keys
+
 
 def add_job_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Add ``job_id``, ``parent_job_id``, ``root_job_id`` and ``job_name`` inside a job.
@@ -102,51 +128,73 @@ def _exception_text(exc_info: object) -> str | None:
 
 
 class PersistToLlamaLog:
-    """Store every event that has a ``category`` as a ``llama_log`` row; pass it on unchanged.
+    """Store every event as a ``llama_log`` row; pass it on unchanged.
 
     ``category``, ``entity`` and ``related`` come from the event dict, the message from
     ``event`` and the level from the method name (``warn`` is ``warning``; ``exception``,
     ``critical`` and ``fatal`` are ``error``; unknown names are ``info``). The other keys
-    go to ``details``, except those in ``NOT_DETAILS``; an ``exc_info`` is stored as
-    ``exception``, the traceback text. The job columns come from the current job.
+    go to ``details``, except those in ``NOT_DETAILS`` and private ones (starting with
+    ``_``); an ``exc_info`` is stored as ``exception``, the traceback text. The job
+    columns come from the current job.
 
-    Events without a category are stored only when ``default_category`` is given: the
-    category is what makes an event a catalogue event, so it filters, it never loses
-    the event for the processors after this one. An unknown category or a malformed
-    entity is a programming error and raises ``ValueError`` at the logging call, as
-    ``LlamaLogger.log`` does. Storing only queues the row; no I/O happens here.
+    An event without a category is a plain log line: it is stored as ``default_category``,
+    ``NOTED`` unless given; with ``default_category=None`` only events that have a category
+    are stored (the category then filters; it never loses the event for the processors
+    after this one). An unknown category or a malformed entity is a programming error and
+    raises ``ValueError`` at the logging call, as ``LlamaLogger.log`` does. Storing only
+    queues the row; no I/O happens here.
     """
 
     __slots__ = ("_default_category", "_llama_logger")
 
     def __init__(
-        self, llama_logger: LlamaLogger, *, default_category: Category | str | None = None
+        self,
+        llama_logger: LlamaLogger,
+        *,
+        default_category: Category | str | None = Category.NOTED,
     ) -> None:
         self._llama_logger = llama_logger
         self._default_category = _default_category(default_category)
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        category = event_dict.get("category")
+        # The hot path of structlog users. The row goes to LlamaLogger's record builder as
+        # log() would send it: log(**details) built the details dict a second time, which
+        # was most of what this processor cost. The details are built key by key from plain
+        # values, so that the garbage collector never watches them while they are queued
+        # (a copy of the event dict would be watched: it held the entity tuple).
+        get = event_dict.get
+        category = get("category")
         if category is None:
             category = self._default_category
             if category is None:
                 return event_dict
-        message = event_dict.get("event")
-        details: dict[str, Any] = {
-            _detail_key(key): value for key, value in event_dict.items() if key not in NOT_DETAILS
-        }
-        exc_info = event_dict.get("exc_info")
+        try:
+            category = _CATEGORY_VALUES[category]
+        except (KeyError, TypeError):
+            category = Category.parse(category).value  # ValueError for an unknown one
+        message = get("event")
+        if type(message) is not str:
+            message = "" if message is None else _message_text(message)
+        keys = tuple(event_dict)
+        detail_keys = _DETAIL_KEYS.get(keys)
+        if detail_keys is None:
+            detail_keys = _learn_detail_keys(keys)
+        details = {key: event_dict[key] for key in detail_keys}
+        exc_info = get("exc_info")
         if exc_info is not None and "exception" not in details:
             text = _exception_text(exc_info)
             if text is not None:
                 details["exception"] = text
-        self._llama_logger.log(
+        llama = self._llama_logger
+        if category == _FAILED:
+            llama._note_failed()  # as log() does for a FAILED event
+        llama._emit(  # LlamaLogger's record builder: see the comment above
             category,
-            "" if message is None else message,
-            entity=event_dict.get("entity"),
-            related=event_dict.get("related"),
-            level=_LEVEL_BY_METHOD.get(method_name, "info"),
-            **details,
+            message,
+            get("entity"),
+            get("related"),
+            _LEVEL_BY_METHOD.get(method_name, "info"),
+            details,
         )
         return event_dict
 
