@@ -383,6 +383,37 @@ class LlamaLogger:
             message = _message_text(message)
         self._emit(category_value, message, entity, related, level, details)
 
+    def log_details(
+        self,
+        category: Category | str,
+        message: str,
+        details: dict[str, Any],
+        /,
+        *,
+        entity: object = None,
+        related: object = None,
+        level: str = "info",
+    ) -> None:
+        """``log()`` with the details as a dict that the logger takes over (do not change it
+        afterwards): for bridges such as the structlog processor, which build the dict
+        anyway and would otherwise pay for unpacking it into keywords and packing it again.
+        The same checks as ``log()``."""
+        try:
+            category_value = _CATEGORY_BY_NAME[category]
+            level = _LEVEL_BY_NAME[level]
+        except (KeyError, TypeError):
+            category_value = Category.parse(category).value
+            level = _checked_level(level)
+        if category_value == _FAILED:
+            self._note_failed()
+        elif category_value == _LINKED and related is None:
+            coerce_entity(related, "related")
+        if type(message) is not str:
+            message = _message_text(message)
+        if type(details) is not dict:
+            raise TypeError(f"details must be a dict, not {type(details).__name__}")
+        self._emit(category_value, message, entity, related, level, details)
+
     def created(
         self, entity: object, message: str | None = None, *, level: str = "info", **details: Any
     ) -> None:

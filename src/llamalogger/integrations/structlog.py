@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from structlog.typing import EventDict, WrappedLogger
 
 from llamalogger import Category, LlamaLogger, current_job
-from llamalogger._logger import _message_text
 
 from . import _default_category, _is_private
 
@@ -73,11 +72,6 @@ NOT_DETAILS: frozenset[str] = frozenset(
     }
 )
 """Event dict keys that ``PersistToLlamaLog`` does not copy into ``details``."""
-
-# A category, as a Category or its exact value, to the value LlamaLogger's records carry;
-# other spellings go through Category.parse.
-_CATEGORY_VALUES: Mapping[object, str] = {category: category.value for category in Category}
-_FAILED = Category.FAILED.value
 
 # The keys of an event dict, in order, to those of them that go to details. The events of
 # one call site have the same keys in the same order, so a worker has a few dozen shapes;
@@ -157,24 +151,21 @@ class PersistToLlamaLog:
         self._default_category = _default_category(default_category)
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        # The hot path of structlog users. The row goes to LlamaLogger's record builder as
-        # log() would send it: log(**details) built the details dict a second time, which
-        # was most of what this processor cost. The details are built key by key from plain
-        # values, so that the garbage collector never watches them while they are queued
-        # (a copy of the event dict would be watched: it held the entity tuple).
+        # The hot path of structlog users. The details dict goes to log_details(), which
+        # takes it over: log(**details) built it a second time, which was most of what this
+        # processor cost. Category, level and message are checked there, as log() does.
+        # The details are built key by key from plain values, so that the garbage collector
+        # never watches them while they are queued (a copy of the event dict would be
+        # watched: it held the entity tuple).
         get = event_dict.get
         category = get("category")
         if category is None:
             category = self._default_category
             if category is None:
                 return event_dict
-        try:
-            category = _CATEGORY_VALUES[category]
-        except (KeyError, TypeError):
-            category = Category.parse(category).value  # ValueError for an unknown one
         message = get("event")
-        if type(message) is not str:
-            message = "" if message is None else _message_text(message)
+        if message is None:
+            message = ""
         keys = tuple(event_dict)
         detail_keys = _DETAIL_KEYS.get(keys)
         if detail_keys is None:
@@ -185,16 +176,13 @@ class PersistToLlamaLog:
             text = _exception_text(exc_info)
             if text is not None:
                 details["exception"] = text
-        llama = self._llama_logger
-        if category == _FAILED:
-            llama._note_failed()  # as log() does for a FAILED event
-        llama._emit(  # LlamaLogger's record builder: see the comment above
+        self._llama_logger.log_details(
             category,
             message,
-            get("entity"),
-            get("related"),
-            _LEVEL_BY_METHOD.get(method_name, "info"),
             details,
+            entity=get("entity"),
+            related=get("related"),
+            level=_LEVEL_BY_METHOD.get(method_name, "info"),
         )
         return event_dict
 
