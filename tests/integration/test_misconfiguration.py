@@ -83,7 +83,8 @@ class TestCheck:
 
     def test_a_working_set_up_passes_and_logging_goes_on(self, dsn: str, schema: str) -> None:
         with LlamaLogger(dsn, schema=schema) as logger:
-            logger.check(timeout=3)
+            logger.check()  # the default bound, 5.0 s
+            logger.check(timeout=0.5)
             logger.created(("album", 1))
             assert logger.flush(timeout=10)
         assert count_rows(dsn, schema) == 1

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from .._conninfo import scrub
 from .._errors import ConnectionFailed, LlamaLogError
@@ -39,11 +40,12 @@ def probe(sink: Sink, timeout: float) -> None:
             with pool.connection(timeout=timeout) as conn:
                 _verify(conn, sink.schema, timeout)
             return
-        options = {
-            **sink._connect_kwargs,
-            "connect_timeout": max(_MIN_CONNECT_TIMEOUT, math.ceil(timeout)),
-            "application_name": "llamalogger-check",
-        }
+        options: dict[str, Any] = {}
+        if "application_name" not in _given(conninfo):  # the DSN's own wins
+            options["application_name"] = "llamalogger-check"
+        options.update(sink._connect_kwargs)
+        # check()'s own bound, whatever the DSN says: it is what the caller asked for.
+        options["connect_timeout"] = max(_MIN_CONNECT_TIMEOUT, math.ceil(timeout))
         with psycopg.connect(conninfo or "", **options) as conn:
             _verify(conn, sink.schema, timeout)
     except LlamaLogError:
@@ -52,10 +54,19 @@ def probe(sink: Sink, timeout: float) -> None:
         raise ConnectionFailed(_describe(sink, conninfo, exc)) from None
 
 
+def _given(conninfo: str | None) -> dict[str, Any]:
+    """The parameters the DSN itself sets."""
+    try:
+        return conninfo_to_dict(conninfo or "")
+    except psycopg.ProgrammingError:
+        return {}
+
+
 def _verify(conn: psycopg.Connection[Any], schema: str, timeout: float) -> None:
     """``SchemaNotMigrated`` unless ``schema`` is at this package's version."""
     # Bounded like the connection: a schema locked by a migration must not hang here.
-    conn.execute("SELECT set_config('statement_timeout', %s, true)", [f"{timeout}s"])
+    milliseconds = str(max(1, round(timeout * 1000)))
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", [milliseconds])
     try:
         require_current(conn, schema)
     finally:

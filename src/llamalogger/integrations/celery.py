@@ -60,15 +60,15 @@ def instrument(
 
     ``logger`` defaults to the process's own logger, ``llamalogger.get_logger()``, which the
     task modules use too. It may be a ``LlamaLogger``, or a callable that makes one: that
-    is then called once in each process that needs one (in ``worker_process_init`` for
-    prefork children, at the first task for the solo and threads pools). Either way the
-    logger is made here, at once: without a database (no ``LLAMALOG_DSN``) this raises
-    ``ConfigurationError`` and the worker does not start. ``flush_after_task``: after each
-    task, deliver the events of every logger of the process (or, with the database
-    unreachable, put them in spill files), so that a pool process recycled or killed
-    afterwards has lost nothing; bounded like the end of a forked child's outermost job;
-    by default on in prefork pool processes only. ``close_timeout`` bounds the close at
-    process exit (default: the logger's ``exit_timeout``).
+    is called here, and again in each prefork pool process (``worker_process_init``).
+    Either way the logger is made here, at once: without a database (no ``LLAMALOG_DSN``)
+    this raises ``ConfigurationError`` and the worker does not start.
+    ``flush_after_task``: after each task, deliver the events of every logger of the
+    process (or, with the database unreachable, put them in spill files), so that a pool
+    process recycled or killed afterwards has lost nothing; bounded like the end of a
+    forked child's outermost job; by default on in prefork pool processes only.
+    ``close_timeout`` bounds the close at process exit (default: the logger's
+    ``exit_timeout``).
 
     Idempotent: calling it again for the same app and logger returns the same object and
     connects nothing twice; another logger for an instrumented app raises ``ValueError``.
