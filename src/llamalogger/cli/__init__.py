@@ -1,4 +1,4 @@
-"""The ``llamalog`` command: migrate, backfill, status, tree, history, tail and demo.
+"""The ``llamalog`` command: migrate, backfill, status, runs, tree, show, history, tail, demo.
 
 Every command takes ``--dsn`` (default ``$LLAMALOG_DSN``); without either it starts the
 embedded PostgreSQL in its own data directory and says so. The errors a user can cause or
@@ -25,6 +25,7 @@ import psycopg
 from .._conninfo import check_conninfo, dsn_from_env, scrub
 from .._errors import EmbeddedUnavailable, LlamaLogError
 from ._commands import COMMANDS
+from ._escape import visible
 from ._parser import build_parser
 
 __all__ = ["main"]
@@ -103,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
             _print_traceback(exc, given)
         text = str(exc).strip()
         message = text.splitlines()[0] if text else type(exc).__name__
-        print(f"llamalog: error: {_scrubbed(message, given)}", file=sys.stderr)
+        # Messages can quote ids and names from the database: escaped like all output.
+        print(f"llamalog: error: {visible(_scrubbed(message, given))}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug: its whole traceback, scrubbed, then status 1
         _print_traceback(exc, given)
