@@ -112,6 +112,10 @@ def backfill_command(args: argparse.Namespace, dsn: str) -> int:
     return 0
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _seconds_text(when: dt.datetime) -> str:
     return when.isoformat(sep=" ", timespec="seconds")
 
@@ -121,11 +125,13 @@ def _spill_line(spilled: SpillTarget) -> str:
         "-" if spilled.oldest is None else spilled.oldest.isoformat(sep=" ", timespec="seconds")
     )
     line = (
-        f"{visible(spilled.label())}: {spilled.files} files, {spilled.events} events, "
-        f"{spilled.jobs} job records, oldest {oldest}"
+        f"{visible(spilled.label())}: {_count(spilled.files, 'file')}, "
+        f"{_count(spilled.events, 'event')}, {_count(spilled.jobs, 'job record')}, "
+        f"oldest {oldest}"
     )
     if spilled.set_aside:
-        line += f"; {spilled.set_aside} set aside (unreadable or refused) in {spilled.directory}"
+        where = visible(spilled.directory)
+        line += f"; {spilled.set_aside} set aside (unreadable or refused) in {where}"
     return line
 
 
@@ -134,9 +140,7 @@ def _print_spill_files() -> None:
     if not waiting:
         print("spill files: none waiting")
         return
-    print(
-        "spill files waiting (replayed by the next logger of their target, or `llamalog migrate`):"
-    )
+    print("spill files waiting (the next logger of their target replays them; so does migrate):")
     for spilled in waiting:
         print("  " + _spill_line(spilled))
 

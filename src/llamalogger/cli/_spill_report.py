@@ -9,6 +9,7 @@ replays its files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -82,9 +83,9 @@ def _waiting(directory: Path) -> Iterator[tuple[Path, str]]:
 def _summary(directory: Path) -> SpillTarget | None:
     try:
         waiting = sorted(_waiting(directory), key=lambda item: item[1])
-        set_aside = sum(
-            1 for path in directory.iterdir() if path.name.endswith((".rejected", ".unreadable"))
-        )
+        set_aside = [
+            path for path in directory.iterdir() if path.name.endswith((".rejected", ".unreadable"))
+        ]
     except OSError:
         return None
     if not waiting and not set_aside:
@@ -99,8 +100,11 @@ def _summary(directory: Path) -> SpillTarget | None:
         events += file_events
         jobs += file_jobs
         target = header or target
+    for path in set_aside[:1] if not target else ():  # their first line names it too
+        with contextlib.suppress(OSError), path.open(encoding="utf-8", errors="replace") as file:
+            target = _target(file.readline())
     oldest = _taken_at(waiting[0][1]) if waiting else None
-    return SpillTarget(directory, target, len(waiting), events, jobs, oldest, set_aside)
+    return SpillTarget(directory, target, len(waiting), events, jobs, oldest, len(set_aside))
 
 
 def _count(path: Path) -> tuple[int, int, dict[str, str]]:
