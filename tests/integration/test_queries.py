@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import psycopg
@@ -11,12 +12,17 @@ from psycopg_pool import ConnectionPool
 
 from llamalogger import Category, JobContext, LlamaLogger, SchemaNotMigrated
 from llamalogger.queries import (
+    UNFINISHED,
     LogStatus,
+    Run,
     entity_history,
     job_chain,
+    job_events,
     job_tree,
     logs_for_root,
     recent_events,
+    root_of,
+    runs,
     status,
 )
 
@@ -192,3 +198,143 @@ class TestStatus:
     ) -> None:
         with pytest.raises(SchemaNotMigrated, match="llamalog migrate"):
             status(conn, schema=schema_name)
+
+
+def _record(conn: psycopg.Connection, schema: str, **values: object) -> None:
+    """One llama_job record, inserted with parameterised SQL."""
+    values = {"attempt": 1, "pid": 7, "host": "h", "status": "succeeded", **values}
+    conn.execute(
+        sql.SQL("INSERT INTO {}.llama_job ({}) VALUES ({})").format(
+            sql.Identifier(schema),
+            sql.SQL(", ").join(map(sql.Identifier, values)),
+            sql.SQL(", ").join(sql.Placeholder() * len(values)),
+        ),
+        list(values.values()),
+    )
+
+
+T0 = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
+
+
+def _at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+class TestJobRecords:
+    """Trees, roots and runs read the job records of llama_job beside the events."""
+
+    @pytest.fixture
+    def recorded(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> dict[str, str]:
+        root = album_import["root"].job_id
+        track = album_import["track"].job_id
+        _record(conn, schema, job_id=root, root_job_id=root, job_name="import-album",
+                started_at=_at(0), ended_at=_at(90))  # fmt: skip
+        for attempt, outcome in ((1, "retried"), (2, "failed")):
+            _record(conn, schema, job_id=track, parent_job_id=root, root_job_id=root,
+                    job_name="import-track", attempt=attempt, status=outcome,
+                    started_at=_at(10 * attempt), ended_at=_at(10 * attempt + 5),
+                    error_type="KeyError", error_message=f"attempt {attempt}")  # fmt: skip
+        _record(conn, schema, job_id="silent", parent_job_id=track, root_job_id=root,
+                job_name="check", started_at=_at(1), ended_at=_at(2))  # fmt: skip
+        return {"root": root, "track": track, "enrich": album_import["enrich"].job_id}
+
+    def test_tree_jobs_carry_their_records_status_duration_and_errors(
+        self, conn: psycopg.Connection, schema: str, recorded: dict[str, str]
+    ) -> None:
+        tree = job_tree(conn, recorded["root"], schema=schema)
+        assert tree is not None
+        assert (tree.status, tree.seconds, tree.started_at, tree.ended_at) == (
+            "succeeded", 90.0, _at(0), _at(90)
+        )  # fmt: skip
+        assert tree.failures == 1
+        track = tree.find(recorded["track"])
+        assert track is not None
+        assert [(a.attempt, a.status) for a in track.attempts] == [(1, "retried"), (2, "failed")]
+        assert (track.status, track.failed, track.error_type, track.error_message) == (
+            "failed", True, "KeyError", "attempt 2"
+        )  # fmt: skip
+        assert track.seconds == 15.0  # from the first attempt's start to the last's end
+        assert track.to_dict()["attempts"][0]["error_message"] == "attempt 1"
+        silent = tree.find("silent")
+        assert silent is not None
+        assert silent in track.children
+        assert (silent.counts, silent.status, silent.first_at, silent.last_at) == (
+            {}, "succeeded", _at(1), _at(2)
+        )  # fmt: skip
+        enrich = tree.find(recorded["enrich"])
+        assert enrich is not None
+        assert (enrich.status, enrich.ended_at, enrich.failed) == (UNFINISHED, None, False)
+        assert enrich.seconds == (enrich.last_at - enrich.first_at).total_seconds()
+
+    def test_a_last_attempt_that_was_retried_leaves_the_job_unfinished(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        """Its next attempt is running, or its process was killed: no final record yet."""
+        root = album_import["root"].job_id
+        enrich = album_import["enrich"].job_id
+        _record(conn, schema, job_id=enrich, parent_job_id=album_import["track"].job_id,
+                root_job_id=root, status="retried", started_at=_at(0), ended_at=_at(1))  # fmt: skip
+        tree = job_tree(conn, root, schema=schema)
+        assert tree is not None
+        node = tree.find(enrich)
+        assert node is not None
+        assert (node.status, node.finished, len(node.attempts)) == (UNFINISHED, False, 1)
+
+    def test_root_of_finds_the_tree_of_any_job(
+        self, conn: psycopg.Connection, schema: str, recorded: dict[str, str]
+    ) -> None:
+        root = recorded["root"]
+        assert root_of(conn, recorded["enrich"], schema=schema) == root  # by its events
+        assert root_of(conn, "silent", schema=schema) == root  # by its record only
+        assert root_of(conn, root, schema=schema) == root
+        assert root_of(conn, "no-such-job", schema=schema) is None
+        assert [node.job_id for node in job_chain(conn, "silent", schema=schema)] == [
+            "silent", recorded["track"], root
+        ]  # fmt: skip
+
+    def test_a_tree_of_records_only_is_a_tree(self, conn: psycopg.Connection, schema: str) -> None:
+        _record(conn, schema, job_id="r", root_job_id="r", job_name="quiet-root",
+                started_at=_at(0), ended_at=_at(3))  # fmt: skip
+        tree = job_tree(conn, "r", schema=schema)
+        assert tree is not None
+        assert (tree.name, tree.events, tree.seconds, tree.children) == ("quiet-root", 0, 3.0, [])
+
+    def test_runs_newest_first_with_totals_and_filters(
+        self, conn: psycopg.Connection, schema: str, recorded: dict[str, str]
+    ) -> None:
+        root = recorded["root"]
+        found = runs(conn, schema=schema)
+        assert [run.name for run in found] == ["another-import", "import-album"]
+        (other, album) = found
+        assert (other.status, other.ended_at, other.attempts, other.events) == (
+            UNFINISHED, None, 0, 1
+        )  # fmt: skip
+        assert album == Run(
+            job_id=root, name="import-album", status="succeeded", started_at=_at(0),
+            ended_at=_at(90), seconds=90.0, attempts=1, events=9, failures=1,
+        )  # fmt: skip
+        assert [run.job_id for run in runs(conn, failed=True, schema=schema)] == [root]
+        assert runs(conn, name="import-album", schema=schema) == [album]
+        assert runs(conn, limit=1, schema=schema) == [other]
+        # since: the album's record ended on T0 + 90 s, but its events were logged now
+        recent = runs(conn, since=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), schema=schema)
+        assert [run.job_id for run in recent] == [other.job_id, root]
+        assert (
+            runs(conn, since=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), schema=schema) == []
+        )
+        assert album.to_dict()["ended_at"] == _at(90).isoformat()
+
+    def test_job_events_of_one_job_by_category_and_limit(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        track = album_import["track"].job_id
+        assert [e["category"] for e in job_events(conn, track, schema=schema)] == [
+            "CREATED", "LINKED"
+        ]  # fmt: skip
+        assert [e["category"] for e in job_events(conn, track, limit=1, schema=schema)] == [
+            "CREATED"
+        ]
+        linked = job_events(conn, track, category="LINKED", schema=schema)
+        assert [e["related_type"] for e in linked] == ["track"]
