@@ -24,6 +24,12 @@ logs them.
    INSERT + commit per event (on a sample; a reference, not a target). Every run starts
    from an emptied table (TRUNCATE and CHECKPOINT); ours and the raw COPYs alternate, and
    each ratio is taken pair by pair.
+3. The job table's cost, end to end: the same realistic events with one job record per job
+   of 20 (a row of ``llama_job``, written in the transaction of its batch) against the same
+   events without job records, alternating, events/s pair by pair (target: at most 5 %
+   slower). While ``logger.job()`` writes no job record of its own, the records are built
+   by hand when each job ends and queued as the facade queues them; once it does, the
+   records are its own and the run without them enters its jobs without a job scope.
 
 Without --dsn / LLAMALOG_DSN it starts the embedded PostgreSQL. Prints measured numbers
 only; nothing here is asserted. Figures are medians of the runs, with the range.
@@ -38,6 +44,7 @@ import gc
 import inspect
 import logging
 import logging.handlers
+import os
 import queue
 import shlex
 import statistics
@@ -45,7 +52,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 import orjson
@@ -54,8 +61,10 @@ from _support import scratch_schema
 from psycopg import sql
 from psycopg.types.json import set_json_dumps
 
-from llamalogger import Category, LlamaLogger
+from llamalogger import Category, JobContext, LlamaLogger
 from llamalogger._conninfo import masked_conninfo
+from llamalogger._context import _current, new_job_id
+from llamalogger._records import JOB, PG_EPOCH_US
 
 JOB_SIZE = 20
 BURST = 1000
@@ -65,9 +74,11 @@ PAUSE = 0.01
 # --- the events ------------------------------------------------------------------------------
 
 
-def log_events(logger: LlamaLogger, first: int, count: int) -> None:
-    """``count`` realistic events, numbered from ``first``, a job per 20 events."""
-    log, linked, job = logger.log, logger.linked, logger.job
+def log_events(logger: LlamaLogger, first: int, count: int, *, in_job: bool = True) -> None:
+    """``count`` realistic events, numbered from ``first``, a job per 20 events (none with
+    ``in_job=False``: the caller's job)."""
+    log, linked = logger.log, logger.linked
+    job = logger.job if in_job else lambda _name: contextlib.nullcontext()
     for start in range(first, first + count, JOB_SIZE):
         with job("enrich-track"):
             for n in range(start, min(start + JOB_SIZE, first + count)):
@@ -298,6 +309,65 @@ def raw_copy(dsn: str, table: sql.Composed, events: int, batch: int = 5000) -> f
         return events / (time.perf_counter() - started)
 
 
+# --- the job table's cost ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def bare_job(name: str) -> Iterator[JobContext]:
+    """A job context without a job scope, so without a job record: the run without them
+    once ``logger.job()`` writes its own (the facade's work in progress)."""
+    context = JobContext(new_job_id(), name)
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def facade_writes_job_records(dsn: str, schema: str) -> bool:
+    with LlamaLogger(dsn, schema=schema) as logger:
+        with logger.job("probe"):
+            pass
+        assert logger.flush(timeout=30)
+        return logger.stats().get("jobs", 0) > 0
+
+
+def log_jobs(
+    logger: LlamaLogger,
+    events: int,
+    enter: Callable[[str], contextlib.AbstractContextManager[JobContext]],
+    *,
+    by_hand: bool,
+) -> None:
+    """``log_events`` one job of 20 at a time in jobs entered by ``enter``; ``by_hand``: a
+    job record for each, as the facade queues one when a job ends."""
+    put, pid, host = logger._put, os.getpid(), "bench-host"
+    for first in range(0, events, JOB_SIZE):
+        started = time.time_ns() // 1000 - PG_EPOCH_US
+        with enter("enrich-track") as job:
+            log_events(logger, first, min(JOB_SIZE, events - first), in_job=False)
+        if by_hand:
+            ended = time.time_ns() // 1000 - PG_EPOCH_US
+            put((ended, JOB, "succeeded", None, job.job_id, job.parent_job_id, job.root_job_id,
+                 job.name, "track", str(first), None, started, 1, pid, host), None)  # fmt: skip
+
+
+def jobs_end_to_end(
+    dsn: str, schema: str, events: int, *, job_records: bool, facade_writes: bool
+) -> float:
+    """Events/s from the first call until ``flush()`` returns, with or without job records."""
+    with LlamaLogger(dsn, schema=schema, queue_size=2 * events) as logger:
+        enter = logger.job if job_records or not facade_writes else bare_job
+        started = time.perf_counter()
+        log_jobs(logger, events, enter, by_hand=job_records and not facade_writes)
+        assert logger.flush(timeout=600)
+        rate = events / (time.perf_counter() - started)
+        stats = logger.stats()
+    jobs = -(-events // JOB_SIZE) if job_records else 0
+    assert (stats["sanitised"], stats["rejected"], stats["jobs"]) == (0, 0, jobs), stats
+    return rate
+
+
 def insert_per_event(dsn: str, schema: str, events: int) -> float:
     query = sql.SQL(
         "INSERT INTO {schema}.llama_log {columns} VALUES"
@@ -313,7 +383,7 @@ def insert_per_event(dsn: str, schema: str, events: int) -> float:
         return events / (time.perf_counter() - started)
 
 
-def fresh_table(dsn: str, table: sql.Composed) -> None:
+def fresh_table(dsn: str, table: sql.Composable) -> None:
     """Empty the table and checkpoint, so that every measured run starts from the same state.
 
     Without this each run writes into a bigger table than the one before, and a checkpoint
@@ -413,6 +483,22 @@ def main() -> None:
         for _ in range(args.repeat):
             fresh_table(dsn, table)
             inserts.append(insert_per_event(dsn, schema, min(args.events, 5000)))
+        facade_writes = facade_writes_job_records(dsn, schema)
+        both = sql.SQL("{}, {}.llama_job").format(table, sql.Identifier(schema))
+        without_jobs: list[float] = []
+        with_jobs: list[float] = []
+        for _ in range(args.repeat):
+            for job_records, rates in ((False, without_jobs), (True, with_jobs)):
+                fresh_table(dsn, both)
+                rates.append(
+                    jobs_end_to_end(
+                        dsn,
+                        schema,
+                        args.events,
+                        job_records=job_records,
+                        facade_writes=facade_writes,
+                    )
+                )
         ours_rate, insert_rate = statistics.median(ours), statistics.median(inserts)
         print(f"end to end: llamalogger {ours_rate:,.0f} events/s {spread(ours, 1, ',.0f')}")
         for label, rates in (("5,000", raw), (f"{own_batch:,}, the logger's", raw_own)):
@@ -425,6 +511,19 @@ def main() -> None:
         print(
             f"  one INSERT + commit per event (reference) {insert_rate:,.0f} rows/s "
             f"{spread(inserts, 1, ',.0f')}: llamalogger is {ours_rate / insert_rate:.0f}x that"
+        )
+        made_by = "logger.job()" if facade_writes else "built by hand when each job ends"
+        print(f"the job table's cost, end to end (job records {made_by}):")
+        print(
+            f"  without job records {statistics.median(without_jobs):,.0f} events/s "
+            f"{spread(without_jobs, 1, ',.0f')}"
+        )
+        pairs = [a / b for a, b in zip(with_jobs, without_jobs, strict=True)]
+        print(
+            f"  with a job record per {JOB_SIZE} events {statistics.median(with_jobs):,.0f} "
+            f"events/s {spread(with_jobs, 1, ',.0f')}, "
+            + ratio_line("ratio", pairs)
+            + " (target: at least 0.95x)"
         )
 
 

@@ -76,6 +76,14 @@ STORED: dict[tuple[str, int], list[str]] = {
         "MATCHED info 'file matched' file:a.flac | J1 scan-folder <- J2 ^J2",
         "MATCHED info 'file matched' file:b.flac | J1 scan-folder <- J2 ^J2",
     ],
+    ("concepts.md", 5): [  # the job's context on every event; FAILED carries the entity
+        "CREATED info 'album 12 created' album:12 | J1 import-album <- - ^J1"
+        " | {'batch': 'nightly-0612'}",
+        "FAILED error 'TimeoutError: tempo service timed out' track:9"
+        " | J2 enrich-track <- J1 ^J1 | {'batch': 'nightly-0612', 'exception': '…TimeoutError:"
+        " tempo service timed out', 'exception_type': 'TimeoutError', 'exception_message':"
+        " 'tempo service timed out'}",
+    ],
     ("design.md", 1): [
         "CREATED info 'album 12 created' album:12 | J1 import-album <- - ^J1",
         "LINKED info 'artist 7 linked to album 12' artist:7 -> album:12 | J2 link-artist <- J1 ^J1",

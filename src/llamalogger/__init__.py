@@ -22,7 +22,7 @@ from ._errors import (
     SchemaNotMigrated,
 )
 from ._logger import LlamaLogger
-from ._records import Category, Entity
+from ._records import Category, Entity, JobStatus
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "Entity",
     "JobContext",
     "JobScope",
+    "JobStatus",
     "LlamaLogError",
     "LlamaLogger",
     "MigrationError",

@@ -122,12 +122,19 @@ class JobContext:
 
     ``root_job_id`` is the id of the outermost job of the tree (its own id for a
     root job); ``parent_job_id`` is the job directly above it, ``None`` for a root.
+
+    ``entity`` is what the job works on (``logger.job(name, entity=...)``), a ``(type, id)``
+    pair of strs; ``details`` the context every event of the job carries in its own
+    details (the job's keywords over those of the enclosing job). Neither travels in
+    headers, and neither takes part in comparing two contexts.
     """
 
     job_id: str = attrs.field(validator=lambda _i, _a, v: validate_job_id(v))
     name: str | None = None
     parent_job_id: str | None = attrs.field(default=None)
     root_job_id: str = attrs.field()
+    entity: tuple[str, str] | None = attrs.field(default=None, eq=False, repr=False)
+    details: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     @root_job_id.default
     def _root_defaults_to_self(self) -> str:
@@ -143,11 +150,17 @@ class JobContext:
         validate_job_id(value, "root_job_id")
 
     def child(self, name: str | None = None, job_id: str | None = None) -> JobContext:
-        """The context of a job started inside this one."""
+        """The context of a job started inside this one (it keeps this job's ``details``)."""
         if job_id is None:
-            return _checked_already(new_job_id(), name, self.job_id, self.root_job_id)
+            return _checked_already(
+                new_job_id(), name, self.job_id, self.root_job_id, None, self.details
+            )
         return JobContext(
-            job_id=job_id, name=name, parent_job_id=self.job_id, root_job_id=self.root_job_id
+            job_id=job_id,
+            name=name,
+            parent_job_id=self.job_id,
+            root_job_id=self.root_job_id,
+            details=self.details,
         )
 
     #: The header names ``to_headers`` writes and the ``from_*headers`` methods read.
@@ -223,8 +236,13 @@ _new_instance = object.__new__
 _set_field = object.__setattr__  # how attrs itself sets the fields of a frozen class
 
 
-def _checked_already(
-    job_id: str, name: str | None, parent_job_id: str | None, root_job_id: str
+def _checked_already(  # noqa: PLR0917 - one argument per field, on the hot path
+    job_id: str,
+    name: str | None,
+    parent_job_id: str | None,
+    root_job_id: str,
+    entity: tuple[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> JobContext:
     """A ``JobContext`` of ids that are known to be valid, without running the validators.
 
@@ -236,6 +254,8 @@ def _checked_already(
     _set_field(context, "name", name)
     _set_field(context, "parent_job_id", parent_job_id)
     _set_field(context, "root_job_id", root_job_id)
+    _set_field(context, "entity", entity)
+    _set_field(context, "details", details)
     return context
 
 
@@ -243,9 +263,20 @@ _current: ContextVar[JobContext | None] = ContextVar("llamalogger_job", default=
 # The process in which the current job was entered (0: none was).
 _entered_in_pid: ContextVar[int] = ContextVar("llamalogger_job_pid", default=0)
 
-# One entry of a JobScope: the tokens that undo it and its context. Only the outermost job
-# of a process sets the pid, so only its entry has a pid token.
-_Entry = tuple[contextvars.Token[JobContext | None], JobContext, contextvars.Token[int] | None]
+# One entry of a JobScope: the tokens that undo it, its context and when it was entered
+# (microseconds since 2000-01-01 UTC, as records keep time). Only the outermost job of a
+# process sets the pid, so only its entry has a pid token.
+_Entry = tuple[contextvars.Token[JobContext | None], JobContext, contextvars.Token[int] | None, int]
+
+# Called as a job's block is left, while the job is still current: its context, the
+# exception leaving it (or None) and when it was entered.
+OnExit = Callable[[JobContext, BaseException | None, int], object]
+
+_PG_EPOCH_US = 946_684_800_000_000  # as _records.PG_EPOCH_US: _context imports no record code
+
+
+def _now_us() -> int:
+    return _time_ns() // 1000 - _PG_EPOCH_US
 
 
 def current_job() -> JobContext | None:
@@ -278,15 +309,26 @@ class JobScope:
     own; sync functions, ``async def`` functions and generator functions are supported.
     """
 
-    __slots__ = ("_entered", "_job_id", "_name", "_on_exit", "_on_outermost_exit", "_parent")
+    __slots__ = (
+        "_details",
+        "_entered",
+        "_entity",
+        "_job_id",
+        "_name",
+        "_on_exit",
+        "_on_outermost_exit",
+        "_parent",
+    )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built by LlamaLogger, not by users
         self,
         name: str | None,
         job_id: str | None,
         parent: JobContext | None,
         on_outermost_exit: Callable[[], object] | None = None,
-        on_exit: Callable[[JobContext, BaseException | None], object] | None = None,
+        on_exit: OnExit | None = None,
+        entity: tuple[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         if job_id is not None:
             validate_job_id(job_id)
@@ -306,6 +348,8 @@ class JobScope:
         self._on_exit = on_exit
         self._job_id = job_id
         self._parent = parent
+        self._entity = entity  # checked by the logger
+        self._details = details or None
         # The active entries, keyed by the id of the context each one set: the same scope
         # object may be entered recursively, or by several asyncio tasks whose blocks end
         # in any order, and each exit must undo its own entry.
@@ -315,16 +359,26 @@ class JobScope:
         # Every id here is valid already: __init__ checked ours, so did the enclosing job's.
         job_id = new_job_id() if self._job_id is None else self._job_id
         enclosing = self._parent if self._parent is not None else _current.get()
+        details = self._details
         if enclosing is None:
-            return _checked_already(job_id, self._name, None, job_id)
-        return _checked_already(job_id, self._name, enclosing.job_id, enclosing.root_job_id)
+            return _checked_already(job_id, self._name, None, job_id, self._entity, details)
+        if enclosing.details:
+            details = {**enclosing.details, **details} if details else enclosing.details
+        return _checked_already(
+            job_id,
+            self._name,
+            enclosing.job_id,
+            enclosing.root_job_id,
+            self._entity,
+            details,
+        )
 
     def __enter__(self) -> JobContext:
         context = self._new_context()
         # The outermost job of *this* process: a forked child inherits its parent's
         # current job, but its own first job is where its work ends.
         pid_token = _entered_in_pid.set(_pid) if _entered_in_pid.get() != _pid else None
-        self._entered[id(context)] = (_current.set(context), context, pid_token)
+        self._entered[id(context)] = (_current.set(context), context, pid_token, _now_us())
         return context
 
     def __exit__(
@@ -341,10 +395,10 @@ class JobScope:
             # the dict: which one it was cannot be told, and forgetting the wrong one
             # would break another task's exit.)
             return
-        token, context, pid_token = entry
+        token, context, pid_token, started_at = entry
         if self._on_exit is not None:
             try:
-                self._on_exit(context, exc)
+                self._on_exit(context, exc, started_at)
             finally:
                 self._restore(token, pid_token)
         else:
@@ -382,7 +436,13 @@ class JobScope:
 
     def _fresh(self) -> JobScope:
         return JobScope(
-            self._name, self._job_id, self._parent, self._on_outermost_exit, self._on_exit
+            self._name,
+            self._job_id,
+            self._parent,
+            self._on_outermost_exit,
+            self._on_exit,
+            self._entity,
+            self._details,
         )
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import socket
 import traceback
 import warnings
 from time import time_ns as _time_ns
@@ -22,7 +25,7 @@ from ._context import (
 )
 from ._errors import ConfigurationError
 from ._pipeline import DEFAULT, FullPolicy, Settings, Sink, open_writer, postgres_sink, sink_label
-from ._records import LEVELS, PG_EPOCH_US, Category, coerce_entity
+from ._records import JOB, LEVELS, PG_EPOCH_US, Category, JobStatus, coerce_entity
 
 __all__ = ["LlamaLogger"]
 
@@ -33,6 +36,10 @@ _LINKED = Category.LINKED.value
 
 
 _LEVEL_BY_NAME = {level: level for level in LEVELS}
+_LEVEL_BY_NAME["warn"] = "warning"  # as the logging module and structlog spell it too
+
+# Where job records say a job ran. The host name is read once: it is the same in forked children.
+_HOST = socket.gethostname()
 
 
 def _checked_level(level: object) -> str:
@@ -40,7 +47,25 @@ def _checked_level(level: object) -> str:
     try:
         return _LEVEL_BY_NAME[level]  # type: ignore[index]
     except (KeyError, TypeError):
-        raise ValueError(f"level must be one of {sorted(LEVELS)}, not {level!r:.40}") from None
+        raise ValueError(
+            f"level must be one of {sorted(LEVELS)} (or 'warn'), not {level!r:.40}"
+        ) from None
+
+
+def _exception_name(exc: BaseException) -> str:
+    kind = type(exc)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _job_status(exc: BaseException | None) -> str:
+    if exc is None:
+        return JobStatus.SUCCEEDED.value
+    if isinstance(exc, Exception):
+        return JobStatus.FAILED.value
+    # Cancellation, Ctrl-C, SystemExit, GeneratorExit: stopped from outside, not broken.
+    return JobStatus.CANCELLED.value
 
 
 def _message_text(message: object) -> str:
@@ -153,6 +178,8 @@ class LlamaLogger:
         # Jobs (by the id of their context) in which a FAILED event was logged, so that
         # leaving them by an exception does not record a second one; emptied on job exit.
         self._failed_in: dict[int, JobContext] = {}
+        # How task jobs ended in their queue's view (task_outcome), until their exit.
+        self._outcomes: dict[int, tuple[JobContext, str, BaseException | str | None]] = {}
         self._created_in_pid = os.getpid()
         self._put = self._writer.put_apart  # bound once: the hot path skips two lookups
 
@@ -162,16 +189,33 @@ class LlamaLogger:
         self,
         name: str | None = None,
         *,
+        entity: object = None,
         job_id: str | None = None,
         parent: JobContext | None = None,
+        **details: Any,
     ) -> JobScope:
         """A job: ``with logger.job("import-album") as job:`` or ``@logger.job("enrich")``.
 
         Inside another job it becomes that job's child; ``parent=`` (a ``JobContext``,
         e.g. from ``JobContext.from_headers``) makes it the child of a job elsewhere.
         ``job_id`` defaults to a new time-ordered id; an invalid one raises ``ValueError``.
+
+        ``entity`` (a ``(type, id)`` pair or an ``Entity``) is what the job works on: its
+        job record and its automatic ``FAILED`` event carry it. Other keywords are the
+        job's context: every event of the job has them in its details (a call's own
+        keywords win), and so do the events of jobs nested inside it in this process.
+        When the block ends, one job record (``llama_job``) says how and when.
         """
-        return JobScope(name, job_id, parent, self._outermost_job_ended, self._job_exiting)
+        checked = None if entity is None else coerce_entity(entity)
+        return JobScope(
+            name,
+            job_id,
+            parent,
+            self._outermost_job_ended,
+            self._job_exiting,
+            checked,
+            details,
+        )
 
     # --- tasks: the seam for task-queue integrations (docs/api.md) -----------------
 
@@ -181,6 +225,9 @@ class LlamaLogger:
         *,
         job_id: str | None = None,
         parent: JobContext | None = None,
+        attempt: int = 1,
+        entity: object = None,
+        **details: Any,
     ) -> JobScope:
         """The job of one task of a queue: ``with logger.task_job(task.name, job_id=task.id):``.
 
@@ -191,16 +238,45 @@ class LlamaLogger:
         longer than the limit is cut; the task is recorded either way. Leaving it by an
         exception logs one ``FAILED`` event, as ``job()`` does. Its end never waits for
         the database: call ``task_ended()`` where the task is over.
+
+        ``attempt`` numbers the runs of a task its queue retries (1 for the first); each
+        attempt leaves its own job record under the same job id. ``entity`` and other
+        keywords are the job's, as for ``job()``. How the attempt ended is the job
+        block's own outcome unless the integration says otherwise with ``task_outcome()``.
         """
         if not isinstance(name, str):
             raise TypeError(f"task name must be a str, not {type(name).__name__}")
+        if type(attempt) is not int or attempt < 1:
+            raise ValueError(f"attempt must be an int of at least 1, not {attempt!r:.40}")
         name = name[:MAX_JOB_NAME_LENGTH]
+        checked = None if entity is None else coerce_entity(entity)
+        on_exit = (
+            self._job_exiting
+            if attempt == 1
+            else functools.partial(self._job_exiting, attempt=attempt)
+        )
+        valid_id = None
         if job_id is not None:
-            try:
-                return JobScope(name, validate_job_id(job_id), parent, on_exit=self._job_exiting)
-            except ValueError:
-                pass  # a queue's id that cannot be a job id: the task gets a generated one
-        return JobScope(name, None, parent, on_exit=self._job_exiting)
+            # A queue's id that cannot be a job id: the task gets a generated one.
+            with contextlib.suppress(ValueError):
+                valid_id = validate_job_id(job_id)
+        return JobScope(name, valid_id, parent, None, on_exit, checked, details)
+
+    def task_outcome(
+        self, status: JobStatus | str, *, error: BaseException | str | None = None
+    ) -> None:
+        """How the current task job ended in its queue's view, for its job record.
+
+        Integrations leave a task's job block normally even when the task failed (the queue
+        reports the failure in its own way), so they say here what happened: ``"failed"``
+        with the ``error`` (an exception, or the queue's text when the task's process died),
+        ``"retried"`` when the queue will run the task again, or ``"cancelled"``. Without a
+        current job this does nothing. ``ValueError`` for an unknown status.
+        """
+        value = JobStatus(status).value
+        job = _current.get()
+        if job is not None:
+            self._outcomes[id(job)] = (job, value, error)
 
     def task_ended(self) -> None:
         """A task ended: deliver what was logged, or put it in spill files, before returning.
@@ -214,8 +290,16 @@ class LlamaLogger:
         """
         self._writer.flush_at_job_end()
 
-    def _job_exiting(self, context: JobContext, exc: BaseException | None) -> None:
-        """Called while ``context`` is still current, as its block is left."""
+    def _job_exiting(
+        self,
+        context: JobContext,
+        exc: BaseException | None,
+        started_at: int,
+        *,
+        attempt: int = 1,
+    ) -> None:
+        """Called while ``context`` is still current, as its block is left: the automatic
+        ``FAILED`` event, then the job's record."""
         if (
             exc is not None
             and self._log_failed_jobs
@@ -225,6 +309,25 @@ class LlamaLogger:
             self.log_exception(exc)
         if self._failed_in:
             self._failed_in.pop(id(context), None)
+        status = _job_status(exc)
+        error: BaseException | str | None = exc
+        if self._outcomes:
+            said = self._outcomes.pop(id(context), None)
+            if said is not None and said[0] is context:
+                status = said[1]
+                error = said[2] if said[2] is not None else exc
+        error_type = error_message = None
+        if isinstance(error, BaseException):
+            error_type = _exception_name(error)
+            error_message = _message_text(error)
+        elif error is not None:
+            error_message = _message_text(error)
+        entity_type, entity_id = context.entity if context.entity is not None else (None, None)
+        self._put((
+            _time_ns() // 1000 - PG_EPOCH_US, JOB, status, error_message,
+            context.job_id, context.parent_job_id, context.root_job_id, context.name,
+            entity_type, entity_id, error_type, started_at, attempt, current_pid(), _HOST,
+        ), context.details)  # fmt: skip
 
     def _outermost_job_ended(self) -> None:
         flush = self._settings.flush_on_outer_job_exit
@@ -261,6 +364,8 @@ class LlamaLogger:
             level = _checked_level(level)
         if category_value == _FAILED:
             self._note_failed()
+        elif category_value == _LINKED and related is None:
+            coerce_entity(related, "related")  # raises: a LINKED event needs its object
         if type(message) is not str:
             message = _message_text(message)
         self._emit(category_value, message, entity, related, level, details)
@@ -323,6 +428,8 @@ class LlamaLogger:
                 entity_type, entity_id, related_type, related_id,
             ), details or None)  # fmt: skip
         else:
+            if job.details:  # the job's context, under the call's own keywords
+                details = {**job.details, **details} if details else dict(job.details)
             self._put((
                 logged_at, category, level, message,
                 job.job_id, job.parent_job_id, job.root_job_id, job.name,
@@ -338,17 +445,16 @@ class LlamaLogger:
         """One ``FAILED`` event (level ``error``) for ``exc`` in the current job.
 
         ``details`` get ``exception_type``, ``exception_message`` and ``exception`` (the
-        traceback text). The message defaults to ``"<type>: <message>"``. Leaving a job by
+        traceback text). The message defaults to ``"<type>: <message>"``, the entity to the
+        current job's (``entity=`` names another). Leaving a job by
         an exception calls this for you (``log_failed_jobs=``), unless the job already
         logged a ``FAILED`` event.
         """
-        kind = type(exc)
-        name = (
-            kind.__qualname__
-            if kind.__module__ == "builtins"
-            else (f"{kind.__module__}.{kind.__qualname__}")
-        )
+        name = _exception_name(exc)
         text = _message_text(exc)
+        job = _current.get()
+        if job is not None and job.entity is not None:
+            details.setdefault("entity", job.entity)
         details.setdefault("exception_type", name)
         details.setdefault("exception_message", text)
         details.setdefault("exception", "".join(traceback.format_exception(exc)))

@@ -97,7 +97,7 @@ def coerce_entity(value: object, what: str = "entity") -> tuple[str, str]:
                 return kind, text
     if isinstance(value, Entity):
         kind, ident = value.type, value.id
-    elif isinstance(value, tuple | list) and len(value) == 2:
+    elif isinstance(value, tuple) and len(value) == 2:
         kind, ident = value
     else:
         raise ValueError(f"{what} must be a (type, id) pair or an Entity, not {value!r:.80}")

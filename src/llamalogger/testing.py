@@ -11,9 +11,10 @@
 ``capture.logger`` is a real ``LlamaLogger``: its calls validate, queue and encode events
 exactly as they would for PostgreSQL, on the same background writer, and only the last step
 differs: the rows are decoded into ``CapturedEvent`` values and kept in memory instead of
-being copied into ``llama_log``. Nothing touches the network or the disk (spilling is off).
-As with a real logger, events are there once ``flush()`` returned ``True``, and on leaving
-the ``with`` block, which closes the logger.
+being copied into ``llama_log``. Job records (one per finished job, ``llama_job`` in the
+database) are kept the same way, as ``CapturedJob`` values in ``capture.jobs``. Nothing
+touches the network or the disk (spilling is off). As with a real logger, events are there
+once ``flush()`` returned ``True``, and on leaving the ``with`` block, which closes the logger.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from ._conninfo import DEFAULT_SCHEMA, validate_schema
 from ._errors import ConfigurationError
 from ._logger import LlamaLogger
 from ._pipeline import Settings, Spill
-from ._records import COLUMNS, Category, logged_at_datetime
+from ._records import COLUMNS, JOB, JOB_COLUMNS, Category, JobStatus, logged_at_datetime
 
-__all__ = ["CapturedEvent", "EventCapture", "capture_events"]
+__all__ = ["CapturedEvent", "CapturedJob", "EventCapture", "capture_events"]
 
 # The writer options that mean something in memory; spilling and dead letters would write
 # files, and an in-memory sink never refuses a row.
@@ -75,6 +76,46 @@ class CapturedEvent:
     details: dict[str, Any] | None
 
 
+@attrs.frozen
+class CapturedJob:
+    """One finished job as ``llama_job`` would store it: its columns, with ``details`` decoded.
+
+    ``status`` is a ``JobStatus`` (a ``str``, so ``job.status == "failed"`` holds);
+    ``started_at`` and ``ended_at`` are aware ``datetime`` values in UTC. A retried task has
+    one per attempt, all but the last with status ``retried``.
+    """
+
+    job_id: str
+    parent_job_id: str | None
+    root_job_id: str
+    job_name: str | None
+    entity_type: str | None
+    entity_id: str | None
+    status: JobStatus
+    attempt: int
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    error_type: str | None
+    error_message: str | None
+    pid: int | None
+    host: str | None
+    details: dict[str, Any] | None
+
+
+def _decoded_job(row: Sequence[object]) -> CapturedJob:
+    """A ``CapturedJob`` from a job record's row (``JOB_COPY_TYPES``, marker at index 1)."""
+    values = dict(zip(JOB_COLUMNS, (row[0], *row[2:]), strict=True))
+    for key in ("started_at", "ended_at"):
+        moment = values[key]
+        assert isinstance(moment, int)
+        values[key] = logged_at_datetime(moment)
+    details = values["details"]
+    assert details is None or isinstance(details, bytes)
+    values["details"] = None if details is None else json.loads(details[1:])
+    values["status"] = JobStatus(str(values["status"]))
+    return CapturedJob(**values)  # type: ignore[arg-type]
+
+
 def _decoded(row: Sequence[object]) -> CapturedEvent:
     """A ``CapturedEvent`` from one row as the writer hands it to COPY (``COPY_TYPES``):
     microseconds since 2000 for ``logged_at``, jsonb's version byte before the details."""
@@ -109,6 +150,31 @@ def _check_storable(row: Sequence[object]) -> None:
             )
 
 
+_STATUSES = frozenset(JobStatus)
+# llama_job's NOT NULL columns without a default, by their place in a job record's row.
+_JOB_REQUIRED = {0: "ended_at", 2: "status", 4: "job_id", 6: "root_job_id", 11: "started_at",
+                 12: "attempt"}  # fmt: skip
+
+
+def _check_job(row: Sequence[object]) -> None:
+    """Refuse a job row as llama_job's constraints would: NOT NULL, status, attempt."""
+    for index, column in _JOB_REQUIRED.items():
+        if row[index] is None:
+            raise psycopg.errors.NotNullViolation(
+                f'null value in column "{column}" of relation "llama_job" violates not-null '
+                "constraint"
+            )
+    if row[2] not in _STATUSES:
+        raise psycopg.errors.CheckViolation(
+            'new row for relation "llama_job" violates check constraint "llama_job_status_check"'
+        )
+    attempt = row[12]
+    if not isinstance(attempt, int) or attempt < 1:
+        raise psycopg.errors.CheckViolation(
+            'new row for relation "llama_job" violates check constraint "llama_job_attempt_check"'
+        )
+
+
 class _MemorySink:
     """The writer's ``Sink`` for ``capture_events``: keeps every row it is given, decoded."""
 
@@ -116,16 +182,24 @@ class _MemorySink:
         self._schema = schema
         self._lock = threading.Lock()  # the writer appends while the test reads
         self._events: list[CapturedEvent] = []
+        self._jobs: list[CapturedJob] = []
         self._replayed: set[str] = set()
 
     def write(self, rows: Iterable[Sequence[object]]) -> None:
-        # Checked and decoded before taking the lock: a batch is all or nothing, like one COPY.
+        # Checked and decoded before taking the lock: a batch is all or nothing, like the one
+        # transaction of its COPYs.
         events = []
+        jobs = []
         for row in rows:
             _check_storable(row)
-            events.append(_decoded(row))
+            if row[1] == JOB:
+                _check_job(row)
+                jobs.append(_decoded_job(row))
+            else:
+                events.append(_decoded(row))
         with self._lock:
             self._events.extend(events)
+            self._jobs.extend(jobs)
 
     def write_replay(self, spill_id: str, rows: Sequence[Sequence[object]]) -> bool:
         # Never called while spilling is off; kept exact for the protocol's sake.
@@ -152,15 +226,20 @@ class _MemorySink:
         with self._lock:
             return list(self._events)
 
+    def jobs(self) -> list[CapturedJob]:
+        with self._lock:
+            return list(self._jobs)
+
     def clear(self) -> None:
         with self._lock:
             self._events.clear()
+            self._jobs.clear()
 
 
 @attrs.frozen
 class EventCapture:
     """What ``capture_events()`` yields: the logger to hand to the code under test, and
-    the events it has delivered so far."""
+    the events and job records it has delivered so far."""
 
     logger: LlamaLogger
     _sink: _MemorySink = attrs.field(alias="sink", repr=False)
@@ -171,8 +250,14 @@ class EventCapture:
         time). Call ``logger.flush()`` first, or read it after the ``with`` block."""
         return self._sink.events()
 
+    @property
+    def jobs(self) -> list[CapturedJob]:
+        """The job records delivered so far (one per finished job, or per attempt of a
+        retried task), in the order the jobs ended (a new list each time)."""
+        return self._sink.jobs()
+
     def clear(self) -> None:
-        """Forget the events delivered so far, e.g. those of a test's set-up."""
+        """Forget the events and job records delivered so far, e.g. those of a test's set-up."""
         self._sink.clear()
 
 

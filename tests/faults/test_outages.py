@@ -348,6 +348,9 @@ def test_rejected_record_goes_to_the_dead_letter_file_and_batch_mates_are_writte
                 sql.Identifier(schema_name)
             )
         )
+        # The writer keeps every row of a schema without llama_job (0006) on disk, for
+        # `llamalog migrate`: a stand-in lets this 0001-era table refuse LINKED by itself.
+        conn.execute(sql.SQL("CREATE TABLE {}.llama_job ()").format(sql.Identifier(schema_name)))
     dead_letters = tmp_path / "dead.jsonl"
     # A long flush interval: the 100 events go to the server as one batch, at flush().
     with LlamaLogger(

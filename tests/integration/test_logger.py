@@ -231,6 +231,11 @@ class TestDatabaseTrouble:
                     sql.Identifier(schema_name)
                 )
             )
+            # The writer keeps every row of a schema without llama_job (0006) on disk, for
+            # `llamalog migrate`: a stand-in lets this 0001-era table refuse LINKED by itself.
+            conn.execute(
+                sql.SQL("CREATE TABLE {}.llama_job ()").format(sql.Identifier(schema_name))
+            )
         with (
             caplog.at_level(logging.ERROR, logger="llamalogger"),
             LlamaLogger(dsn, schema=schema_name, flush_interval=30) as logger,

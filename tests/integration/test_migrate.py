@@ -76,7 +76,14 @@ class TestMigrate:
         assert current_version(conn, schema_name) is None
 
         first = migrate(conn, schema=schema_name)
-        assert [m.version for m in first.applied] == ["0001", "0002", "0003", "0004", "0005", "0006"]
+        assert [m.version for m in first.applied] == [
+            "0001",
+            "0002",
+            "0003",
+            "0004",
+            "0005",
+            "0006",
+        ]
         assert first.version == LATEST_VERSION == "0006"
         assert str(first.backfill) == "backfill: 0 filled, 0 orphans, 0 unresolved, 0 total"
 
@@ -255,7 +262,9 @@ class TestRefusals:
         self, conn: psycopg.Connection, schema_name: str
     ) -> None:
         """Asking for a version the package does not ship fails before touching the database."""
-        with pytest.raises(MigrationError, match="known versions: 0001, 0002, 0003, 0004, 0005, 0006"):
+        with pytest.raises(
+            MigrationError, match="known versions: 0001, 0002, 0003, 0004, 0005, 0006"
+        ):
             migrate(conn, schema=schema_name, target="0999")
         assert current_version(conn, schema_name) is None
 

@@ -161,7 +161,12 @@ class TestSameSchemaAsBefore:
                 ident(schema_name)
             )
         ).fetchall()
-        assert sorted(steps) == [("0003",), ("0004",), ("0005",), ("0006",)]  # 0003 was applied by this runner
+        assert sorted(steps) == [
+            ("0003",),
+            ("0004",),
+            ("0005",),
+            ("0006",),
+        ]  # 0003 was applied by this runner
 
     def test_late_rows_of_0001_era_code_are_filled_by_0004_on_an_old_database(
         self, conn: psycopg.Connection, schema_name: str

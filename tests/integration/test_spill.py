@@ -67,16 +67,31 @@ def test_outage_is_spilled_then_replayed_in_order_exactly_once(
 CHILD = """
 import os, signal, sys, time
 from llamalogger import LlamaLogger
+from llamalogger._records import JOB, PG_EPOCH_US
 logger = LlamaLogger(sys.argv[1], schema=sys.argv[2], spill_dir=sys.argv[3], flush_interval=0.05)
 with logger.job("import-during-outage"):
     for number in range(500):
         logger.created(("track", number), f"event {number}")
+        if number % 20 == 19:  # a job record by hand, queued as the facade queues one
+            now = time.time_ns() // 1000 - PG_EPOCH_US
+            logger._put((now, JOB, "succeeded", None, f"job-{number}", "root", "root",
+                         "enrich-track", "track", str(number), None, now - 1000, 1,
+                         os.getpid(), "worker-1"), {"n": number})
+expected = logger.stats()["enqueued"]
 deadline = time.monotonic() + 30
-while logger.stats()["spilled"] < 500 and time.monotonic() < deadline:
+while logger.stats()["spilled"] < expected and time.monotonic() < deadline:
     time.sleep(0.02)
-print(logger.stats()["spilled"], flush=True)
+print(logger.stats()["spilled"], logger.stats()["jobs"], flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: only the spill files remain
 """
+
+
+def job_ids(server: RestartableServer) -> list[str]:
+    with psycopg.connect(server.dsn) as conn:
+        query = sql.SQL("SELECT job_id FROM {}.llama_job ORDER BY id").format(
+            sql.Identifier(server.schema)
+        )
+        return [str(job_id) for (job_id,) in conn.execute(query)]
 
 
 def test_spill_files_of_a_killed_process_are_replayed_at_the_next_start(
@@ -93,27 +108,38 @@ def test_spill_files_of_a_killed_process_are_replayed_at_the_next_start(
         check=False,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
-    assert child.stdout.split() == ["500"]
+    # Job records travel in the same files as events (the facade may add its own job's).
+    spilled, jobs = map(int, child.stdout.split())
+    assert jobs >= 25
+    assert spilled == 500 + jobs
     files = sorted(spill.glob("*.jsonl"))
     assert files
-    keep = tmp_path / "copy-of-first-file"
-    shutil.copy(files[0], keep)
+    # A file with both kinds of row: its replay must be exactly once for both tables.
+    mixed = next(file for file in files if '"JOB"' in file.read_text(encoding="utf-8"))
+    keep = tmp_path / "copy-of-a-mixed-file"
+    shutil.copy(mixed, keep)
 
     server.start_server()
     with LlamaLogger(server.dsn, schema=server.schema, spill_dir=spill) as logger:
-        assert wait_until(lambda: logger.stats()["replayed"] == 500)
+        assert wait_until(lambda: logger.stats()["replayed"] == spilled)
         assert logger.flush(timeout=10)
     written = stored(server)
     assert written == [(str(n), f"event {n}") for n in range(500)]
+    written_jobs = job_ids(server)
+    assert [job for job in written_jobs if job.startswith("job-")] == [
+        f"job-{n}" for n in range(19, 500, 20)
+    ]
+    assert len(written_jobs) == jobs
 
     # The process dies after a replay committed but before its file was deleted: the
     # file is found again, and recognised as written.
-    shutil.copy(keep, files[0])
+    shutil.copy(keep, mixed)
     with LlamaLogger(server.dsn, schema=server.schema, spill_dir=spill) as logger:
         # A file is claimed (renamed) before its replay and deleted after it.
         assert wait_until(lambda: not any(spill.iterdir()))
         assert logger.stats()["replayed"] == 0
     assert stored(server) == written
+    assert job_ids(server) == written_jobs
 
 
 @pytest.mark.timing

@@ -206,6 +206,7 @@ class Ledger:
         self.jobs: dict[str, Expected] = {}
         self.contexts: dict[str, JobContext] = {}
         self.events: dict[int, str | None] = {}  # event number -> job it was logged in
+        self.left_normally: dict[str, bool] = {}  # job -> whether its block ended normally
 
     def emit(self, event: Event, job: JobContext | None) -> None:
         """Log ``event``, noting that its row belongs to ``job`` (None: outside any job)."""
@@ -218,7 +219,9 @@ class Ledger:
         elif event.call == "linked":
             self.logger.linked(("artist", number), ("album", number), run=run, ev=number)
         else:
-            self.logger.log(event.category, f"event {number}", run=run, ev=number)
+            # A LINKED event needs its object; every other category takes none.
+            related = ("album", number) if event.category is Category.LINKED else None
+            self.logger.log(event.category, f"event {number}", related=related, run=run, ev=number)
 
     def record_job(
         self, job: JobContext, parent: JobContext | None, name: str | None, explicit: bool
@@ -275,6 +278,7 @@ class Run(Ledger):
         """Record what ``job``'s rows must say; return the stack for its body."""
         check_current(job, f"inside {node.launch.value}")
         self.record_job(job, parents[-1] if parents else None, node.name, node.parent is not None)
+        self.left_normally[job.job_id] = node.leave is Leave.NORMAL
         return [*parents, job]
 
     def steps(self, node: Node, job: JobContext, parents: list[JobContext]) -> Iterator[None]:
@@ -497,6 +501,37 @@ def stored_rows(conn: psycopg.Connection, schema: str, run_id: str) -> list[Stor
     return [Stored(*row) for row in conn.execute(query, (run_id,)).fetchall()]
 
 
+def stored_job_records(
+    conn: psycopg.Connection, schema: str, job_ids: list[str]
+) -> list[tuple[str, str | None, str, str | None, str]]:
+    query = sql.SQL(
+        "SELECT job_id, parent_job_id, root_job_id, job_name, status FROM {}.llama_job"
+        " WHERE job_id = ANY(%s) ORDER BY id"
+    ).format(sql.Identifier(schema))
+    return conn.execute(query, (job_ids,)).fetchall()
+
+
+def check_job_records(
+    run: Ledger, records: list[tuple[str, str | None, str, str | None, str]]
+) -> None:
+    """Invariant 10: every job that ended has one record, with the parent and root its
+    events carry (checked against the same expectation as the events, invariants 1-3), and
+    a status that says whether its block ended normally."""
+    found: dict[str, list[tuple[str | None, str, str | None, str]]] = {}
+    for job_id, *rest in records:
+        found.setdefault(job_id, []).append(tuple(rest))  # type: ignore[arg-type]
+    assert set(found) == set(run.jobs), "invariant 10: a job that ended has no record"
+    for job_id, (record, *more) in found.items():
+        assert not more, f"invariant 10: {job_id} has {1 + len(more)} records"
+        expected = run.jobs[job_id]
+        parent, root, name, status = record
+        assert (parent, root, name) == (expected.parent, expected.root, expected.name), (
+            f"invariant 10 ({expected.rule})"
+        )
+        normal = run.left_normally.get(job_id, True)
+        assert (status == "succeeded") is normal, f"invariant 10: {job_id} ended {status}"
+
+
 def check_rows(run: Ledger, rows: list[Stored]) -> None:
     """Invariants 1-4 and 6-8 on the rows one run wrote."""
     # Nothing lost, nothing written twice.
@@ -566,11 +601,13 @@ def test_rows_carry_the_hierarchy_of_the_code_that_logged_them(
 ) -> None:
     """However jobs nest across threads, executors and tasks, every event lands in the job
     that logged it, with that job's parent and root (invariants 1-4, 6-8), nothing is lost,
-    and leaving any block restores exactly the context before it (invariant 5)."""
+    leaving any block restores exactly the context before it (invariant 5), and every job
+    that ended has one record that agrees with its events (invariant 10)."""
     run = Run(module_logger)
     run.program(program)
     assert module_logger.flush(timeout=30)
     check_rows(run, stored_rows(module_conn, module_schema, run.run_id))
+    check_job_records(run, stored_job_records(module_conn, module_schema, list(run.jobs)))
     assert len(run.jobs) == program.jobs()
 
 
@@ -668,7 +705,8 @@ class InterleavedJobs(RuleBasedStateMachine):
     def leave_job(self, data: st.DataObject, by_exception: bool) -> None:
         """Invariant 5: leaving restores exactly the context before the job."""
         worker = data.draw(st.sampled_from([w for w in self.all_workers if w.open]))
-        scope, _ = worker.open.pop()
+        scope, job = worker.open.pop()
+        self.ledger.left_normally[job.job_id] = not by_exception
         if by_exception:
             worker.call(functools.partial(scope.__exit__, Boom, Boom(), None))
         else:
@@ -689,13 +727,16 @@ class InterleavedJobs(RuleBasedStateMachine):
             worker.stop()
         assert self.ledger.logger.flush(timeout=30)
         check_rows(self.ledger, stored_rows(self.conn, self.schema, self.ledger.run_id))
+        check_job_records(
+            self.ledger, stored_job_records(self.conn, self.schema, list(self.ledger.jobs))
+        )
 
 
 def test_interleaved_threads_keep_their_own_jobs(
     module_logger: LlamaLogger, module_conn: psycopg.Connection, module_schema: str
 ) -> None:
     """Whatever order threads enter, log in and leave jobs, each row carries the job of the
-    thread that logged it (invariants 1-8), and no thread sees another's job (invariant 6)."""
+    thread that logged it (invariants 1-8, 10), and no thread sees another's job (invariant 6)."""
 
     class OnThisServer(InterleavedJobs):
         def __init__(self) -> None:

@@ -104,8 +104,25 @@ def test_stats_show_every_outcome_field_in_the_documented_order() -> None:
         "spilled",
         "replayed",
         "errors",
+        "jobs",
     ]
     assert {field.name for field in attrs.fields(Outcome)} <= set(counts)
+
+
+def test_job_records_are_counted_in_jobs_when_taken_or_refused() -> None:
+    """Job records are records: in every counter as events are, and also in ``jobs``."""
+    ledger = Ledger()
+    ledger.take(20, jobs=1)
+    ledger.refuse(job=True)
+    ledger.refuse()
+    ledger.settle(20, Outcome(written=20))
+    counts = ledger.snapshot(3)
+    assert (counts["enqueued"], counts["jobs"], counts["written"], counts["dropped"]) == (
+        25,
+        2,
+        20,
+        2,
+    )
 
 
 def test_a_refused_event_is_enqueued_and_dropped() -> None:

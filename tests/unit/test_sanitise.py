@@ -23,11 +23,14 @@ from llamalogger._pipeline.sanitise import (
     MAX_TEXT_LENGTH,
     _careful_json,
     _fast_jsonb,
+    clean,
     clean_row,
     describe,
+    described,
+    encode,
     fast_row,
 )
-from llamalogger._records import Record
+from llamalogger._records import JOB, JOB_COLUMNS, PG_EPOCH_US, JobRecord, JobStatus, Record
 
 # --- callers' objects that raise wherever they can ----------------------------------------
 
@@ -404,3 +407,138 @@ class TestFastPath:
         row, changed = fast_row(record(details={"t": text}))
         assert not changed
         assert stored(row[12]) == {"t": text}
+
+
+# --- job records -----------------------------------------------------------------------------
+
+
+def job_record(
+    error_message: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    *,
+    status: str = "succeeded",
+    job_name: str | None = "enrich-track",
+    error_type: str | None = None,
+    host: str = "worker-1",
+) -> JobRecord:
+    return (
+        2_000_000, JOB, status, error_message, "job-2", "job-1", "job-1", job_name,
+        "track", "9", error_type, 1_000_000, 1, 4242, host, details,
+    )  # fmt: skip
+
+
+def as_record(job: JobRecord) -> Record:
+    """A job record travels where events do, typed as they are."""
+    return job  # type: ignore[return-value]
+
+
+class TestJobRecords:
+    def test_a_plain_job_record_keeps_its_fields_marker_and_details_last(self) -> None:
+        """The row has the record's sixteen fields, the marker at index 1, jsonb last."""
+        job = job_record(details={"queue": "enrich", "retries": 0})
+        for build in (fast_row, clean_row, encode, clean):
+            row, changed = build(as_record(job))
+            assert not changed, build
+            assert row[:15] == job[:15]
+            assert row[1] == JOB
+            assert stored(row[15]) == {"queue": "enrich", "retries": 0}
+
+    def test_a_job_record_gets_no_default_message(self) -> None:
+        """A job that succeeded has no error message: it stays NULL."""
+        for build in (fast_row, clean_row):
+            row, changed = build(as_record(job_record()))
+            assert row[3] is None
+            assert row[15] is None
+            assert not changed
+
+    def test_nul_and_lone_surrogates_are_left_to_the_server_then_cleaned(self) -> None:
+        """As for events: fast_row passes them (the server refuses, the writer retries
+        with clean_row), clean_row replaces them and says so."""
+        job = job_record("boom\x00here", job_name="name\udc80", error_type="Bad\ud800Error")
+        fast, changed = fast_row(as_record(job))
+        assert (fast[3], fast[7], fast[10], changed) == (job[3], job[7], job[10], False)
+        cleaned, changed = clean_row(as_record(job))
+        assert changed
+        assert (cleaned[3], cleaned[7], cleaned[10]) == (
+            "boom\ufffdhere",
+            "name\ufffd",
+            "Bad\ufffdError",
+        )
+        assert cleaned[:3] == job[:3]
+        assert cleaned[11:15] == job[11:15]
+
+    def test_a_huge_error_message_is_cut_on_the_fast_path(self) -> None:
+        row, changed = fast_row(as_record(job_record("x" * (MAX_TEXT_LENGTH + 10))))
+        assert changed
+        assert isinstance(row[3], str)
+        assert row[3].startswith("x" * MAX_TEXT_LENGTH)
+        assert row[3].endswith("[truncated 10 chars]")
+
+    def test_a_status_given_as_a_job_status_takes_the_fast_path(self) -> None:
+        job = (*job_record()[:2], JobStatus.CANCELLED, *job_record()[3:])
+        row, changed = fast_row(as_record(job))
+        assert row == job
+        assert not changed
+        cleaned, _ = clean_row(as_record((*job[:4], HostileText("job-2"), *job[5:])))
+        assert (type(cleaned[2]), cleaned[2], cleaned[4]) == (str, "cancelled", "job-2")
+
+    def test_str_subclasses_become_plain_strs(self) -> None:
+        job = job_record(HostileText("ValueError: bad"), job_name=HostileText("import"))
+        row, changed = fast_row(as_record(job))
+        assert not changed  # the same characters: no change
+        assert (row[3], row[7]) == ("ValueError: bad", "import")
+        assert all(type(row[i]) is str for i in (2, 3, 4, 5, 6, 7, 8, 9, 14))
+
+    @pytest.mark.parametrize("error", RAISED)
+    def test_unencodable_details_become_a_stand_in_and_count_as_changed(
+        self, error: type[BaseException]
+    ) -> None:
+        job = job_record(details={"bad": unreprable(error), "fine": 1})
+        for build in (fast_row, clean_row, encode, clean):
+            row, changed = build(as_record(job))
+            assert changed
+            value = stored(row[15])
+            assert isinstance(value, dict)
+            assert value["fine"] == 1
+            assert str(value["bad"]).startswith("<unprintable Unreprable")
+
+    def test_should_cleaning_itself_fail_the_job_is_kept_with_a_stand_in(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bug in the encoder costs the job record its details, never the record."""
+        from llamalogger._pipeline import sanitise
+
+        def broken(_details: object) -> tuple[bytes, bool]:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(sanitise, "_jsonb", broken)
+        job = job_record("failed: x", details={"queue": "enrich"})
+        row, changed = clean(as_record(job))
+        assert changed
+        assert row[:15] == job[:15]
+        assert stored(row[15]) == {"llamalogger_error": "these details could not be encoded"}
+
+    def test_describe_names_llama_job_columns_with_readable_times(self) -> None:
+        job = job_record("no\x00pe", details={"k": "v"}, status="failed", error_type="KeyError")
+        for describe_it in (describe, described):
+            value = describe_it(as_record(job))
+            assert list(value) == list(JOB_COLUMNS)
+            assert value["ended_at"] == "2000-01-01T00:00:02+00:00"
+            assert value["started_at"] == "2000-01-01T00:00:01+00:00"
+            assert value["error_message"] == "no\ufffdpe"
+            assert (value["status"], value["attempt"], value["pid"]) == ("failed", 1, 4242)
+            assert value["details"] == {"k": "v"}
+            json.dumps(value)  # JSON-ready
+
+    def test_a_job_record_with_a_bad_number_is_left_for_the_server_to_refuse(self) -> None:
+        """Not an int where the table wants one: NULL, which llama_job refuses (NOT NULL),
+        so the record is dead-lettered, never stored with a guess."""
+        job = (*job_record()[:11], "soon", *job_record()[12:])
+        row, _ = clean_row(as_record(job))  # type: ignore[arg-type]
+        assert row[11] is None
+        assert describe(as_record(job))["started_at"] is None  # type: ignore[arg-type]
+
+    def test_times_are_microseconds_since_2000_as_for_events(self) -> None:
+        now_us = 1_700_000_000_000_000 - PG_EPOCH_US
+        job = (now_us, *job_record()[1:])
+        assert describe(as_record(job))["ended_at"] == "2023-11-14T22:13:20+00:00"

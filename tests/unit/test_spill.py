@@ -115,3 +115,48 @@ def test_a_spill_directory_that_cannot_be_made_means_one_warning_and_memory_only
     assert len(warnings) == 1
     assert "in memory only" in warnings[0]
     assert logger.stats()["dropped"] == 1  # nowhere to keep it once close() gave up
+
+
+def test_event_and_job_rows_come_back_as_written_with_details_last(tmp_path: Path) -> None:
+    """One file holds both kinds of row; each keeps its length and its jsonb details."""
+    event = (*record(1)[:12], b'\x01{"score": 0.5}')
+    job = (2_000_000, "JOB", "failed", "KeyError: 'x'", "j2", "j1", "j1", "enrich", "track",
+           "9", "KeyError", 1_000_000, 2, 4242, "worker-1", b'\x01{"queue": "q"}')  # fmt: skip
+    bare_job = (*job[:15], None)
+    spill = SpillDir(tmp_path, TARGET, 1 << 20)
+    file = spill.write([event, job, bare_job, ROW], 1)
+    _, rows = spill.read(file)
+    assert rows == [event, job, bare_job, ROW]
+
+
+def test_a_file_of_an_earlier_version_still_reads(tmp_path: Path) -> None:
+    """Files written before job records existed: thirteen fields a line, details last."""
+    spill = SpillDir(tmp_path, TARGET, 1 << 20)
+    old = tmp_path / "00000000000000000001-1-000000.jsonl"
+    old.write_text(
+        '{"llamalogger_spill": 1, "target": {"host": "h", "port": "5432", "dbname": "d", '
+        '"schema": "s"}}\n'
+        '[1, "CREATED", "info", "m", null, null, null, null, "track", "1", null, null, '
+        '"{\\"a\\": 1}"]\n',
+        encoding="utf-8",
+    )
+    [file] = spill.pending()
+    target, rows = spill.read(file)
+    assert target == TARGET
+    assert rows == [
+        (
+            1,
+            "CREATED",
+            "info",
+            "m",
+            None,
+            None,
+            None,
+            None,
+            "track",
+            "1",
+            None,
+            None,
+            b'\x01{"a": 1}',
+        )
+    ]

@@ -9,7 +9,27 @@ import attrs
 import pytest
 
 from llamalogger import Category, ConfigurationError, JobContext, LlamaLogger
-from llamalogger.testing import CapturedEvent, capture_events
+from llamalogger._records import JOB, PG_EPOCH_US, JobStatus
+from llamalogger.testing import CapturedEvent, CapturedJob, EventCapture, capture_events
+
+
+def put_job(
+    capture: EventCapture,
+    job_id: str,
+    status: str = "succeeded",
+    *,
+    error: tuple[str, str] | None = None,
+    job_name: str = "enrich-track",
+    details: dict[str, object] | None = None,
+) -> None:
+    """Queue a job record by hand, as the facade does when a job ends."""
+    ended = 1_700_000_001_000_000 - PG_EPOCH_US
+    error_type, error_message = error if error is not None else (None, None)
+    fields = (
+        ended, JOB, status, error_message, job_id, "parent-1", "root-1", job_name, "track", "9",
+        error_type, ended - 1_500_000, 2, 4242, "worker-1",
+    )  # fmt: skip
+    capture.logger._put(fields, details)  # the facade's own way in
 
 
 class TestWhatIsCaptured:
@@ -108,6 +128,66 @@ class TestWhatIsCaptured:
         assert refused.details == {"note": "lone \ufffd"}
         assert fine.message == "fine"
         assert (stats["sanitised"], stats["written"], stats["rejected"]) == (1, 2, 0)
+
+
+class TestJobRecords:
+    def test_job_records_are_captured_with_the_columns_of_llama_job(self) -> None:
+        with capture_events() as capture:
+            capture.logger.created(("track", 9))
+            put_job(capture, "job-1", "failed", error=("KeyError", "'isrc'"), details={"q": 1})
+            capture.logger.created(("track", 10))
+            assert capture.logger.flush(5)
+            stats = capture.logger.stats()
+        [job] = capture.jobs
+        assert isinstance(job, CapturedJob)
+        assert attrs.asdict(job) == {
+            "job_id": "job-1",
+            "parent_job_id": "parent-1",
+            "root_job_id": "root-1",
+            "job_name": "enrich-track",
+            "entity_type": "track",
+            "entity_id": "9",
+            "status": "failed",
+            "attempt": 2,
+            "started_at": dt.datetime(2023, 11, 14, 22, 13, 19, 500000, tzinfo=dt.UTC),
+            "ended_at": dt.datetime(2023, 11, 14, 22, 13, 21, tzinfo=dt.UTC),
+            "error_type": "KeyError",
+            "error_message": "'isrc'",
+            "pid": 4242,
+            "host": "worker-1",
+            "details": {"q": 1},
+        }
+        assert job.status is JobStatus.FAILED
+        assert [event.entity_id for event in capture.events] == ["9", "10"]
+        assert (stats["enqueued"], stats["written"], stats["jobs"]) == (3, 3, 1)
+
+    def test_what_postgresql_refuses_in_a_job_record_is_cleaned_or_dead_lettered(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """NUL and lone surrogates are cleaned as for PostgreSQL; a status outside the
+        table's CHECK is refused: that record alone is rejected, its batch-mates kept."""
+        with capture_events(flush_interval=60) as capture:
+            put_job(capture, "job-1", "failed", error=("ValueError", "nul \x00 here"))
+            put_job(capture, "job-2", job_name="lone \ud800")
+            put_job(capture, "job-3", "running")
+            capture.logger.created(("track", 1))
+            assert capture.logger.flush(5)
+            stats = capture.logger.stats()
+        assert [(job.job_id, job.error_message, job.job_name) for job in capture.jobs] == [
+            ("job-1", "nul \ufffd here", "enrich-track"),
+            ("job-2", None, "lone \ufffd"),
+        ]
+        assert [event.entity_id for event in capture.events] == ["1"]
+        assert (stats["written"], stats["rejected"], stats["sanitised"]) == (3, 1, 2)
+        assert any("rejected a job record" in r.getMessage() for r in caplog.records)
+
+    def test_clear_forgets_job_records_too(self) -> None:
+        with capture_events() as capture:
+            put_job(capture, "job-1")
+            assert capture.logger.flush(5)
+            capture.clear()
+            put_job(capture, "job-2")
+        assert [job.job_id for job in capture.jobs] == ["job-2"]
 
 
 class TestLifeCycle:

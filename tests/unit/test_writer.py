@@ -21,9 +21,10 @@ import psycopg.errors
 import pytest
 
 from llamalogger._pipeline import Settings, Spill, Writer, open_writer
+from llamalogger._pipeline.delivery import _EncodedRows
 from llamalogger._pipeline.intake import _Batch
 from llamalogger._pipeline.spill import SpillDir
-from llamalogger._records import Record
+from llamalogger._records import JOB, Record
 
 TARGET = {"host": "h", "port": "5432", "dbname": "d", "schema": "s"}
 
@@ -541,3 +542,59 @@ def test_a_batch_puts_records_together_only_when_read() -> None:
     assert batch[1] == (*record(1)[:12], {"n": 1})
     assert [numbers([r])[0] for r in batch[1:]] == [1, 2]
     assert [r[12] for r in batch] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+# --- job records ------------------------------------------------------------------------------
+
+
+def job_fields(number: int, status: str = "succeeded") -> tuple[object, ...]:
+    """A job record's first fifteen fields (``_records.JobRecord``), as the facade queues them."""
+    return (5, JOB, status, None, f"job-{number}", None, f"job-{number}", "enrich", "track",
+            str(number), None, 4, 1, 4242, "worker-1")  # fmt: skip
+
+
+def test_a_batch_counts_its_job_records_and_the_sink_is_told_without_encoding() -> None:
+    """The sink learns whether a batch needs a transaction from the batch's own count,
+    before any row is encoded: encoding still overlaps the COPY."""
+    queue: collections.deque[object] = collections.deque()
+    for n in range(6):
+        queue.extend((record(n)[:12], {"n": n}))
+    queue.extend((job_fields(1), {"queue": "q"}))
+    events_only = _Batch(queue, 6)
+    with_job = _Batch(queue, 1)
+    assert (events_only.jobs, with_job.jobs) == (0, 1)
+    for batch, holds in ((events_only, False), (with_job, True)):
+        rows = _EncodedRows(batch)
+        assert rows.holds_jobs() is holds
+        assert rows._rows == []  # nothing encoded yet
+    assert _EncodedRows([record(1), (*job_fields(2), None)]).holds_jobs()  # type: ignore[list-item]
+
+
+def test_job_records_travel_with_events_and_are_counted(make_writer) -> None:
+    writer, sink = make_writer(batch_size=5)
+    for n in range(10):
+        put(writer, record(n))
+        if n % 5 == 4:
+            writer.put_apart(job_fields(n), {"n": n})
+    assert writer.flush(timeout=5)
+    jobs = [row for row in sink.rows if row[1] == JOB]
+    assert [(len(row), row[4], row[15]) for row in jobs] == [
+        (16, "job-4", b'\x01{"n":4}'),
+        (16, "job-9", b'\x01{"n":9}'),
+    ]
+    stats = writer.stats()
+    assert (stats["enqueued"], stats["written"], stats["jobs"]) == (12, 12, 2)
+    assert_adds_up(stats)
+
+
+def test_job_records_dropped_at_the_call_are_counted_as_jobs(make_writer) -> None:
+    writer, sink = make_writer(queue_size=2, batch_size=2, on_full="drop", spill=False)
+    sink.hang.set()
+    for n in range(20):
+        writer.put_apart(job_fields(n), None)
+    stats = writer.stats()
+    assert stats["dropped"] >= 10
+    assert stats["jobs"] == stats["enqueued"] - stats["queue_depth"]
+    assert_adds_up(stats)
+    sink.cancel()
+    sink.hang.clear()

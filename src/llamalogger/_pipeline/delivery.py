@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg.errors
 
-from .._records import Record
+from .._records import JOB, Record
 from .backlog import Backlog
 from .diagnostics import Reporter
 from .ledger import Outcome
@@ -72,6 +72,14 @@ class _EncodedRows(Sequence[tuple[object, ...]]):
         if len(self._rows) < len(self._records):
             for _ in self:
                 pass
+
+    def holds_jobs(self) -> bool:
+        """Whether any row is a job record's, read from the records without encoding them
+        (see ``BatchSink.write``); a batch off the queue has counted its job records."""
+        jobs = getattr(self._records, "jobs", None)
+        if isinstance(jobs, int):
+            return jobs > 0
+        return any(record[1] == JOB for record in self._records)
 
     def sanitised(self) -> set[int]:
         """The positions of the rows that had to be cleaned; encodes what is left."""
@@ -228,7 +236,8 @@ class Delivery:
         and in a rate-limited report per reason."""
         reason = explain(exc)
         sqlstate = getattr(exc, "sqlstate", None)
-        entry = {"reason": reason, "sqlstate": sqlstate, "event": described(record)}
+        kind = "job" if record[1] == JOB else "event"
+        entry = {"reason": reason, "sqlstate": sqlstate, kind: described(record)}
         line = json.dumps(entry, ensure_ascii=False, default=repr)
         if self._dead_letter_path is not None:
             try:
@@ -245,8 +254,9 @@ class Delivery:
         self._reporter.report(
             ("rejected", sqlstate),
             logging.ERROR,
-            "llamalogger: the database rejected an event (%s)%s; rejected events are counted "
-            "in stats()['rejected']. First of them: %s",
+            "llamalogger: the database rejected %s (%s)%s; rejected events and job records "
+            "are counted in stats()['rejected']. First of them: %s",
+            "a job record" if kind == "job" else "an event",
             reason,
             where,
             line,

@@ -14,9 +14,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from operator import countOf, itemgetter
 from typing import Any, overload
 
-from .._records import Record
+from .._records import JOB, Record
 from .diagnostics import Reporter
 from .ledger import Ledger, Outcome
 from .settings import Settings
@@ -26,11 +27,18 @@ __all__ = ["Details", "Intake"]
 Details = Mapping[str, Any]
 
 
+_category = itemgetter(1)  # an event's category, or JOB for a job record
+
+
 class _Batch(Sequence[Record]):
     """Events taken off the queue, still apart (see ``Intake.put_apart``): each record is
-    put together only when it is read, and let go at once by whatever reads it."""
+    put together only when it is read, and let go at once by whatever reads it.
 
-    __slots__ = ("_details", "_fields")
+    ``jobs`` is how many of them are job records: counted once here, where it costs one
+    pass in C over the batch, so that the sink knows whether it needs a transaction and
+    ``stats()`` can count them without a step on the callers' path."""
+
+    __slots__ = ("_details", "_fields", "jobs")
 
     def __init__(self, queue: collections.deque[Any], count: int) -> None:
         """Take ``count`` events off ``queue``."""
@@ -42,6 +50,7 @@ class _Batch(Sequence[Record]):
             details.append(popleft())
         self._fields = fields
         self._details = details
+        self.jobs = countOf(map(_category, fields), JOB)
 
     def __len__(self) -> int:
         return len(self._fields)
@@ -133,7 +142,7 @@ class Intake:
 
     def _put_when_full(self, event: tuple[tuple[object, ...], Details | None]) -> None:
         if self._closing:
-            self._refuse("the logger is closed")
+            self._refuse("the logger is closed", event)
             return
         if threading.get_ident() == self._writer_ident:
             # The writer's own thread (psycopg logging through a handler of ours) must never
@@ -141,14 +150,15 @@ class Intake:
             self._queue.extend(event)
             return
         if not self._block:
-            self._refuse(f"the queue is full ({self._maxsize} events) and on_full='drop'")
+            self._refuse(f"the queue is full ({self._maxsize} events) and on_full='drop'", event)
             return
         if not self._wait_for_room(event):
             self._refuse(
                 "the logger is closed"
                 if self._closing
                 else "the queue is full and the writer made no progress for block_timeout "
-                f"({self._block_timeout:.1f}s)"
+                f"({self._block_timeout:.1f}s)",
+                event,
             )
 
     def _wait_for_room(self, event: tuple[tuple[object, ...], Details | None]) -> bool:
@@ -175,11 +185,12 @@ class Intake:
             self._queue.extend(event)
             return True
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, reason: str, event: tuple[tuple[object, ...], Details | None]) -> None:
         """Count a dropped event; report the reason once (never under the lock: a slow
         logging handler must not hold up the writer)."""
+        job = _category(event[0]) == JOB
         with self._lock:
-            self._ledger.refuse()
+            self._ledger.refuse(job=job)
         self._reporter.once(
             ("refused", reason),
             logging.WARNING,
@@ -220,7 +231,7 @@ class Intake:
         with self._lock:
             count = min(len(queue) // 2, self._batch_size)
             batch = _Batch(queue, count)
-            self._ledger.take(count)
+            self._ledger.take(count, batch.jobs)
             if count:
                 self._stuck = False
                 self._lock.notify_all()  # room for callers waiting in a full queue
@@ -264,7 +275,7 @@ class Intake:
         with self._lock:
             abandoned = self._ledger.in_flight if stuck else 0
             leftover = _Batch(self._queue, len(self._queue) // 2)
-            self._ledger.take(len(leftover))
+            self._ledger.take(len(leftover), leftover.jobs)
             if stuck:
                 # Its batch may or may not be committed when (if) the write returns; the
                 # writer will not count it then, so it is counted here, once, as lost.

@@ -2,6 +2,9 @@
 
     enqueued == written + rejected + dropped + on_disk + queued
 
+Records are counted, whatever their kind: events and job records alike (``jobs`` says how
+many of them were job records).
+
 Every part of the pipeline says what became of some events as an ``Outcome``; the ledger
 adds outcomes up and answers ``stats()`` from one ``snapshot()``. A new counter is one new
 field of ``Outcome``: ``apply`` and ``snapshot`` go over the fields.
@@ -40,23 +43,27 @@ _FIELDS = tuple(field.name for field in attrs.fields(Outcome))
 class Ledger:
     """Counts every event from the logging call to its final place."""
 
-    __slots__ = ("_in_flight", "_refused", "_settled", "_taken", "_totals")
+    __slots__ = ("_in_flight", "_jobs", "_refused", "_settled", "_taken", "_totals")
 
     def __init__(self) -> None:
         self._totals = dict.fromkeys(_FIELDS, 0)
+        self._jobs = 0  # job records among the taken and the refused
         self._taken = 0  # events moved from the queue into a batch
         self._settled = 0  # of those: written, rejected, dropped or on disk
         self._in_flight = 0  # taken, not settled: the batch the writer is working on
         self._refused = 0  # dropped before reaching the queue
 
-    def refuse(self) -> None:
-        """An event dropped at the logging call, before it reached the queue."""
+    def refuse(self, *, job: bool = False) -> None:
+        """An event (``job``: a job record) dropped at the logging call, before it reached
+        the queue."""
         self._refused += 1
+        self._jobs += job
         self._totals["dropped"] += 1
 
-    def take(self, count: int) -> None:
-        """``count`` events left the queue for a batch."""
+    def take(self, count: int, jobs: int = 0) -> None:
+        """``count`` events left the queue for a batch, ``jobs`` of them job records."""
         self._taken += count
+        self._jobs += jobs
         self._in_flight += count
 
     def settle(self, count: int, outcome: Outcome) -> None:
@@ -95,10 +102,13 @@ class Ledger:
 
     def snapshot(self, queue_depth: int) -> dict[str, int]:
         """The counters of ``LlamaLogger.stats()``, with ``queue_depth`` events queued."""
+        # Job records are told apart when the writer takes them: those still queued are not
+        # yet in "jobs" (counting them at the call would cost every event a step).
         counts = {"enqueued": self._taken + queue_depth + self._refused}
         for name, value in self._totals.items():
             counts[name] = value
             if name == "on_disk":  # where docs/api.md lists them
                 counts["queued"] = queue_depth + self._in_flight
                 counts["queue_depth"] = queue_depth
+        counts["jobs"] = self._jobs
         return counts

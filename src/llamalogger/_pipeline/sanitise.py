@@ -6,6 +6,11 @@ JSON has no form for, cycles, objects whose ``repr`` or iteration raises anythin
 return: the bad part is replaced by a stand-in (docs/reliability.md, "Sanitising rules"),
 the record is reported as changed, and no other record is affected.
 
+Job records (``record[1] == JOB``, see ``_records``) take the same way: their texts are
+cleaned as an event's are, their details become jsonb, and their row keeps the marker at
+index 1 and the details last, so that the sink can tell the two apart. A job record has no
+default message: ``error_message`` stays NULL unless the job failed.
+
 Details are encoded with orjson when they are plain (exact ``str``, ``int``, ``bool``,
 ``None``, finite ``float``, dates and times, ``Decimal``, ``UUID``, and ``dict``/``list``/
 ``tuple`` of those, less than 32 levels deep), which is nearly every event. Anything else, and
@@ -28,7 +33,15 @@ from typing import Any, cast
 
 import orjson
 
-from .._records import COLUMNS, Record, default_message, logged_at_datetime
+from .._records import (
+    COLUMNS,
+    JOB,
+    JOB_COLUMNS,
+    JobStatus,
+    Record,
+    default_message,
+    logged_at_datetime,
+)
 
 __all__ = [
     "MAX_DETAILS_DEPTH",
@@ -321,6 +334,8 @@ def fast_row(record: Record) -> tuple[tuple[object, ...], bool]:
     writer then retries the batch with ``clean_row``. Returns the row and whether it was
     sanitised. Never raises.
     """
+    if record[1] == JOB:
+        return _fast_job_row(record)
     message = record[3]
     if message is None:
         record = _with_message(record)
@@ -343,6 +358,8 @@ def _clean_optional(text: str | None) -> str | None:
 def clean_row(record: Record) -> tuple[tuple[object, ...], bool]:
     """The COPY row for ``record`` with every text made storable; and whether anything
     had to change. Never raises."""
+    if record[1] == JOB:
+        return _clean_job_row(record)
     record = _with_message(record)
     # Category, level and job ids were checked by the caller; copied only so that a str
     # subclass cannot run its own code in the COPY.
@@ -376,6 +393,8 @@ def clean_row(record: Record) -> tuple[tuple[object, ...], bool]:
 
 def describe(record: Record) -> dict[str, object]:
     """A JSON-ready form of ``record`` for dead letters and diagnostics. Never raises."""
+    if record[1] == JOB:
+        return _describe_job(record)
     record = _with_message(record)
     described: dict[str, object] = dict(zip(COLUMNS, record, strict=True))
     described["logged_at"] = logged_at_datetime(record[0]).isoformat()
@@ -386,6 +405,106 @@ def describe(record: Record) -> dict[str, object]:
     described["details"] = None if details is None else _Cleaner().value(details, 0)
     return described
 
+
+# --- job records ---------------------------------------------------------------------
+
+# Where a job record (and its row) keeps what: see _records.JobRecord.
+_JOB_DETAILS = 15
+_JOB_HOST = 14
+_JOB_TEXTS = (3, 7, 8, 9, 10, 14)  # error_message, job_name, entity, error_type, host
+_JOB_FIXED = (2, 4, 5, 6)  # status and the job ids: checked by the caller
+_JOB_INTS = (11, 12, 13)  # started_at, attempt, pid
+_JOB_TIMES = ("ended_at", "started_at")
+# What goes to COPY untouched: no caller code can run in it (an enum member's is ours).
+_TEXT_TYPES = frozenset({str, type(None)})
+_STATUS_TYPES = frozenset({str, JobStatus})
+
+
+def _job_details(record: Record) -> Mapping[str, Any] | None:
+    return cast("Mapping[str, Any] | None", record[_JOB_DETAILS])
+
+
+def _fast_job_row(record: Record) -> tuple[tuple[object, ...], bool]:
+    """``fast_row`` for a job record: as it is, with its details as jsonb, unless a text is
+    not a plain ``str`` or the error message is too long (then ``clean_row``). NUL and lone
+    surrogates are left to the server, as for events."""
+    message = record[3]
+    if (
+        (message is not None and (type(message) is not str or len(message) > MAX_TEXT_LENGTH))
+        or type(record[2]) not in _STATUS_TYPES
+        or not _TEXT_TYPES.issuperset(map(type, record[4:11]))
+        or type(record[_JOB_HOST]) not in _TEXT_TYPES
+    ):
+        return _clean_job_row(record)
+    details = _job_details(record)
+    if details is None:
+        return record, False
+    payload = _fast_jsonb(details)
+    if payload is not None:
+        return (*record[:_JOB_DETAILS], payload), False
+    payload, changed = _careful_jsonb(details)
+    return (*record[:_JOB_DETAILS], payload), changed
+
+
+def _exact_int(value: object) -> int | None:
+    """A plain int for an integer column; NULL for anything else, which the server then
+    refuses for its NOT NULL columns (the record is dead-lettered, not guessed at)."""
+    if isinstance(value, int):
+        try:
+            return int.__index__(value)
+        except BaseException:  # writer thread: see _safe_repr
+            return None
+    return None
+
+
+def _clean_job_row(record: Record) -> tuple[tuple[object, ...], bool]:
+    """``clean_row`` for a job record."""
+    row: list[object] = list(record)
+    changed = False
+    for index in _JOB_FIXED:
+        text = row[index]
+        row[index] = None if text is None else _exact_str(text)  # type: ignore[arg-type]
+    for index in _JOB_TEXTS:
+        text = row[index]
+        if text is None:
+            continue
+        exact = _exact_str(text)  # type: ignore[arg-type]
+        cleaned = _clean_text(exact)
+        changed = changed or cleaned is not exact
+        row[index] = cleaned
+    row[0] = _exact_int(row[0])
+    for index in _JOB_INTS:
+        row[index] = _exact_int(row[index])
+    row[1] = JOB
+    details = _job_details(record)
+    if details is not None:
+        payload, details_changed = _jsonb(details)
+        row[_JOB_DETAILS] = payload
+        changed = changed or details_changed
+    return tuple(row), changed
+
+
+def _describe_job(record: Record) -> dict[str, object]:
+    """``describe`` for a job record: by llama_job's column names."""
+    values = (record[0], *record[2:_JOB_DETAILS])
+    described: dict[str, object] = dict(zip(JOB_COLUMNS[:-1], values, strict=True))
+    for key, value in described.items():
+        if isinstance(value, str):
+            described[key] = _clean_text(value)
+        elif value is not None and not isinstance(value, int):
+            described[key] = _safe_repr(value)
+    for key in _JOB_TIMES:
+        moment = _exact_int(described[key])
+        try:
+            described[key] = None if moment is None else logged_at_datetime(moment).isoformat()
+        except (OverflowError, ValueError):
+            described[key] = moment
+    details = _job_details(record)
+    described["details"] = None if details is None else _Cleaner().value(details, 0)
+    return described
+
+
+# --- the writer's entry points ----------------------------------------------------------
 
 # What a record becomes on its way to COPY, a spill file or a dead letter. The functions
 # above never raise for any input; these wrappers keep even a bug there from costing more
@@ -400,14 +519,17 @@ def encode(record: Record) -> tuple[tuple[object, ...], bool]:
         return clean(record)
 
 
+_STAND_IN = b'\x01{"llamalogger_error": "these details could not be encoded"}'
+
+
 def clean(record: Record) -> tuple[tuple[object, ...], bool]:
     """``clean_row``, or the record with a stand-in for its details should it fail."""
     try:
         return clean_row(record)
     except BaseException:
-        row, _ = clean_row((*record[:12], None))
-        stand_in = b'\x01{"llamalogger_error": "these details could not be encoded"}'
-        return (*row[:12], stand_in), True
+        last = len(record) - 1  # the details: last in either kind of record
+        row, _ = clean_row((*record[:last], None))  # type: ignore[arg-type]
+        return (*row[:last], _STAND_IN), True
 
 
 def described(record: Record) -> dict[str, object]:
@@ -415,4 +537,4 @@ def described(record: Record) -> dict[str, object]:
     try:
         return describe(record)
     except BaseException:
-        return describe((*record[:12], None))
+        return describe((*record[: len(record) - 1], None))  # type: ignore[arg-type]

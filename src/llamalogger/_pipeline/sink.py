@@ -1,6 +1,6 @@
 """Where the writer's batches go: the ``Sink`` protocol, and ``BatchSink``, one COPY per
-batch into PostgreSQL through an owned connection or a borrowed pool; and what a failed
-write means."""
+batch into PostgreSQL through an owned connection or a borrowed pool (and a second one, in
+the same transaction, for the job records among them); and what a failed write means."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, validate_schema
 from .._errors import ConfigurationError
-from .._records import COLUMNS, COPY_TYPES
+from .._records import COLUMNS, COPY_TYPES, JOB, JOB_COLUMNS, JOB_COPY_TYPES
 
 __all__ = [
     "SCHEMA_MISSING",
@@ -49,6 +49,9 @@ SCHEMA_MISSING = (
 class Sink(Protocol):
     """Where batches go; ``BatchSink`` writes them to PostgreSQL. Plain Python methods
     only, so that an in-memory sink can stand in for it.
+
+    A batch holds the rows of events (13 fields) and of job records (16: ``JOB`` at index
+    1, see ``_records.JobRecord``); a sink stores all of a batch or none of it.
 
     ``write`` and ``write_replay`` raise what went wrong (see ``classify``);
     ``write_replay`` returns ``False`` for a spill id it has stored already. ``target``
@@ -89,18 +92,33 @@ def explain(exc: BaseException) -> str:
     """One line about ``exc`` for the diagnostics log, with a hint where one helps."""
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    if isinstance(exc, SCHEMA_MISSING):
+    if isinstance(exc, SCHEMA_MISSING) and "llamalog migrate" not in text:
         text += " (is the schema migrated? run `llamalog migrate`)"
     return text
 
 
+def _holds_jobs(rows: Sequence[tuple[object, ...]]) -> bool:
+    """Whether ``rows`` hold a job record's row. The writer's own batches answer without
+    being encoded first (``holds_jobs()``), so that encoding still overlaps the COPY."""
+    known = getattr(rows, "holds_jobs", None)
+    if known is not None:
+        return bool(known())
+    return any(row[1] == JOB for row in rows)
+
+
 class BatchSink:
-    """Writes batches of rows into ``{schema}.llama_log`` with COPY.
+    """Writes batches of rows into ``{schema}.llama_log`` (events) and
+    ``{schema}.llama_job`` (job records) with COPY, one transaction per batch.
 
     Given a DSN, it keeps one connection of its own, in autocommit, made again by the
     writer's own retry schedule after any failure: a pool's reconnect backoff (1 s
     doubling) would decide how soon writing resumes after an outage. Given a pool
     (``pool=``), it borrows a connection per batch and leaves the pool to its owner.
+
+    Before its first write on a new connection (with a pool: its first write, and the
+    first after any failure) it checks that the schema has ``llama_job``: on an older
+    schema a batch would partly fail row by row (job rows, new categories) and be
+    dead-lettered, where it should wait, whole, for ``llamalog migrate``.
     """
 
     def __init__(
@@ -120,13 +138,11 @@ class BatchSink:
         self._pool: ConnectionPool[Any] | None = pool
         self._own: psycopg.Connection[Any] | None = None
         self._active: psycopg.Connection[Any] | None = None  # the one a write is using
+        self._pool_checked = False  # the pool's schema was checked since its last failure
         self._pid = os.getpid()
         self.schema = validate_schema(schema)
-        self._copy = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(schema),
-            sql.Identifier("llama_log"),
-            sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-        )
+        self._copy = _copy_statement(schema, "llama_log", COLUMNS)
+        self._copy_jobs = _copy_statement(schema, "llama_job", JOB_COLUMNS)
         self._mark_replay = sql.SQL(
             "INSERT INTO {}.llama_log_spill_replays (spill_id, events) VALUES (%s, %s)"
             " ON CONFLICT DO NOTHING"
@@ -185,7 +201,13 @@ class BatchSink:
                 with self._pool.connection(timeout=_GETCONN_TIMEOUT) as conn:
                     self._active = conn
                     try:
+                        if not self._pool_checked:
+                            self._check_schema(conn)
+                            self._pool_checked = True
                         yield conn
+                    except BaseException:
+                        self._pool_checked = False  # the failure may be a schema dropped
+                        raise
                     finally:
                         self._active = None
             except PoolTimeout as exc:
@@ -195,7 +217,14 @@ class BatchSink:
             return
         conn = self._own
         if conn is None or conn.closed:
-            conn = self._own = self._connect()
+            conn = self._connect()
+            try:
+                self._check_schema(conn)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+            self._own = conn
         self._active = conn
         try:
             yield conn
@@ -208,16 +237,54 @@ class BatchSink:
         finally:
             self._active = None
 
+    def _check_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Raise ``UndefinedTable`` (a reason to keep the rows and retry) naming
+        ``llamalog migrate`` if the schema has no ``llama_job``. One query per connection."""
+        row = conn.execute(_HAS_JOB_TABLE, (self.schema,)).fetchone()
+        if row is None or row[0] is None:
+            raise psycopg.errors.UndefinedTable(
+                f"{self.schema}.llama_job does not exist: the schema is older than this "
+                "llamalogger; run `llamalog migrate`"
+            )
+
     def _copy_rows(self, conn: psycopg.Connection[Any], rows: Iterable[tuple[object, ...]]) -> None:
         with conn.cursor() as cur, cur.copy(self._copy) as copy:
             copy.set_types(COPY_TYPES)
             for row in rows:
                 copy.write_row(row)
 
-    def write(self, rows: Iterable[tuple[object, ...]]) -> None:
-        """Write ``rows`` with one COPY in one transaction; raises what the server said."""
+    def _copy_mixed(
+        self, conn: psycopg.Connection[Any], rows: Iterable[tuple[object, ...]]
+    ) -> None:
+        """Events into llama_log, job records into llama_job: one COPY each, in the
+        transaction the caller holds. The job rows are set aside as the events stream."""
+        jobs: list[tuple[object, ...]] = []
+        with conn.cursor() as cur:
+            with cur.copy(self._copy) as copy:
+                copy.set_types(COPY_TYPES)
+                for row in rows:
+                    if row[1] == JOB:
+                        jobs.append(row)
+                    else:
+                        copy.write_row(row)
+            if jobs:
+                with cur.copy(self._copy_jobs) as copy:
+                    copy.set_types(JOB_COPY_TYPES)
+                    for row in jobs:
+                        copy.write_row((row[0], *row[2:]))  # without the marker
+
+    def write(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Write ``rows`` in one transaction; raises what the server said.
+
+        Events alone are one COPY, which on the owned autocommit connection is its own
+        transaction (no BEGIN or COMMIT round trip); with job records among them, the two
+        COPYs share a transaction."""
         with self._connection() as conn:
-            self._copy_rows(conn, rows)
+            if not _holds_jobs(rows):
+                self._copy_rows(conn, rows)
+                return
+            with conn.transaction():
+                self._copy_mixed(conn, rows)
 
     def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool:
         """Write the rows of one spill file, exactly once.
@@ -229,7 +296,7 @@ class BatchSink:
         with self._connection() as conn, conn.transaction():
             if conn.execute(self._mark_replay, (spill_id, len(rows))).rowcount == 0:
                 return False
-            self._copy_rows(conn, rows)
+            self._copy_mixed(conn, rows)
         return True
 
     def cancel(self, timeout: float = _CANCEL_TIMEOUT) -> None:
@@ -263,3 +330,15 @@ class BatchSink:
     def __repr__(self) -> str:
         target = masked_conninfo(self._conninfo) if self._conninfo else "<borrowed pool>"
         return f"<BatchSink schema={self.schema!r} {target}>"
+
+
+def _copy_statement(schema: str, table: str, columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(schema),
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+    )
+
+
+# The schema's name is quoted by the server: the check is parameterised like any query.
+_HAS_JOB_TABLE = sql.SQL("SELECT to_regclass(quote_ident(%s) || '.llama_job')")

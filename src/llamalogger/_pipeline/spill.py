@@ -7,7 +7,8 @@ the time the batch was taken from the queue, in nanoseconds, so sorting them rep
 batches in the order they were logged, across processes and restarts. A replaying
 process first claims a file by renaming it; a file another process claimed first is
 simply skipped, and the file name is the id that makes a replay happen exactly once
-(see migration 0003). Files are 0600 in 0700 directories: events may hold personal data.
+(see migration 0003). A line is one row, an event's or a job's, with its details last.
+Files are 0600 in 0700 directories: events may hold personal data.
 """
 
 from __future__ import annotations
@@ -198,16 +199,17 @@ def _alive(pid: int) -> bool:
 
 
 def _to_json(row: tuple[object, ...]) -> list[object]:
-    details = row[12]
+    # The details are last in either kind of row (an event's 13 fields, a job's 16).
+    details = row[-1]
     # Drop jsonb's version byte; the text goes back into the file as a JSON string.
     encoded = bytes(details)[1:].decode() if isinstance(details, bytes | bytearray) else None
-    return [*row[:12], encoded]
+    return [*row[:-1], encoded]
 
 
 def _from_json(values: list[object]) -> tuple[object, ...]:
-    details = values[12]
+    details = values[-1]
     payload = b"\x01" + details.encode() if isinstance(details, str) else None
-    return (*values[:12], payload)
+    return (*values[:-1], payload)
 
 
 def _fsync_directory(path: Path) -> None:

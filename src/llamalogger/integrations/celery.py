@@ -123,9 +123,14 @@ def _parent_of(request: Any) -> JobContext | None:
 
 
 def _task_scope(
-    logger: LlamaLogger, name: str, task_id: str | None, parent: JobContext | None
+    logger: LlamaLogger,
+    name: str,
+    task_id: str | None,
+    parent: JobContext | None,
+    retries: object = 0,
 ) -> JobScope:
-    return logger.task_job(name, job_id=task_id, parent=parent)
+    attempt = retries + 1 if isinstance(retries, int) and retries >= 0 else 1
+    return logger.task_job(name, job_id=task_id, parent=parent, attempt=attempt)
 
 
 class CeleryInstrumentation:
@@ -185,7 +190,9 @@ class CeleryInstrumentation:
             return
         request = task.request
         logger = self.logger
-        scope = _task_scope(logger, str(task.name), task_id, _parent_of(request))
+        scope = _task_scope(
+            logger, str(task.name), task_id, _parent_of(request), getattr(request, "retries", 0)
+        )
         scope.__enter__()
         setattr(request, _REQUEST_ATTRIBUTE, (scope, logger))
 
@@ -228,6 +235,7 @@ class CeleryInstrumentation:
             return
         logger = self._running(sender)
         if logger is not None:
+            logger.task_outcome("failed", error=exception)
             if not logger.failed_logged():
                 logger.log_exception(exception)
             return
@@ -240,7 +248,9 @@ class CeleryInstrumentation:
         headers = getattr(request, "request_dict", None) or {}
         name = str(getattr(request, "name", "") or getattr(sender, "name", "task"))
         logger = self.logger
-        with _task_scope(logger, name, task_id, _parent_of(headers)):
+        retries = headers.get("retries", 0) if isinstance(headers, dict) else 0
+        with _task_scope(logger, name, task_id, _parent_of(headers), retries):
+            logger.task_outcome("failed", error=exception)
             logger.log_exception(exception)
 
     def _task_retried(
@@ -258,6 +268,7 @@ class CeleryInstrumentation:
         }
         if isinstance(cause, BaseException):
             details["exception_type"] = type(cause).__qualname__
+        logger.task_outcome("retried", error=cause if isinstance(cause, BaseException) else None)
         logger.log(
             Category.SKIPPED,
             f"attempt {attempt} failed, retrying: {reason}",

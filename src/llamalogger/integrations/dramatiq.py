@@ -137,14 +137,16 @@ class LlamaMiddleware(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         logger = self.logger
+        retries = message.options.get("retries", 0)
+        retries = retries if isinstance(retries, int) and retries >= 0 else 0
         scope = logger.task_job(
             str(message.actor_name),
             job_id=message.message_id,
             parent=JobContext.from_untrusted_headers(message.options.get(OPTION_KEY)),
+            attempt=retries + 1,
         )
-        retries = message.options.get("retries", 0)
         scope.__enter__()
-        self._running.entry = _Running(scope, logger, retries if isinstance(retries, int) else 0)
+        self._running.entry = _Running(scope, logger, retries)
 
     def after_process_message(
         self,
@@ -166,6 +168,7 @@ class LlamaMiddleware(Middleware):
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         entry = self._leave()
         if entry is not None:
+            entry.logger.task_outcome("cancelled")  # a middleware skipped it (an age limit)
             self._end(entry)
 
     def _leave(self) -> _Running | None:
@@ -182,6 +185,7 @@ class LlamaMiddleware(Middleware):
             # Retries re-enqueued the message: this attempt failed, the job goes on.
             attempt = entry.retries + 1
             max_retries = _max_retries(broker, message)
+            logger.task_outcome("retried", error=exception)
             logger.log(
                 Category.SKIPPED,
                 f"attempt {attempt} failed, retrying: {exception}",
@@ -191,7 +195,9 @@ class LlamaMiddleware(Middleware):
                 reason=str(exception),
                 exception_type=type(exception).__qualname__,
             )
-        elif not logger.failed_logged():
+            return
+        logger.task_outcome("failed", error=exception)
+        if not logger.failed_logged():
             logger.log_exception(exception)
 
     def _end(self, entry: _Running) -> None:

@@ -54,7 +54,12 @@ def _parent_of(job: Job) -> JobContext | None:
 
 
 def _scope(logger: LlamaLogger, job: Job) -> JobScope:
-    return logger.task_job(str(job.func_name), job_id=job.id, parent=_parent_of(job))
+    # RQ counts the retries a job had so far (none before the first failure).
+    retries = getattr(job, "number_of_retries", None)
+    attempt = retries + 1 if isinstance(retries, int) and retries >= 0 else 1
+    return logger.task_job(
+        str(job.func_name), job_id=job.id, parent=_parent_of(job), attempt=attempt
+    )
 
 
 def _will_retry(job: Job) -> bool:
@@ -114,6 +119,7 @@ class LlamaWorker(Worker):
     def _record_failure(self, job: Job, failure: BaseException | str) -> None:
         logger = self.llama_logger
         if _will_retry(job):
+            logger.task_outcome("retried", error=failure)
             logger.log(
                 Category.SKIPPED,
                 f"attempt failed, retrying: {failure}",
@@ -121,9 +127,11 @@ class LlamaWorker(Worker):
                 retries_left=job.retries_left,
                 reason=str(failure),
             )
-        elif logger.failed_logged():
             return
-        elif isinstance(failure, BaseException):
+        logger.task_outcome("failed", error=failure)
+        if logger.failed_logged():
+            return
+        if isinstance(failure, BaseException):
             logger.log_exception(failure)
         else:
             logger.log(Category.FAILED, failure.strip(), level="error")
