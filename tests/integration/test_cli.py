@@ -106,14 +106,20 @@ def test_demo_imports_a_small_album_with_a_failure_and_a_retry(
     (failed_line,) = [line for line in lines if line.startswith("failed:  ")]
     (retried_line,) = [line for line in lines if line.startswith("retried: ")]
     failed = failed_line.split()[2]
+    failed_track = failed_line.split()[-1]
     retried = retried_line.split()[2]
     assert failed_line.startswith(f"failed:  match-recording {failed}")
     assert retried_line.startswith(f"retried: fetch-lyrics {retried}")
     tree = [line for line in lines if line.startswith(("│", "├", "└"))]
     (failed_in_tree,) = [line for line in tree if f" {failed}  " in line]
     assert "FAILED 1" in failed_in_tree
+    assert "  failed  " in failed_in_tree
+    assert failed_in_tree.endswith(f"NoRecordingFound: no recording matches track {failed_track}")
     (retried_in_tree,) = [line for line in tree if f" {retried}  " in line]
+    assert "  succeeded after 2 attempts  " in retried_in_tree
     assert "[ENRICHED 1, SKIPPED 1]" in retried_in_tree
+    assert retried_line.endswith("  succeeded after 2 attempts")
+    assert lines[2].startswith(f"import-album {root}  succeeded  ")
     expected = _demo_events(12)
     assert any(line.startswith(f"{expected} events in 47 jobs written in ") for line in lines)
     assert _stored_in_tree(dsn, schema_name, root) == expected

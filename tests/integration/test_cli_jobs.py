@@ -1,15 +1,17 @@
 """The operator's commands on a real tree: ``runs``, ``tree`` of any job, ``show``, and what
 they print about failures, retries, unfinished and silent jobs, and hostile text.
 
-The tree's events are written by the real ``LlamaLogger``; its job records (``llama_job``)
-are inserted with parameterised SQL for the shapes the logger does not write itself: a
-retried task's attempts, a silent job, and a root from three days ago.
+Events and job records are written by the real ``LlamaLogger``; the unfinished job is one
+whose process died inside it (a forked child ending with ``os._exit``). Only a run from three
+days ago is inserted with parameterised SQL: the logger cannot date a record back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from llamalogger import Category, LlamaLogger, new_job_id
+from llamalogger import Category, JobContext, LlamaLogger, new_job_id
 from llamalogger.cli import main
 
 # An id and a name a hostile message could carry: a terminal title, a screen clear, a
@@ -51,7 +53,7 @@ def _now() -> dt.datetime:
 
 
 def _insert_record(conn: psycopg.Connection[Any], schema: str, **values: Any) -> None:
-    values = {"attempt": 1, "pid": 4242, "host": "worker-1", **values}
+    values = {"attempt": 1, "pid": 4242, "host": "elsewhere", **values}
     query = sql.SQL("INSERT INTO {}.llama_job ({}) VALUES ({})").format(
         sql.Identifier(schema),
         sql.SQL(", ").join(map(sql.Identifier, values)),
@@ -60,101 +62,90 @@ def _insert_record(conn: psycopg.Connection[Any], schema: str, **values: Any) ->
     conn.execute(query, list(values.values()))
 
 
+def _killed_inside_a_job(dsn: str, schema: str, name: str, parent: JobContext | None) -> str:
+    """A job whose process dies inside it (still running, as far as anyone can tell): its
+    event is delivered, its end never comes, so it has no record."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: log, deliver, die without leaving the job
+        try:
+            logger = LlamaLogger(dsn, schema=schema)
+            with logger.job(name, parent=parent) as job:
+                logger.log(Category.UPDATED, "transcoding started", entity=("track", 3))
+                delivered = logger.flush(timeout=10)
+                os.write(write, job.job_id.encode() if delivered else b"")
+                os._exit(0)
+        finally:
+            os._exit(1)
+    os.close(write)
+    with os.fdopen(read, "rb") as said:
+        job_id = said.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert job_id, "the child's event was not delivered"
+    return job_id
+
+
+def _record_seconds(dsn: str, schema: str, job_id: str) -> float:
+    query = sql.SQL(
+        "SELECT extract(epoch FROM ended_at - started_at) FROM {}.llama_job WHERE job_id = %s"
+    ).format(sql.Identifier(schema))
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query, (job_id,)).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
 @pytest.fixture
 def album(dsn: str, schema: str) -> Album:
-    records: list[dict[str, Any]] = []
-
-    def ended(
-        job_id: str, name: str, parent: str | None, started: dt.datetime, **more: Any
-    ) -> None:
-        records.append(
-            {
-                "job_id": job_id,
-                "parent_job_id": parent,
-                "root_job_id": root.job_id,
-                "job_name": name,
-                "started_at": started,
-                "ended_at": _now(),
-                "status": "succeeded",
-                **more,
-            }
-        )
-
     with LlamaLogger(dsn, schema=schema) as logger:
         with logger.job("import-album") as root:
-            root_started = _now()
             logger.created(("album", 1))
             artists = []
             for number in range(3):
                 with logger.job("link-artist") as artist:
-                    started = _now()
                     logger.linked(("artist", number), ("album", 1))
-                ended(artist.job_id, "link-artist", root.job_id, started)
                 artists.append(artist.job_id)
-            started = _now()
             try:
                 with logger.job("enrich-track") as failed:
                     logger.log(Category.ENRICHED, "tempo found", entity=("track", 3))
                     raise ValueError("no key for track 3")
             except ValueError:
                 pass
-            ended(
-                failed.job_id, "enrich-track", root.job_id, started,
-                status="failed", error_type="ValueError", error_message="no key for track 3",
-            )  # fmt: skip
             retried = new_job_id()
-            for attempt, status in ((1, "retried"), (2, "succeeded")):
-                started = _now()
-                with logger.task_job("fetch-lyrics", job_id=retried):
+            for attempt in (1, 2):
+                with logger.task_job("fetch-lyrics", job_id=retried, attempt=attempt):
                     logger.log(Category.ENRICHED, f"attempt {attempt}", entity=("track", 3))
-                error = (
-                    {"error_type": "TimeoutError", "error_message": "slow"} if attempt == 1 else {}
-                )
-                ended(
-                    retried,
-                    "fetch-lyrics",
-                    root.job_id,
-                    started,
-                    status=status,
-                    attempt=attempt,
-                    **error,
-                )
-            with logger.job("transcode") as killed:
-                logger.log(Category.UPDATED, "transcoding started", entity=("track", 3))
+                    if attempt == 1:
+                        logger.task_outcome("retried", error=TimeoutError("slow"))
+            assert logger.flush(timeout=10)
+            killed = _killed_inside_a_job(dsn, schema, "transcode", root)
             with logger.job(HOSTILE_NAME, job_id=HOSTILE_ID):
-                started = _now()
                 logger.log(Category.UPDATED, "message \x1b[31mred\r\x9b", entity=("track", "t\x07"))
-            ended(HOSTILE_ID, HOSTILE_NAME, root.job_id, started)
-            silent = new_job_id()
-            started = _now()
-            ended(silent, "check-rights", root.job_id, started)
+            with logger.job("check-rights") as silent:
+                pass
             time.sleep(0.3)  # the root works for a while: its duration is its record's, not 0 ms
-        ended(root.job_id, "import-album", None, root_started)
-        with logger.job("nightly-sync") as unfinished_root:
-            logger.created(("artist", 99))
         assert logger.flush(timeout=10)
-    old_root = new_job_id()
-    three_days_ago = _now() - dt.timedelta(days=3)
+    unfinished_root = _killed_inside_a_job(dsn, schema, "nightly-sync", None)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for record in records:
-            _insert_record(conn, schema, **record)
+        old_root = new_job_id()
+        three_days_ago = _now() - dt.timedelta(days=3)
         _insert_record(
             conn, schema, job_id=old_root, root_job_id=old_root, job_name="old-import",
             status="succeeded", started_at=three_days_ago,
             ended_at=three_days_ago + dt.timedelta(seconds=90),
         )  # fmt: skip
-    root_record = records[-1]
     return Album(
         root=root.job_id,
         artists=artists,
         failed=failed.job_id,
         retried=retried,
-        killed=killed.job_id,
-        silent=silent,
+        killed=killed,
+        silent=silent.job_id,
         hostile=HOSTILE_ID,
-        unfinished_root=unfinished_root.job_id,
+        unfinished_root=unfinished_root,
         old_root=old_root,
-        root_seconds=(root_record["ended_at"] - root_record["started_at"]).total_seconds(),
+        root_seconds=_record_seconds(dsn, schema, root.job_id),
     )
 
 
@@ -293,7 +284,7 @@ class TestTree:
         assert lyrics["asked"] is True
         assert [a["status"] for a in lyrics["attempts"]] == ["retried", "succeeded"]
         assert lyrics["attempts"][0]["error_type"] == "TimeoutError"
-        assert lyrics["attempts"][0]["host"] == "worker-1"
+        assert lyrics["attempts"][0]["host"] == socket.gethostname()
         assert lyrics["counts"] == {"ENRICHED": 2}
         failed = children[album.failed]
         assert (failed["status"], failed["error_type"], failed["error_message"]) == (
@@ -337,7 +328,7 @@ class TestShow:
         fields = dict(line.strip().split(None, 1) for line in lines[1:9])
         assert fields["status"] == "failed"
         assert fields["error"] == "ValueError: no key for track 3"
-        assert fields["process"] == "pid 4242 on worker-1"
+        assert fields["process"] == f"pid {os.getpid()} on {socket.gethostname()}"
         assert fields["parent"] == f"{album.root} import-album"
         assert fields["root"] == f"{album.root} import-album"
         assert fields["ended"] != "-"
@@ -358,7 +349,7 @@ class TestShow:
         assert lines[1] == "  status     succeeded after 2 attempts"
         attempts = lines[lines.index("  attempts") + 1 :][:2]
         assert attempts[0].split()[:2] == ["1", "retried"]
-        assert attempts[0].endswith("pid 4242  TimeoutError: slow")
+        assert attempts[0].endswith(f"pid {os.getpid()}  TimeoutError: slow")
         assert attempts[1].split()[:2] == ["2", "succeeded"]
 
     def test_an_unfinished_job_says_it_has_no_record(

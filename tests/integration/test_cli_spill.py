@@ -7,7 +7,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from fixtures.database import count_rows, drop_schema
 from llamalogger import LlamaLogger
@@ -36,7 +38,7 @@ def _spill(dsn: str, schema: str, events: int) -> None:
             logger.created(("track", number))
     assert logger.flush(timeout=10)  # True: on disk
     logger.close()
-    assert logger.stats()["on_disk"] == events
+    assert logger.stats()["on_disk"] == events + 1  # and the job's record
 
 
 def test_status_lists_waiting_files_and_migrate_replays_them(
@@ -65,14 +67,19 @@ def test_status_lists_waiting_files_and_migrate_replays_them(
     by_schema = {line.split(" schema ")[1].split(":")[0]: line for line in lines[1:]}
     host_port_db = lines[1].split()[0]
     assert by_schema[schema_name].startswith(f"  {host_port_db} schema {schema_name}: ")
-    assert ": 1 file, 25 events, 0 job records, oldest 20" in by_schema[schema_name]
+    assert ": 1 file, 25 events, 1 job record, oldest 20" in by_schema[schema_name]
     assert by_schema[schema_name].endswith(f"; 1 set aside (unreadable or refused) in {mine}")
-    assert ": 1 file, 7 events, 0 job records, oldest 20" in by_schema[other_schema]
+    assert ": 1 file, 7 events, 1 job record, oldest 20" in by_schema[other_schema]
 
     assert main(["migrate", "--dsn", dsn, "--schema", schema_name]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "replayed 25 events from spill files"
+    assert out[-1] == "replayed 25 events and 1 job record from spill files"
     assert count_rows(dsn, schema_name) == 25
+    with psycopg.connect(dsn) as conn:
+        records = conn.execute(
+            sql.SQL("SELECT job_name, status FROM {}.llama_job").format(sql.Identifier(schema_name))
+        ).fetchall()
+    assert records == [("before-the-migration", "succeeded")]
 
     assert main(["status", "--dsn", dsn, "--schema", schema_name, "-n", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -221,35 +221,38 @@ def _at(seconds: float) -> dt.datetime:
 
 
 class TestJobRecords:
-    """Trees, roots and runs read the job records of llama_job beside the events."""
+    """Trees, roots and runs read the job records of llama_job beside the events.
+
+    ``recorded`` is a tree of records only, inserted with parameterised SQL at fixed times
+    (the logger cannot date records back): root R, its child T (attempt 1 retried, attempt 2
+    failed), T's silent child S, and U whose only attempt was retried.
+    """
 
     @pytest.fixture
-    def recorded(
-        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
-    ) -> dict[str, str]:
-        root = album_import["root"].job_id
-        track = album_import["track"].job_id
-        _record(conn, schema, job_id=root, root_job_id=root, job_name="import-album",
+    def recorded(self, conn: psycopg.Connection, schema: str) -> None:
+        _record(conn, schema, job_id="R", root_job_id="R", job_name="records-root",
                 started_at=_at(0), ended_at=_at(90))  # fmt: skip
         for attempt, outcome in ((1, "retried"), (2, "failed")):
-            _record(conn, schema, job_id=track, parent_job_id=root, root_job_id=root,
+            _record(conn, schema, job_id="T", parent_job_id="R", root_job_id="R",
                     job_name="import-track", attempt=attempt, status=outcome,
                     started_at=_at(10 * attempt), ended_at=_at(10 * attempt + 5),
                     error_type="KeyError", error_message=f"attempt {attempt}")  # fmt: skip
-        _record(conn, schema, job_id="silent", parent_job_id=track, root_job_id=root,
+        _record(conn, schema, job_id="S", parent_job_id="T", root_job_id="R",
                 job_name="check", started_at=_at(1), ended_at=_at(2))  # fmt: skip
-        return {"root": root, "track": track, "enrich": album_import["enrich"].job_id}
+        _record(conn, schema, job_id="U", parent_job_id="R", root_job_id="R", job_name="retry",
+                status="retried", started_at=_at(3), ended_at=_at(4))  # fmt: skip
 
+    @pytest.mark.usefixtures("recorded")
     def test_tree_jobs_carry_their_records_status_duration_and_errors(
-        self, conn: psycopg.Connection, schema: str, recorded: dict[str, str]
+        self, conn: psycopg.Connection, schema: str
     ) -> None:
-        tree = job_tree(conn, recorded["root"], schema=schema)
+        tree = job_tree(conn, "R", schema=schema)
         assert tree is not None
-        assert (tree.status, tree.seconds, tree.started_at, tree.ended_at) == (
-            "succeeded", 90.0, _at(0), _at(90)
+        assert (tree.status, tree.seconds, tree.started_at, tree.ended_at, tree.events) == (
+            "succeeded", 90.0, _at(0), _at(90), 0
         )  # fmt: skip
         assert tree.failures == 1
-        track = tree.find(recorded["track"])
+        track = tree.find("T")
         assert track is not None
         assert [(a.attempt, a.status) for a in track.attempts] == [(1, "retried"), (2, "failed")]
         assert (track.status, track.failed, track.error_type, track.error_message) == (
@@ -257,74 +260,73 @@ class TestJobRecords:
         )  # fmt: skip
         assert track.seconds == 15.0  # from the first attempt's start to the last's end
         assert track.to_dict()["attempts"][0]["error_message"] == "attempt 1"
-        silent = tree.find("silent")
+        silent = tree.find("S")
         assert silent is not None
         assert silent in track.children
         assert (silent.counts, silent.status, silent.first_at, silent.last_at) == (
             {}, "succeeded", _at(1), _at(2)
         )  # fmt: skip
-        enrich = tree.find(recorded["enrich"])
-        assert enrich is not None
-        assert (enrich.status, enrich.ended_at, enrich.failed) == (UNFINISHED, None, False)
-        assert enrich.seconds == (enrich.last_at - enrich.first_at).total_seconds()
 
+    @pytest.mark.usefixtures("recorded")
     def test_a_last_attempt_that_was_retried_leaves_the_job_unfinished(
-        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+        self, conn: psycopg.Connection, schema: str
     ) -> None:
         """Its next attempt is running, or its process was killed: no final record yet."""
-        root = album_import["root"].job_id
-        enrich = album_import["enrich"].job_id
-        _record(conn, schema, job_id=enrich, parent_job_id=album_import["track"].job_id,
-                root_job_id=root, status="retried", started_at=_at(0), ended_at=_at(1))  # fmt: skip
-        tree = job_tree(conn, root, schema=schema)
+        tree = job_tree(conn, "R", schema=schema)
         assert tree is not None
-        node = tree.find(enrich)
-        assert node is not None
-        assert (node.status, node.finished, len(node.attempts)) == (UNFINISHED, False, 1)
+        retrying = tree.find("U")
+        assert retrying is not None
+        assert (retrying.status, retrying.finished, retrying.ended_at) == (UNFINISHED, False, None)
+        assert (retrying.failed, len(retrying.attempts)) == (False, 1)
 
+    def test_the_logger_s_records_give_every_job_its_status_and_real_duration(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        tree = job_tree(conn, album_import["root"].job_id, schema=schema)
+        assert tree is not None
+        assert {job.status for job in tree.walk()} == {"succeeded"}
+        assert all(len(job.attempts) == 1 for job in tree.walk())
+        record = tree.attempts[0]
+        assert tree.seconds == (record.ended_at - record.started_at).total_seconds()
+        assert tree.started_at <= tree.first_at
+        assert tree.ended_at is not None
+        assert tree.ended_at >= max(job.last_at for job in tree.walk())
+
+    @pytest.mark.usefixtures("recorded")
     def test_root_of_finds_the_tree_of_any_job(
-        self, conn: psycopg.Connection, schema: str, recorded: dict[str, str]
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
     ) -> None:
-        root = recorded["root"]
-        assert root_of(conn, recorded["enrich"], schema=schema) == root  # by its events
-        assert root_of(conn, "silent", schema=schema) == root  # by its record only
+        root = album_import["root"].job_id
+        assert root_of(conn, album_import["enrich"].job_id, schema=schema) == root
         assert root_of(conn, root, schema=schema) == root
+        assert root_of(conn, "S", schema=schema) == "R"  # by its record only
+        assert root_of(conn, "R", schema=schema) == "R"
         assert root_of(conn, "no-such-job", schema=schema) is None
-        assert [node.job_id for node in job_chain(conn, "silent", schema=schema)] == [
-            "silent", recorded["track"], root
-        ]  # fmt: skip
+        assert [node.job_id for node in job_chain(conn, "S", schema=schema)] == ["S", "T", "R"]
 
-    def test_a_tree_of_records_only_is_a_tree(self, conn: psycopg.Connection, schema: str) -> None:
-        _record(conn, schema, job_id="r", root_job_id="r", job_name="quiet-root",
-                started_at=_at(0), ended_at=_at(3))  # fmt: skip
-        tree = job_tree(conn, "r", schema=schema)
-        assert tree is not None
-        assert (tree.name, tree.events, tree.seconds, tree.children) == ("quiet-root", 0, 3.0, [])
-
+    @pytest.mark.usefixtures("recorded")
     def test_runs_newest_first_with_totals_and_filters(
-        self, conn: psycopg.Connection, schema: str, recorded: dict[str, str]
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
     ) -> None:
-        root = recorded["root"]
         found = runs(conn, schema=schema)
-        assert [run.name for run in found] == ["another-import", "import-album"]
-        (other, album) = found
-        assert (other.status, other.ended_at, other.attempts, other.events) == (
-            UNFINISHED, None, 0, 1
+        assert [run.name for run in found] == ["another-import", "import-album", "records-root"]
+        other, album, records_root = found
+        assert (album.job_id, album.status, album.attempts, album.events, album.failures) == (
+            album_import["root"].job_id, "succeeded", 1, 9, 0
         )  # fmt: skip
-        assert album == Run(
-            job_id=root, name="import-album", status="succeeded", started_at=_at(0),
-            ended_at=_at(90), seconds=90.0, attempts=1, events=9, failures=1,
+        assert records_root == Run(
+            job_id="R", name="records-root", status="succeeded", started_at=_at(0),
+            ended_at=_at(90), seconds=90.0, attempts=1, events=0, failures=1,
         )  # fmt: skip
-        assert [run.job_id for run in runs(conn, failed=True, schema=schema)] == [root]
+        assert runs(conn, failed=True, schema=schema) == [records_root]
         assert runs(conn, name="import-album", schema=schema) == [album]
         assert runs(conn, limit=1, schema=schema) == [other]
-        # since: the album's record ended on T0 + 90 s, but its events were logged now
-        recent = runs(conn, since=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), schema=schema)
-        assert [run.job_id for run in recent] == [other.job_id, root]
+        hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        assert runs(conn, since=hour_ago, schema=schema) == [other, album]  # R ended T0 + 90 s
         assert (
             runs(conn, since=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), schema=schema) == []
         )
-        assert album.to_dict()["ended_at"] == _at(90).isoformat()
+        assert records_root.to_dict()["ended_at"] == _at(90).isoformat()
 
     def test_job_events_of_one_job_by_category_and_limit(
         self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]

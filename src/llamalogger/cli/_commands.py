@@ -77,22 +77,35 @@ def migrate_command(args: argparse.Namespace, dsn: str) -> int:
     return 0
 
 
+def _waiting_for(name: str) -> list[SpillTarget]:
+    return [spilled for spilled in waiting_spill_files() if spilled.target.get("schema") == name]
+
+
 def _replay_spill_files(dsn: str, name: str) -> None:
     """Replay the spill files waiting for this schema, now that it is current.
 
     The writer does the replay: a logger opened for the target replays its files at once
     and finishes them when closed (bounded by ``exit_timeout``).
     """
-    if not any(spilled.target.get("schema") == name for spilled in waiting_spill_files()):
+    before = _waiting_for(name)
+    if not any(spilled.files for spilled in before):
         return
     from .. import LlamaLogger  # the writer's imports: only when files wait
 
     logger = LlamaLogger(dsn, schema=name)
     logger.close()
-    replayed = logger.stats()["replayed"]
-    print(f"replayed {replayed} events from spill files")
-    for spilled in waiting_spill_files():
-        if spilled.files and spilled.target.get("schema") == name:
+    replayed = logger.stats()["replayed"]  # records: events and job records
+    after = _waiting_for(name)
+    events = sum(s.events for s in before) - sum(s.events for s in after)
+    jobs = sum(s.jobs for s in before) - sum(s.jobs for s in after)
+    if events + jobs == replayed:
+        print(
+            f"replayed {_count(events, 'event')} and {_count(jobs, 'job record')} from spill files"
+        )
+    else:  # another process wrote or replayed files meanwhile: the writer's own count
+        print(f"replayed {_count(replayed, 'record')} (events and job records) from spill files")
+    for spilled in after:
+        if spilled.files:
             print(f"still waiting: {_spill_line(spilled)}")
 
 

@@ -34,8 +34,8 @@ class DemoResult:
     #: The job that failed, and the job whose first attempt was retried.
     failed_job_id: str
     retried_job_id: str
-    events: int
-    seconds: float  # from the first log call until flush() returned
+    events: int  # stored in the import's tree
+    seconds: float  # from the first log call until flush() returned (events and job records)
     flushed: bool
     tree: JobNode
 
@@ -53,20 +53,22 @@ class _Marked:
 
 
 def _fetch_lyrics_with_retry(logger: LlamaLogger, track: tuple[str, str]) -> str:
-    """A task its queue runs twice under one job id: the first attempt times out."""
+    """A task its queue runs twice under one job id, as an integration records it: the
+    first attempt times out and is retried, the second succeeds."""
     job_id = new_job_id()
     for attempt in (1, 2):
-        with logger.task_job("fetch-lyrics", job_id=job_id):
+        with logger.task_job("fetch-lyrics", job_id=job_id, attempt=attempt, entity=track):
             if attempt == 1:
+                timeout = TimeoutError("lyrics service did not answer")
                 logger.log(
                     Category.SKIPPED,
-                    "attempt 1 failed, retrying: TimeoutError: lyrics service did not answer",
+                    f"attempt {attempt} failed, retrying: TimeoutError: {timeout}",
                     level="warning",
                     entity=track,
-                    attempt=attempt,
                 )
+                logger.task_outcome("retried", error=timeout)
                 continue
-            logger.log(Category.ENRICHED, "lyrics added", entity=track, attempt=attempt)
+            logger.log(Category.ENRICHED, "lyrics added", entity=track)
     return job_id
 
 
@@ -136,9 +138,9 @@ def run_demo(dsn: str, *, schema: str = DEFAULT_SCHEMA, tracks: int = DEFAULT_TR
         root_job_id = _simulate_import(logger, tracks, marked)
         flushed = logger.flush(timeout=60)
         seconds = time.perf_counter() - started
-        events = logger.stats()["written"]
     with psycopg.connect(dsn) as conn:
         tree = job_tree(conn, root_job_id, schema=schema)
     if tree is None:
         raise RuntimeError(f"the demo import {root_job_id} left no rows")
+    events = sum(job.events for job in tree.walk())  # stored, job records not included
     return DemoResult(root_job_id, marked.failed, marked.retried, events, seconds, flushed, tree)
