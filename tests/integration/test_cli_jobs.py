@@ -107,7 +107,7 @@ def album(dsn: str, schema: str) -> Album:
                     logger.linked(("artist", number), ("album", 1))
                 artists.append(artist.job_id)
             try:
-                with logger.job("enrich-track") as failed:
+                with logger.job("enrich-track", entity=("track", 3), request_id="r-1") as failed:
                     logger.log(Category.ENRICHED, "tempo found", entity=("track", 3))
                     raise ValueError("no key for track 3")
             except ValueError:
@@ -293,6 +293,8 @@ class TestTree:
             "no key for track 3",
         )
         assert failed["events"] == 2
+        assert failed["attempts"][0]["entity_id"] == "3"
+        assert failed["attempts"][0]["details"] == {"request_id": "r-1"}
         assert children[album.killed]["status"] == "unfinished"
         assert children[album.killed]["ended_at"] is None
         assert children[album.silent]["events"] == 0
@@ -325,10 +327,14 @@ class TestShow:
     ) -> None:
         lines = _run(capsys, dsn, schema, "show", album.failed)
         assert lines[0] == f"job {album.failed}  enrich-track"
-        fields = dict(line.strip().split(None, 1) for line in lines[1:9])
+        fields = dict(
+            line.strip().split(None, 1) for line in lines[1:] if not line.startswith("    ")
+        )
         assert fields["status"] == "failed"
         assert fields["error"] == "ValueError: no key for track 3"
         assert fields["process"] == f"pid {os.getpid()} on {socket.gethostname()}"
+        assert fields["entity"] == "track 3"
+        assert fields["details"] == '{"request_id": "r-1"}'
         assert fields["parent"] == f"{album.root} import-album"
         assert fields["root"] == f"{album.root} import-album"
         assert fields["ended"] != "-"
@@ -336,7 +342,7 @@ class TestShow:
         events = [line for line in lines if line.startswith("    2")]
         assert len(events) == 2
         assert "ENRICHED track 3  tempo found" in events[0]
-        assert "FAILED   ValueError: no key for track 3" in events[1]
+        assert "FAILED   track 3  ValueError: no key for track 3" in events[1]
         traceback = lines[lines.index("  traceback of its FAILED event") + 1 :]
         assert traceback[0] == "    Traceback (most recent call last):"
         assert any('raise ValueError("no key for track 3")' in line for line in traceback)
