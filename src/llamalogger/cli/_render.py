@@ -54,8 +54,8 @@ def _cut(text: str, width: int = _ERROR_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _error(node_or_run_type: str | None, message: str | None) -> str:
-    text = ": ".join(part for part in (node_or_run_type, message) if part)
+def _error(kind: str | None, message: str | None) -> str:
+    text = ": ".join(part for part in (kind, message) if part)
     return visible(text)
 
 
