@@ -429,6 +429,11 @@ class TestHostileText:
         assert err.startswith("llamalog: error: no job 'x\\x1b[2J\\ny' ")
         assert "\x1b" not in err
         assert err.count("\n") == 1
+        assert main(["--debug", "tree", "x\x1b[2J", "--dsn", dsn, "--schema", schema]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback (most recent call last):")
+        assert "\x1b" not in err
+        assert "no job 'x\\x1b[2J'" in err
 
 
 class TestTailRoot:

@@ -117,5 +117,6 @@ def _scrubbed(text: str, given: str | None) -> str:
 
 
 def _print_traceback(exc: BaseException, given: str | None) -> None:
-    text = "".join(traceback.format_exception(exc))
-    print(_scrubbed(text, given), end="", file=sys.stderr)
+    text = _scrubbed("".join(traceback.format_exception(exc)), given)
+    # Escaped line by line: an exception's message may quote a hostile id or name.
+    print("\n".join(visible(line) for line in text.split("\n")), end="", file=sys.stderr)
