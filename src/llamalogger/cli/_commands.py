@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from .. import queries, schema
+from .. import LlamaLogger, queries, schema
 from .._conninfo import masked_conninfo, schema_from_env
 from .._errors import LlamaLogError, SchemaNotMigrated
 from ._escape import json_text, visible
@@ -90,8 +90,6 @@ def _replay_spill_files(dsn: str, name: str) -> None:
     before = _waiting_for(name)
     if not any(spilled.files for spilled in before):
         return
-    from .. import LlamaLogger  # the writer's imports: only when files wait
-
     logger = LlamaLogger(dsn, schema=name)
     logger.close()
     replayed = logger.stats()["replayed"]  # records: events and job records
