@@ -75,6 +75,14 @@ def _job_table(schema: str) -> sql.Composed:
     return sql.SQL("{}.llama_job").format(sql.Identifier(validate_schema(schema)))
 
 
+def _has_job_table(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Whether the schema has ``llama_job`` (migration 0006): trees and roots of an older
+    schema are read from the events alone, as before."""
+    name = sql.Identifier(validate_schema(schema), "llama_job").as_string(conn)
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -318,20 +326,18 @@ def root_of(source: Connectable, job_id: str, *, schema: str = DEFAULT_SCHEMA) -
     nothing, has no record and is not a root is not found: its tree names it only as a
     parent.
     """
-    query = sql.SQL(
-        """
-        (SELECT root_job_id FROM {jobs} WHERE job_id = %(id)s LIMIT 1)
-        UNION ALL
-        (SELECT root_job_id FROM {log} WHERE job_id = %(id)s AND root_job_id IS NOT NULL LIMIT 1)
-        UNION ALL
-        (SELECT root_job_id FROM {log} WHERE root_job_id = %(id)s LIMIT 1)
-        UNION ALL
-        (SELECT root_job_id FROM {jobs} WHERE root_job_id = %(id)s LIMIT 1)
-        LIMIT 1
-        """
-    ).format(jobs=_job_table(schema), log=_table(schema))
+    events = sql.SQL(
+        "(SELECT root_job_id FROM {log} WHERE job_id = %(id)s AND root_job_id IS NOT NULL LIMIT 1)"
+        " UNION ALL (SELECT root_job_id FROM {log} WHERE root_job_id = %(id)s LIMIT 1)"
+    ).format(log=_table(schema))
+    records = sql.SQL(
+        "(SELECT root_job_id FROM {jobs} WHERE job_id = %(id)s LIMIT 1) UNION ALL {events}"
+        " UNION ALL (SELECT root_job_id FROM {jobs} WHERE root_job_id = %(id)s LIMIT 1)"
+    )
     with _connection(source) as conn:
-        row = conn.execute(query, {"id": job_id}).fetchone()
+        if _has_job_table(conn, schema):
+            events = records.format(jobs=_job_table(schema), events=events)
+        row = conn.execute(events + sql.SQL(" LIMIT 1"), {"id": job_id}).fetchone()
     return None if row is None else str(row[0])
 
 
@@ -380,7 +386,8 @@ def job_tree(
     Each job carries its records (``attempts``): status, real start and end, error. A
     job that logged nothing but ended appears from its record; one that logged nothing
     itself but has children that did (a parent known only from ``parent_job_id``) appears
-    with empty counts. Two indexed queries on ``root_job_id``: events and records.
+    with empty counts. Two indexed queries on ``root_job_id``: events and records (on a
+    schema from before migration 0006, which has no records, the events alone).
     """
     events = sql.SQL(
         """
@@ -401,7 +408,9 @@ def job_tree(
     )
     with _connection(source) as conn, conn.cursor() as cur:
         rows = cur.execute(events, (root_job_id,)).fetchall()
-        found = cur.execute(records, (root_job_id,)).fetchall()
+        found = []
+        if _has_job_table(conn, schema):
+            found = cur.execute(records, (root_job_id,)).fetchall()
     return _tree_from_rows(rows, root_job_id, found)
 
 

@@ -340,3 +340,28 @@ class TestJobRecords:
         ]
         linked = job_events(conn, track, category="LINKED", schema=schema)
         assert [e["related_type"] for e in linked] == ["track"]
+
+
+def test_trees_and_roots_of_a_schema_from_before_the_job_table_read_the_events(
+    dsn: str, conn: psycopg.Connection, schema_name: str
+) -> None:
+    """New code against a 0005 schema (deployed before `llamalog migrate` ran): the tree and
+    the root come from the events, every job unfinished, as before job records existed."""
+    from llamalogger.schema import migrate
+
+    migrate(conn, schema=schema_name, target="0005")
+    insert = sql.SQL(
+        "INSERT INTO {}.llama_log (category, level, message, job_id, parent_job_id,"
+        " root_job_id, job_name) VALUES ('CREATED', 'info', 'm', %s, %s, %s, %s)"
+    ).format(sql.Identifier(schema_name))
+    conn.execute(insert, ("R", None, "R", "old-root"))
+    conn.execute(insert, ("C", "R", "R", "old-child"))
+    assert root_of(conn, "C", schema=schema_name) == "R"
+    tree = job_tree(conn, "R", schema=schema_name)
+    assert tree is not None
+    assert [(job.job_id, job.status) for job in tree.walk()] == [
+        ("R", UNFINISHED), ("C", UNFINISHED)
+    ]  # fmt: skip
+    assert [node.job_id for node in job_chain(conn, "C", schema=schema_name)] == ["C", "R"]
+    with pytest.raises(SchemaNotMigrated, match="llamalog migrate"):
+        runs(conn, schema=schema_name)
