@@ -482,3 +482,47 @@ class TestTailRoot:
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+class TestEscapeFunctions:
+    """The two functions every command prints through (no database needed)."""
+
+    @pytest.mark.parametrize(
+        ("raw", "shown"),
+        [
+            ("\x1b]0;t\x07", "\\x1b]0;t\\x07"),  # ESC, BEL
+            ("a\nb\rc\td", "a\\nb\\rc\\td"),  # line forging, column shifting
+            ("\x00\x7f\x85\x9b", "\\x00\\x7f\\x85\\x9b"),  # NUL, DEL, C1 (NEL, CSI)
+            ("abc\u202edcba\u2066\u2028", "abc\\u202edcba\\u2066\\u2028"),  # bidi, separator
+            ("Björk: Jóga ✓", "Björk: Jóga ✓"),  # printable text is left alone
+        ],
+    )
+    def test_visible_escapes_what_a_terminal_would_act_on(self, raw: str, shown: str) -> None:
+        from llamalogger.cli._escape import visible
+
+        assert visible(raw) == shown
+
+    @pytest.mark.parametrize("indented", [False, True])
+    def test_json_text_is_valid_json_without_raw_controls(self, indented: bool) -> None:
+        from llamalogger.cli._escape import json_text
+
+        value = {
+            "id": HOSTILE_ID,
+            "name": "Björk",
+            "when": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            "huge": 2**70,  # beyond orjson: the standard library writes it
+            "nested": [{"x": "\x9b"}],
+        }
+        text = json_text(value, indented=indented)
+        for raw in (*RAW, "\n" if not indented else "\x00"):
+            assert raw not in text
+        assert "Björk" in text
+        decoded = json.loads(text)
+        assert decoded["id"] == HOSTILE_ID
+        assert decoded["huge"] == 2**70
+        assert decoded["when"] == "2026-01-01 00:00:00+00:00"
+        assert decoded["nested"] == [{"x": "\x9b"}]
+        # orjson's path (no huge int) decodes to the same values as the fallback's
+        without_huge = {key: item for key, item in value.items() if key != "huge"}
+        del decoded["huge"]
+        assert json.loads(json_text(without_huge, indented=indented)) == decoded

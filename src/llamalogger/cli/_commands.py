@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psycopg
 
 from .. import LlamaLogger, queries, schema
@@ -188,7 +189,7 @@ def runs_command(args: argparse.Namespace, dsn: str) -> int:
             schema=args.schema,
         )
     if args.json:
-        print(json_text([run.to_dict() for run in found], indent=2))
+        print(json_text([run.to_dict() for run in found], indented=True))
         return 0
     if not found:
         window = (
@@ -204,14 +205,19 @@ def runs_command(args: argparse.Namespace, dsn: str) -> int:
 
 
 def _tree_dict(node: queries.JobNode, *, asked: str, only_failed: bool) -> dict[str, Any]:
-    """``node.to_dict()``, the asked job marked, pruned to failing branches if asked."""
-    as_dict = node.to_dict()
-    children = [child for child in node.children if child.failures or not only_failed]
-    as_dict["children"] = [
-        _tree_dict(child, asked=asked, only_failed=only_failed) for child in children
-    ]
-    if node.job_id == asked:
-        as_dict["asked"] = True
+    """``node.to_dict()``, pruned to its failing branches if asked, the asked job marked."""
+
+    def pruned(job: queries.JobNode) -> queries.JobNode:
+        kept = [pruned(child) for child in job.children if child.failures or not only_failed]
+        return attrs.evolve(job, children=kept)
+
+    as_dict = (pruned(node) if only_failed else node).to_dict()
+    stack = [as_dict]
+    while stack:
+        job = stack.pop()
+        if job["job_id"] == asked:
+            job["asked"] = True
+        stack.extend(job["children"])
     return as_dict
 
 
@@ -222,7 +228,9 @@ def tree_command(args: argparse.Namespace, dsn: str) -> int:
     if tree is None:
         raise _unknown_job(args.job_id, args.schema)
     if args.json:
-        print(json_text(_tree_dict(tree, asked=args.job_id, only_failed=args.failed), indent=2))
+        print(
+            json_text(_tree_dict(tree, asked=args.job_id, only_failed=args.failed), indented=True)
+        )
         return 0
     if tree.job_id != args.job_id:
         print(f"job {visible(args.job_id)} is in the tree of root {visible(tree.job_id)}:")
@@ -261,7 +269,7 @@ def show_command(args: argparse.Namespace, dsn: str) -> int:
         as_dict["root"] = {"job_id": tree.job_id, "name": tree.name}
         as_dict["event_rows"] = events
         as_dict["traceback"] = traceback
-        print(json_text(as_dict, indent=2))
+        print(json_text(as_dict, indented=True))
         return 0
     lines = render_job(
         node,

@@ -8,9 +8,12 @@ shown as a visible escape instead: ``\\x1b``, ``\\n``, ``\\u202e``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
+
+import orjson
 
 __all__ = ["json_text", "visible"]
 
@@ -41,7 +44,19 @@ def visible(value: object) -> str:
 _UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
-def json_text(value: Any, *, indent: int | None = None) -> str:
-    """``value`` as JSON (non-ASCII text kept readable) with no character a terminal acts on."""
-    text = json.dumps(value, default=str, ensure_ascii=False, indent=indent)
+def json_text(value: Any, *, indented: bool = False) -> str:
+    """``value`` as JSON (non-ASCII text kept readable) with no character a terminal acts on.
+
+    Indented, through orjson: the standard library's encoder is pure Python when it indents
+    (a tree of 7,000 jobs took 2.8 s); it stays the fallback for what orjson refuses (ints
+    beyond 64 bits) and writes the one-line forms. Anything else, a datetime included, is
+    written as ``str()`` gives it.
+    """
+    text = None
+    if indented:
+        option = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_INDENT_2
+        with contextlib.suppress(TypeError):
+            text = orjson.dumps(value, default=str, option=option).decode()
+    if text is None:
+        text = json.dumps(value, default=str, ensure_ascii=False, indent=2 if indented else None)
     return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
