@@ -1,4 +1,5 @@
-"""job_tree() against the recursive CTE it replaces, side by side on the same table.
+"""job_tree() against the recursive CTE it replaces, side by side on the same table; and
+what runs() (``llamalog runs``) costs for windows of growing size.
 
     python benchmarks/bench_queries.py [--dsn DSN] [--imports 10000] [--rows-per-import 100]
 
@@ -13,7 +14,9 @@ write them) into a fresh schema, then times, for the same randomly chosen roots:
   how much of the gap an index alone closes.
 
 Both variants feed the same Python assembly (``queries._tree_from_rows``) and are checked to
-give the same tree. Prints median times, ratios and the plans' index use.
+give the same tree. Prints median times, ratios and the plans' index use. Then times
+``runs(since=...)`` for windows holding 1 %, 10 % and all of the imports: the runs of events
+only (no ``llama_job`` records), the case where the most is read from ``llama_log``.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ import psycopg
 from _support import scratch_schema
 from psycopg import sql
 
-from llamalogger.queries import JobNode, _tree_from_rows, job_tree
+from llamalogger.queries import JobNode, _tree_from_rows, job_tree, runs
 
 COLUMNS = (
     "logged_at, category, level, message, job_id, parent_job_id, root_job_id, job_name,"
     " entity_type, entity_id"
 )
+
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # import number n logs from START + n seconds
 
 
 def import_rows(number: int, per_import: int, start: dt.datetime) -> tuple[str, list[tuple]]:
@@ -57,7 +63,7 @@ def import_rows(number: int, per_import: int, start: dt.datetime) -> tuple[str, 
 
 
 def load(dsn: str, table: sql.Composed, imports: int, per_import: int) -> list[str]:
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    start = START
     roots: list[str] = []
     rows: list[tuple] = []
     for number in range(imports):
@@ -181,6 +187,25 @@ def main() -> None:
                 )
             )
             print("plan, CTE, 0001:     " + index_use(conn, query, {"root": sample[0]}))
+            time_runs(conn, schema, args.imports)
+
+
+def time_runs(conn: psycopg.Connection[Any], schema: str, imports: int) -> None:
+    """``runs()`` finds and orders every run of its window, then counts the totals of the
+    20 it shows; ``failed=True`` counts the failures of every run in the window."""
+    for share in (0.01, 0.1, 1.0):
+        since = START + dt.timedelta(seconds=imports * (1 - share))
+        for failed in (False, True):
+
+            def newest(_: object, since: dt.datetime = since, failed: bool = failed) -> Any:
+                return runs(conn, since=since, failed=failed, limit=20, schema=schema)
+
+            seconds, found = timed(newest, [None] * 3)
+            print(
+                f"runs(since=..., failed={failed!s:5}), window of {share:4.0%} of the imports "
+                f"(~{int(imports * share):,} runs): {seconds * 1000:8.1f} ms, "
+                f"{len(found[0])} shown"
+            )
 
 
 if __name__ == "__main__":

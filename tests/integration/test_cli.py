@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from psycopg import sql
 import llamalogger
 from fixtures.waiting import wait_until
 from llamalogger import EmbeddedUnavailable, LlamaLogger
+from llamalogger._conninfo import masked_conninfo
 from llamalogger.cli import main
 from llamalogger.cli._commands import COMMANDS
 
@@ -69,30 +72,92 @@ def test_unknown_migration_target_is_one_line(
     assert err.startswith("llamalog: error: unknown migration target '0999'")
 
 
-def test_demo_imports_an_album_and_prints_its_tree(
+def _stored_in_tree(dsn: str, schema: str, root: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        stored = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.llama_log WHERE root_job_id = %s").format(
+                sql.Identifier(schema)
+            ),
+            (root,),
+        ).fetchone()
+    assert stored is not None
+    return int(stored[0])
+
+
+def _demo_events(tracks: int) -> int:
+    """1 album + 3 x 2 artist events + 7 per track + the failed match's FAILED and SKIPPED
+    instead of MATCHED + cover art for the asyncio half + the retried lyrics' 2 events."""
+    return 1 + 3 * 2 + 7 * tracks + 1 + (tracks - tracks // 2) + 2
+
+
+def test_demo_imports_a_small_album_with_a_failure_and_a_retry(
+    dsn: str, schema_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default demo: 12 tracks, 3 artists, the whole tree shown, one failed job and one
+    retried task named, and commands that work as printed from here."""
+    assert main(["demo", "--dsn", dsn, "--schema", schema_name]) == 0
+    out = capsys.readouterr().out
+    root = out.split()[1].rstrip(":")
+    lines = out.splitlines()
+    assert lines[2].startswith(f"import-album {root}  ")
+    assert sum(line.lstrip("│ ├└─").startswith("link-artist ") for line in lines) == 3
+    assert sum(line.lstrip("│ ├└─").startswith("import-track ") for line in lines) == 12
+    assert "… and" not in out  # a small album is shown whole
+    (failed_line,) = [line for line in lines if line.startswith("failed:  ")]
+    (retried_line,) = [line for line in lines if line.startswith("retried: ")]
+    failed = failed_line.split()[2]
+    failed_track = failed_line.split()[-1]
+    retried = retried_line.split()[2]
+    assert failed_line.startswith(f"failed:  match-recording {failed}")
+    assert retried_line.startswith(f"retried: fetch-lyrics {retried}")
+    tree = [line for line in lines if line.startswith(("│", "├", "└"))]
+    (failed_in_tree,) = [line for line in tree if f" {failed}  " in line]
+    assert "FAILED 1" in failed_in_tree
+    assert "  failed  " in failed_in_tree
+    assert failed_in_tree.endswith(f"NoRecordingFound: no recording matches track {failed_track}")
+    (retried_in_tree,) = [line for line in tree if f" {retried}  " in line]
+    assert "  succeeded after 2 attempts  " in retried_in_tree
+    assert "[ENRICHED 1, SKIPPED 1]" in retried_in_tree
+    assert retried_line.endswith("  succeeded after 2 attempts")
+    assert lines[2].startswith(f"import-album {root}  succeeded  ")
+    expected = _demo_events(12)
+    assert any(line.startswith(f"{expected} events in 47 jobs written in ") for line in lines)
+    assert _stored_in_tree(dsn, schema_name, root) == expected
+    assert lines[-4] == "see it again, with the same set-up:"
+    again = [shlex.split(line) for line in lines[-3:]]
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
+    prefix = [str(python), "-m", "llamalogger.cli"]
+    masked = masked_conninfo(dsn)
+    assert again == [
+        [*prefix, "runs", "--dsn", masked, "--schema", schema_name],
+        [*prefix, "tree", root, "--failed", "--dsn", masked, "--schema", schema_name],
+        [*prefix, "show", failed, "--dsn", masked, "--schema", schema_name],
+    ]
+    runs, tree, show = (
+        subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+        for argv in again
+    )
+    assert root in runs.splitlines()[1]
+    assert tree.splitlines()[-1].startswith(f"        └── match-recording {failed}  ")
+    assert "    raise NoRecordingFound(" in show
+
+
+def test_demo_tracks_makes_a_bigger_album_summarised(
     dsn: str, schema_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["demo", "--dsn", dsn, "--schema", schema_name, "--tracks", "40"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("import ")
     root = out.split()[1].rstrip(":")
     lines = out.splitlines()
-    assert any(line.startswith("import-album " + root) for line in lines)
-    assert any("link-artist" in line for line in lines)
-    assert any("fetch-cover-art" in line or "… and" in line for line in lines)
-    assert lines[-1] == f"see it again with: llamalog tree {root}"
-    assert "events/s" in lines[-2]
-    # 1 album + 3 x 2 artist events + 40 tracks x 7 events + 20 cover-art events
-    expected = 1 + 3 * 2 + 40 * 7 + 20
-    assert lines[-2].startswith(f"{expected} events in ")
-    with psycopg.connect(dsn) as conn:
-        stored = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.llama_log WHERE root_job_id = %s").format(
-                sql.Identifier(schema_name)
-            ),
-            (root,),
-        ).fetchone()
-    assert stored == (expected,)
+    # 3 artists + 40 tracks under the root: 5 shown, the rest summarised with their failure
+    (summary,) = [line for line in lines if line.startswith("└── … and ")]
+    assert summary.startswith("└── … and 38 more: ")
+    assert summary.endswith(" 1 failed")
+    expected = _demo_events(40)
+    assert any(line.startswith(f"{expected} events in ") for line in lines)
+    assert _stored_in_tree(dsn, schema_name, root) == expected
 
 
 def test_without_a_dsn_the_embedded_server_is_used_and_named(tmp_path: Path) -> None:
@@ -168,16 +233,22 @@ def demo_root(dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_status_shows_version_counts_and_last_events(
-    dsn: str, schema: str, demo_root: str, capsys: pytest.CaptureFixture[str]
+    dsn: str,
+    schema: str,
+    demo_root: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))  # no other test's spill files
     assert main(["status", "--dsn", dsn, "--schema", schema, "-n", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"schema {schema}: version 0006 (this llamalog: 0006)"
-    # 1 album + 3 x 2 artist events + 6 tracks x 7 events + 3 cover-art events
-    assert lines[1].startswith("events: 52 (")
-    assert lines[2] == "root jobs: 1"
-    assert lines[3] == "last 2 events:"
-    assert all(demo_root in line for line in lines[4:6])
+    assert lines[1].startswith(f"events: {_demo_events(6)} (")
+    assert lines[2] == "root jobs: 1 (list them: llamalog runs)"
+    assert lines[3] == "spill files: none waiting"
+    assert lines[4] == "last 2 events:"
+    assert all(demo_root in line for line in lines[5:7])
 
 
 def test_tree_renders_text_and_json(
@@ -185,7 +256,8 @@ def test_tree_renders_text_and_json(
 ) -> None:
     assert main(["tree", demo_root, "--dsn", dsn, "--schema", schema]) == 0
     text = capsys.readouterr().out.splitlines()
-    assert text[0].startswith(f"import-album {demo_root}  [CREATED 1]")
+    assert text[0].startswith(f"import-album {demo_root}  ")
+    assert text[0].endswith("  [CREATED 1]  ◀ asked")
     assert sum("import-track" in line for line in text) == 6
     assert any(line.lstrip("│ ").startswith("└── fetch-cover-art") for line in text)
     assert main(["tree", demo_root, "--json", "--dsn", dsn, "--schema", schema]) == 0
@@ -198,7 +270,9 @@ def test_tree_of_unknown_root_is_one_line_error(
     dsn: str, schema: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["tree", "nope", "--dsn", dsn, "--schema", schema]) == 1
-    assert capsys.readouterr().err == "llamalog: error: no events with root_job_id 'nope'\n"
+    assert capsys.readouterr().err == (
+        f"llamalog: error: no job 'nope' in schema '{schema}': no event, record or tree names it\n"
+    )
 
 
 def test_commands_on_an_unmigrated_schema_say_so(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import psycopg
@@ -11,12 +12,17 @@ from psycopg_pool import ConnectionPool
 
 from llamalogger import Category, JobContext, LlamaLogger, SchemaNotMigrated
 from llamalogger.queries import (
+    UNFINISHED,
     LogStatus,
+    Run,
     entity_history,
     job_chain,
+    job_events,
     job_tree,
     logs_for_root,
     recent_events,
+    root_of,
+    runs,
     status,
 )
 
@@ -192,3 +198,170 @@ class TestStatus:
     ) -> None:
         with pytest.raises(SchemaNotMigrated, match="llamalog migrate"):
             status(conn, schema=schema_name)
+
+
+def _record(conn: psycopg.Connection, schema: str, **values: object) -> None:
+    """One llama_job record, inserted with parameterised SQL."""
+    values = {"attempt": 1, "pid": 7, "host": "h", "status": "succeeded", **values}
+    conn.execute(
+        sql.SQL("INSERT INTO {}.llama_job ({}) VALUES ({})").format(
+            sql.Identifier(schema),
+            sql.SQL(", ").join(map(sql.Identifier, values)),
+            sql.SQL(", ").join(sql.Placeholder() * len(values)),
+        ),
+        list(values.values()),
+    )
+
+
+T0 = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
+
+
+def _at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+class TestJobRecords:
+    """Trees, roots and runs read the job records of llama_job beside the events.
+
+    ``recorded`` is a tree of records only, inserted with parameterised SQL at fixed times
+    (the logger cannot date records back): root R, its child T (attempt 1 retried, attempt 2
+    failed), T's silent child S, and U whose only attempt was retried.
+    """
+
+    @pytest.fixture
+    def recorded(self, conn: psycopg.Connection, schema: str) -> None:
+        _record(conn, schema, job_id="R", root_job_id="R", job_name="records-root",
+                started_at=_at(0), ended_at=_at(90))  # fmt: skip
+        for attempt, outcome in ((1, "retried"), (2, "failed")):
+            _record(conn, schema, job_id="T", parent_job_id="R", root_job_id="R",
+                    job_name="import-track", attempt=attempt, status=outcome,
+                    started_at=_at(10 * attempt), ended_at=_at(10 * attempt + 5),
+                    error_type="KeyError", error_message=f"attempt {attempt}")  # fmt: skip
+        _record(conn, schema, job_id="S", parent_job_id="T", root_job_id="R",
+                job_name="check", started_at=_at(1), ended_at=_at(2))  # fmt: skip
+        _record(conn, schema, job_id="U", parent_job_id="R", root_job_id="R", job_name="retry",
+                status="retried", started_at=_at(3), ended_at=_at(4))  # fmt: skip
+
+    @pytest.mark.usefixtures("recorded")
+    def test_tree_jobs_carry_their_records_status_duration_and_errors(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        tree = job_tree(conn, "R", schema=schema)
+        assert tree is not None
+        assert (tree.status, tree.seconds, tree.started_at, tree.ended_at, tree.events) == (
+            "succeeded", 90.0, _at(0), _at(90), 0
+        )  # fmt: skip
+        assert tree.failures == 1
+        track = tree.find("T")
+        assert track is not None
+        assert [(a.attempt, a.status) for a in track.attempts] == [(1, "retried"), (2, "failed")]
+        assert (track.status, track.failed, track.error_type, track.error_message) == (
+            "failed", True, "KeyError", "attempt 2"
+        )  # fmt: skip
+        assert track.seconds == 15.0  # from the first attempt's start to the last's end
+        assert track.to_dict()["attempts"][0]["error_message"] == "attempt 1"
+        silent = tree.find("S")
+        assert silent is not None
+        assert silent in track.children
+        assert (silent.counts, silent.status, silent.first_at, silent.last_at) == (
+            {}, "succeeded", _at(1), _at(2)
+        )  # fmt: skip
+
+    @pytest.mark.usefixtures("recorded")
+    def test_a_last_attempt_that_was_retried_leaves_the_job_unfinished(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """Its next attempt is running, or its process was killed: no final record yet."""
+        tree = job_tree(conn, "R", schema=schema)
+        assert tree is not None
+        retrying = tree.find("U")
+        assert retrying is not None
+        assert (retrying.status, retrying.finished, retrying.ended_at) == (UNFINISHED, False, None)
+        assert (retrying.failed, len(retrying.attempts)) == (False, 1)
+
+    def test_the_logger_s_records_give_every_job_its_status_and_real_duration(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        tree = job_tree(conn, album_import["root"].job_id, schema=schema)
+        assert tree is not None
+        assert {job.status for job in tree.walk()} == {"succeeded"}
+        assert all(len(job.attempts) == 1 for job in tree.walk())
+        record = tree.attempts[0]
+        assert tree.seconds == (record.ended_at - record.started_at).total_seconds()
+        assert tree.started_at <= tree.first_at
+        assert tree.ended_at is not None
+        assert tree.ended_at >= max(job.last_at for job in tree.walk())
+
+    @pytest.mark.usefixtures("recorded")
+    def test_root_of_finds_the_tree_of_any_job(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        root = album_import["root"].job_id
+        assert root_of(conn, album_import["enrich"].job_id, schema=schema) == root
+        assert root_of(conn, root, schema=schema) == root
+        assert root_of(conn, "S", schema=schema) == "R"  # by its record only
+        assert root_of(conn, "R", schema=schema) == "R"
+        assert root_of(conn, "no-such-job", schema=schema) is None
+        assert [node.job_id for node in job_chain(conn, "S", schema=schema)] == ["S", "T", "R"]
+
+    @pytest.mark.usefixtures("recorded")
+    def test_runs_newest_first_with_totals_and_filters(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        found = runs(conn, schema=schema)
+        assert [run.name for run in found] == ["another-import", "import-album", "records-root"]
+        other, album, records_root = found
+        assert (album.job_id, album.status, album.attempts, album.events, album.failures) == (
+            album_import["root"].job_id, "succeeded", 1, 9, 0
+        )  # fmt: skip
+        assert records_root == Run(
+            job_id="R", name="records-root", status="succeeded", started_at=_at(0),
+            ended_at=_at(90), seconds=90.0, attempts=1, events=0, failures=1,
+        )  # fmt: skip
+        assert runs(conn, failed=True, schema=schema) == [records_root]
+        assert runs(conn, name="import-album", schema=schema) == [album]
+        assert runs(conn, limit=1, schema=schema) == [other]
+        hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        assert runs(conn, since=hour_ago, schema=schema) == [other, album]  # R ended T0 + 90 s
+        assert (
+            runs(conn, since=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), schema=schema) == []
+        )
+        assert records_root.to_dict()["ended_at"] == _at(90).isoformat()
+
+    def test_job_events_of_one_job_by_category_and_limit(
+        self, conn: psycopg.Connection, schema: str, album_import: dict[str, JobContext]
+    ) -> None:
+        track = album_import["track"].job_id
+        assert [e["category"] for e in job_events(conn, track, schema=schema)] == [
+            "CREATED", "LINKED"
+        ]  # fmt: skip
+        assert [e["category"] for e in job_events(conn, track, limit=1, schema=schema)] == [
+            "CREATED"
+        ]
+        linked = job_events(conn, track, category="LINKED", schema=schema)
+        assert [e["related_type"] for e in linked] == ["track"]
+
+
+def test_trees_and_roots_of_a_schema_from_before_the_job_table_read_the_events(
+    dsn: str, conn: psycopg.Connection, schema_name: str
+) -> None:
+    """New code against a 0005 schema (deployed before `llamalog migrate` ran): the tree and
+    the root come from the events, every job unfinished, as before job records existed."""
+    from llamalogger.schema import migrate
+
+    migrate(conn, schema=schema_name, target="0005")
+    insert = sql.SQL(
+        "INSERT INTO {}.llama_log (category, level, message, job_id, parent_job_id,"
+        " root_job_id, job_name) VALUES ('CREATED', 'info', 'm', %s, %s, %s, %s)"
+    ).format(sql.Identifier(schema_name))
+    conn.execute(insert, ("R", None, "R", "old-root"))
+    conn.execute(insert, ("C", "R", "R", "old-child"))
+    assert root_of(conn, "C", schema=schema_name) == "R"
+    tree = job_tree(conn, "R", schema=schema_name)
+    assert tree is not None
+    assert [(job.job_id, job.status) for job in tree.walk()] == [
+        ("R", UNFINISHED), ("C", UNFINISHED)
+    ]  # fmt: skip
+    assert [node.job_id for node in job_chain(conn, "C", schema=schema_name)] == ["C", "R"]
+    with pytest.raises(SchemaNotMigrated, match="llamalog migrate"):
+        runs(conn, schema=schema_name)

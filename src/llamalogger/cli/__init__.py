@@ -1,4 +1,4 @@
-"""The ``llamalog`` command: migrate, backfill, status, tree, history, tail and demo.
+"""The ``llamalog`` command: migrate, backfill, status, runs, tree, show, history, tail, demo.
 
 Every command takes ``--dsn`` (default ``$LLAMALOG_DSN``); without either it starts the
 embedded PostgreSQL in its own data directory and says so. The errors a user can cause or
@@ -25,6 +25,7 @@ import psycopg
 from .._conninfo import check_conninfo, dsn_from_env, scrub
 from .._errors import EmbeddedUnavailable, LlamaLogError
 from ._commands import COMMANDS
+from ._escape import visible
 from ._parser import build_parser
 
 __all__ = ["main"]
@@ -103,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
             _print_traceback(exc, given)
         text = str(exc).strip()
         message = text.splitlines()[0] if text else type(exc).__name__
-        print(f"llamalog: error: {_scrubbed(message, given)}", file=sys.stderr)
+        # Messages can quote ids and names from the database: escaped like all output.
+        print(f"llamalog: error: {visible(_scrubbed(message, given))}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug: its whole traceback, scrubbed, then status 1
         _print_traceback(exc, given)
@@ -115,5 +117,6 @@ def _scrubbed(text: str, given: str | None) -> str:
 
 
 def _print_traceback(exc: BaseException, given: str | None) -> None:
-    text = "".join(traceback.format_exception(exc))
-    print(_scrubbed(text, given), end="", file=sys.stderr)
+    text = _scrubbed("".join(traceback.format_exception(exc)), given)
+    # Escaped line by line: an exception's message may quote a hostile id or name.
+    print("\n".join(visible(line) for line in text.split("\n")), end="", file=sys.stderr)

@@ -1,4 +1,9 @@
-"""The demo: a simulated album import, written through the real writer, then its job tree."""
+"""The demo: a simulated album import, written through the real writer, then its job tree.
+
+By default a small album (12 tracks, 3 artists) where one track's enrichment fails and one
+track's lyrics are fetched on the second attempt, as a task queue retries a task: the point
+of the job tree is to find those two. ``--tracks N`` makes it benchmark-sized.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +15,27 @@ from concurrent.futures import ThreadPoolExecutor
 import attrs
 import psycopg
 
-from .. import Category, LlamaLogger, bind_job
+from .. import Category, LlamaLogger, bind_job, new_job_id
 from .._conninfo import DEFAULT_SCHEMA
 from ..queries import JobNode, job_tree
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DEFAULT_TRACKS", "DemoResult", "run_demo"]
+
+DEFAULT_TRACKS = 12
+
+
+class NoRecordingFound(LookupError):
+    """The demo's one failure: a track whose recording cannot be matched."""
 
 
 @attrs.frozen
 class DemoResult:
     root_job_id: str
-    events: int
-    seconds: float  # from the first log call until flush() returned
+    #: The job that failed, and the job whose first attempt was retried.
+    failed_job_id: str
+    retried_job_id: str
+    events: int  # stored in the import's tree
+    seconds: float  # from the first log call until flush() returned (events and job records)
     flushed: bool
     tree: JobNode
 
@@ -30,9 +44,39 @@ class DemoResult:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def _simulate_import(logger: LlamaLogger, tracks: int) -> str:
+@attrs.define
+class _Marked:
+    """The ids of the jobs the demo's summary points at, set as the import runs."""
+
+    failed: str = ""
+    retried: str = ""
+
+
+def _fetch_lyrics_with_retry(logger: LlamaLogger, track: tuple[str, str]) -> str:
+    """A task its queue runs twice under one job id, as an integration records it: the
+    first attempt times out and is retried, the second succeeds."""
+    job_id = new_job_id()
+    for attempt in (1, 2):
+        with logger.task_job("fetch-lyrics", job_id=job_id, attempt=attempt, entity=track):
+            if attempt == 1:
+                timeout = TimeoutError("lyrics service did not answer")
+                logger.log(
+                    Category.SKIPPED,
+                    f"attempt {attempt} failed, retrying: TimeoutError: {timeout}",
+                    level="warning",
+                    entity=track,
+                )
+                logger.task_outcome("retried", error=timeout)
+                continue
+            logger.log(Category.ENRICHED, "lyrics added", entity=track)
+    return job_id
+
+
+def _simulate_import(logger: LlamaLogger, tracks: int, marked: _Marked) -> str:
     album = ("album", random.randrange(10**6, 10**7))
     artists = [("artist", random.randrange(10**5, 10**6)) for _ in range(3)]
+    failing = tracks // 2  # the one track whose recording cannot be matched
+    retried = 0  # the one track whose lyrics need a second attempt
 
     def track_events(number: int) -> None:
         track = ("track", f"{album[1]}-{number:04d}")
@@ -42,8 +86,16 @@ def _simulate_import(logger: LlamaLogger, tracks: int) -> str:
         with logger.job("enrich-track"):
             for source in ("musicbrainz", "discogs", "lyrics"):
                 logger.log(Category.ENRICHED, f"{source} data added", entity=track)
-            with logger.job("match-recording"):
-                logger.log(Category.MATCHED, "recording matched", entity=track, score=0.97)
+            try:
+                with logger.job("match-recording") as match:
+                    if number == failing:
+                        marked.failed = match.job_id
+                        raise NoRecordingFound(f"no recording matches track {track[1]}")
+                    logger.log(Category.MATCHED, "recording matched", entity=track, score=0.97)
+            except NoRecordingFound:  # logged as FAILED by its job; the import goes on
+                logger.log(Category.SKIPPED, "left unmatched", entity=track, level="warning")
+        if number == retried:
+            marked.retried = _fetch_lyrics_with_retry(logger, track)
 
     def import_track(number: int) -> None:
         with logger.job("import-track"):
@@ -78,16 +130,17 @@ def _simulate_import(logger: LlamaLogger, tracks: int) -> str:
     return root.job_id
 
 
-def run_demo(dsn: str, *, schema: str = DEFAULT_SCHEMA, tracks: int = 2000) -> DemoResult:
+def run_demo(dsn: str, *, schema: str = DEFAULT_SCHEMA, tracks: int = DEFAULT_TRACKS) -> DemoResult:
     """Import one simulated album of ``tracks`` tracks and read its job tree back."""
+    marked = _Marked()
     with LlamaLogger(dsn, schema=schema) as logger:
         started = time.perf_counter()
-        root_job_id = _simulate_import(logger, tracks)
+        root_job_id = _simulate_import(logger, tracks, marked)
         flushed = logger.flush(timeout=60)
         seconds = time.perf_counter() - started
-        events = logger.stats()["written"]
     with psycopg.connect(dsn) as conn:
         tree = job_tree(conn, root_job_id, schema=schema)
     if tree is None:
         raise RuntimeError(f"the demo import {root_job_id} left no rows")
-    return DemoResult(root_job_id, events, seconds, flushed, tree)
+    events = sum(job.events for job in tree.walk())  # stored, job records not included
+    return DemoResult(root_job_id, marked.failed, marked.retried, events, seconds, flushed, tree)
