@@ -87,7 +87,8 @@ class TestWhatIsStored:
         self, logger: LlamaLogger, dsn: str, schema: str
     ) -> None:
         for category in Category:
-            logger.log(category, category.value.lower())
+            related = ("album", 1) if category is Category.LINKED else None
+            logger.log(category, category.value.lower(), related=related)
         logger.log("matched", "by name, any case")
         assert logger.flush(timeout=10)
         stored = [r["category"] for r in rows(dsn, schema)]

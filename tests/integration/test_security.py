@@ -3,7 +3,7 @@
 * A password in the DSN never shows up in ``repr(logger)``, in the CLI's error output, in the
   library's exceptions, or in any diagnostic log record (``llamalogger``, ``psycopg``,
   ``psycopg.pool``, ...) while the database is unreachable.
-* A role that may only ``INSERT`` into ``llama_log`` is enough to log.
+* A role that may only ``INSERT`` into ``llama_log`` and ``llama_job`` is enough to log.
 * Schema names go through ``psycopg.sql.Identifier``: quotes, spaces, capitals and SQL-looking
   names work end to end.
 """
@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
+from fixtures.waiting import wait_until
 from llamalogger import ConfigurationError, LlamaLogger
 from llamalogger.cli import main
 from llamalogger.schema import migrate
@@ -192,7 +193,8 @@ def test_no_diagnostic_record_reveals_the_password_when_the_server_refuses(
 
 @pytest.fixture
 def insert_only_role(dsn: str, schema: str) -> Iterator[str]:
-    """A login role (no superuser) with USAGE on the schema and INSERT on llama_log, nothing more.
+    """A login role (no superuser) with USAGE on the schema and INSERT on llama_log and
+    llama_job, nothing more.
 
     No privilege on the identity column's sequence: an identity column draws its values
     without checking them (unlike a serial column's nextval() default).
@@ -203,11 +205,13 @@ def insert_only_role(dsn: str, schema: str) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE ROLE {role} LOGIN NOSUPERUSER NOINHERIT").format(**names))
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {schema} TO {role}").format(**names))
         conn.execute(sql.SQL("GRANT INSERT ON {schema}.llama_log TO {role}").format(**names))
+        conn.execute(sql.SQL("GRANT INSERT ON {schema}.llama_job TO {role}").format(**names))
     try:
         yield role
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("REVOKE ALL ON {schema}.llama_log FROM {role}").format(**names))
+            conn.execute(sql.SQL("REVOKE ALL ON {schema}.llama_job FROM {role}").format(**names))
             conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {schema} FROM {role}").format(**names))
             conn.execute(sql.SQL("DROP OWNED BY {role}").format(**names))
             conn.execute(sql.SQL("DROP ROLE {role}").format(**names))
@@ -221,11 +225,11 @@ def _as_role(dsn: str, role: str) -> str:
     return make_conninfo("", **params)
 
 
-def test_writer_needs_only_insert_on_llama_log(
+def test_writer_needs_only_insert_on_llama_log_and_llama_job(
     dsn: str, schema: str, insert_only_role: str
 ) -> None:
-    """A role with USAGE on the schema and INSERT on llama_log (no SELECT, no sequence
-    privilege) writes every event; it cannot read them back."""
+    """A role with USAGE on the schema and INSERT on llama_log and llama_job (no SELECT, no
+    sequence privilege) writes every event and its job's record; it cannot read them back."""
     role_dsn = _as_role(dsn, insert_only_role)
     with psycopg.connect(dsn) as admin:
         sequence_usage = admin.execute(
@@ -240,7 +244,7 @@ def test_writer_needs_only_insert_on_llama_log(
                 logger.created(("track", number), disc=1)
         assert logger.flush(timeout=10)
         stats = logger.stats()
-    assert (stats["written"], stats["retried"], stats["rejected"]) == (50, 0, 0)
+    assert (stats["written"], stats["jobs"], stats["retried"], stats["rejected"]) == (51, 1, 0, 0)
 
     with psycopg.connect(dsn) as admin:
         stored = admin.execute(
@@ -255,6 +259,40 @@ def test_writer_needs_only_insert_on_llama_log(
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         writer.execute(sql.SQL("SELECT count(*) FROM {}.llama_log").format(sql.Identifier(schema)))
+
+
+def test_a_role_granted_before_the_job_table_keeps_its_events_and_says_why(
+    dsn: str,
+    schema: str,
+    insert_only_role: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without INSERT on llama_job (a role granted before migration 0006) nothing is lost:
+    the batches wait on disk, one ERROR names the grant, and they are written once it is
+    given."""
+    names = {"role": sql.Identifier(insert_only_role), "schema": sql.Identifier(schema)}
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("REVOKE INSERT ON {schema}.llama_job FROM {role}").format(**names))
+        # Replaying spill files also records each file (docs/reliability.md).
+        admin.execute(
+            sql.SQL("GRANT INSERT ON {schema}.llama_log_spill_replays TO {role}").format(**names)
+        )
+    with caplog.at_level(logging.WARNING, logger="llamalogger"):
+        logger = LlamaLogger(
+            _as_role(dsn, insert_only_role), schema=schema, spill_dir=tmp_path / "spill"
+        )
+        with logger.job("import-album"):
+            logger.created(("album", 12))
+        assert logger.flush(timeout=10)
+        assert logger.stats()["on_disk"] == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len([e for e in errors if "INSERT" in e and "grant" in e]) == 1, errors
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("GRANT INSERT ON {schema}.llama_job TO {role}").format(**names))
+        assert wait_until(lambda: logger.stats()["on_disk"] == 0, 30)  # replayed
+        assert logger.close(timeout=10)
+    assert (logger.stats()["written"], logger.stats()["on_disk"]) == (2, 0)
 
 
 # --- identifiers -------------------------------------------------------------------------------
