@@ -177,9 +177,13 @@ def test_without_a_dsn_the_embedded_server_is_used_and_named(tmp_path: Path) -> 
     assert "applied 0002 root_job_id" in result.stdout
 
 
-def test_sigterm_stops_the_embedded_server_the_command_started(tmp_path: Path) -> None:
-    """`kill` of a following `llamalog tail` ends it as Ctrl-C does (status 143): the
-    embedded server it started stops, instead of running on with a stale handle."""
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_stop_the_embedded_server_the_command_started(
+    tmp_path: Path, signum: int, status: int
+) -> None:
+    """`kill` of a following `llamalog tail`, or the hang-up of its terminal, ends it as
+    Ctrl-C does (status 128 + the signal): the embedded server it started stops, instead of
+    running on with a stale handle."""
     env = {k: v for k, v in os.environ.items() if k not in {"LLAMALOG_DSN", "LLAMALOG_SCHEMA"}}
     data_dir = tmp_path / "pgdata"
     env["LLAMALOG_EMBEDDED_DIR"] = str(data_dir)
@@ -200,8 +204,8 @@ def test_sigterm_stops_the_embedded_server_the_command_started(tmp_path: Path) -
             60,
         ), errors.read_text()
         server_pid = int(postmaster.read_text().split()[0])
-        tail.send_signal(signal.SIGTERM)
-        assert tail.wait(60) == 143, errors.read_text()
+        tail.send_signal(signum)
+        assert tail.wait(60) == status, errors.read_text()
     finally:
         if tail.poll() is None:
             tail.kill()

@@ -68,25 +68,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is, but with its own exit status (143)."""
+    """SIGTERM or SIGHUP, handled as Ctrl-C is, but with the exit status of that signal
+    (143, 129), as a shell reports a command the signal ended."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.status = 128 + signum
 
 
 @contextlib.contextmanager
 def _terminated_like_ctrl_c() -> Iterator[None]:
-    """SIGTERM (``kill``, a service manager) ends a command the way Ctrl-C does: blocks are
-    left, so an embedded server the command started is stopped instead of running on."""
+    """SIGTERM (``kill``, a service manager) and SIGHUP (a closed terminal or SSH session)
+    end a command the way Ctrl-C does: blocks are left, so an embedded server the command
+    started is stopped instead of running on."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise _Terminated
+        raise _Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, interrupt) for signum in handled}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -98,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps exit-time flush quiet
         return 0
     except KeyboardInterrupt as exc:
-        return 143 if isinstance(exc, _Terminated) else 130
+        return exc.status if isinstance(exc, _Terminated) else 130
     except _EXPECTED as exc:
         if args.debug:
             _print_traceback(exc, given)
