@@ -6,6 +6,7 @@ Every integration test runs on every PostgreSQL it is given, each in a schema of
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -17,3 +18,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Spilling is on by default, into the per-user state directory: the suite (and the
     # processes it starts) must not fill the home directory of whoever runs it.
     os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="llamalog-test-state-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # What the run spilled there is the run's own: nothing of it is wanted afterwards.
+    shutil.rmtree(os.environ.get("XDG_STATE_HOME", ""), ignore_errors=True)
