@@ -103,7 +103,9 @@ def _simulate_import(logger: LlamaLogger, tracks: int, marked: _Marked) -> str:
 
     @logger.job("fetch-cover-art")
     async def fetch_cover_art(number: int) -> None:
-        await asyncio.sleep(0)  # lets the other tasks run: their jobs must not mix
+        # A cover art service takes a moment to answer (the job's real duration shows it),
+        # and meanwhile the other tasks run: their jobs must not mix.
+        await asyncio.sleep(0.02)
         track = ("track", f"{album[1]}-{number:04d}")
         logger.log(Category.ENRICHED, "cover art found", entity=track)
 
