@@ -76,11 +76,7 @@ class Outcome:
     jobs: list[dict[str, Any]] = attrs.field(factory=list)  # the job records
 
     def attempts(self, job_id: str) -> list[tuple[int, str, str | None]]:
-        return sorted(
-            (row["attempt"], row["status"], row["error_type"])
-            for row in self.jobs
-            if row["job_id"] == job_id
-        )
+        return harness.attempts(self.jobs, job_id)
 
     def oracle(self, tag: str) -> list[dict[str, Any]]:
         return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]
@@ -373,9 +369,4 @@ def test_each_attempt_leaves_a_record_in_the_queues_words(outcome: Outcome) -> N
             assert records.count((1, "failed", error)) == 1
             assert [r for r in records if r != (1, "failed", error)] in ([], own)
     assert outcome.attempts(outcome.outer_job_id) == [(1, "succeeded", None)]
-    for row in outcome.jobs:
-        assert row["started_at"] <= row["ended_at"]
-        events = outcome.of_job(row["job_id"])
-        assert {(e["parent_job_id"], e["root_job_id"]) for e in events} <= {
-            (row["parent_job_id"], row["root_job_id"])
-        }
+    harness.assert_records_agree_with_events(outcome.jobs, outcome.rows)

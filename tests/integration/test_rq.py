@@ -184,9 +184,4 @@ def test_each_attempt_leaves_a_record_in_the_queues_words(outcome: Outcome) -> N
     assert "signal 9" in killed["error_message"]
     assert outcome.attempts(ids["album"]) == [(1, "succeeded", None)]
     assert outcome.attempts(ids["outer"]) == [(1, "succeeded", None)]
-    for row in outcome.jobs:
-        assert row["started_at"] <= row["ended_at"]
-        events = outcome.of_job(row["job_id"])
-        assert {(e["parent_job_id"], e["root_job_id"]) for e in events} <= {
-            (row["parent_job_id"], row["root_job_id"])
-        }
+    harness.assert_records_agree_with_events(outcome.jobs, outcome.rows)

@@ -57,12 +57,28 @@ class Outcome:
         return [row for row in self.rows if row["job_id"] == job_id]
 
     def attempts(self, job_id: str) -> list[tuple[int, str, str | None]]:
-        """A job's records as (attempt, status, error type), by attempt."""
-        return sorted(
-            (row["attempt"], row["status"], row["error_type"])
-            for row in self.jobs
-            if row["job_id"] == job_id
-        )
+        return attempts(self.jobs, job_id)
+
+
+def attempts(jobs: list[dict[str, Any]], job_id: str) -> list[tuple[int, str, str | None]]:
+    """A job's records as (attempt, status, error type), by attempt."""
+    return sorted(
+        (row["attempt"], row["status"], row["error_type"])
+        for row in jobs
+        if row["job_id"] == job_id
+    )
+
+
+def assert_records_agree_with_events(
+    jobs: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> None:
+    """Every job record ends after it starts and names the parent and root its events carry."""
+    for row in jobs:
+        assert row["started_at"] <= row["ended_at"]
+        places = {
+            (e["parent_job_id"], e["root_job_id"]) for e in events if e["job_id"] == row["job_id"]
+        }
+        assert places <= {(row["parent_job_id"], row["root_job_id"])}
 
 
 def assert_sent_trees_hang_together(outcome: Outcome, children: int) -> None:
