@@ -627,6 +627,40 @@ def ratio_line(label: str, ratios: list[float]) -> str:
     return f"{label} {statistics.median(ratios):.2f}x (pairs {min(ratios):.2f}-{max(ratios):.2f})"
 
 
+def jobs_section(dsn: str, schema: str, events: int, repeat: int) -> None:
+    """The job table's cost: the same events end to end with and without job records."""
+    table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
+    facade_writes = facade_writes_job_records(dsn, schema)
+    both = sql.SQL("{}, {}.llama_job").format(table, sql.Identifier(schema))
+    without_jobs: list[float] = []
+    with_jobs: list[float] = []
+    for _ in range(repeat):
+        for job_records, rates in ((False, without_jobs), (True, with_jobs)):
+            fresh_table(dsn, both)
+            rates.append(
+                jobs_end_to_end(
+                    dsn,
+                    schema,
+                    events,
+                    job_records=job_records,
+                    facade_writes=facade_writes,
+                )
+            )
+    made_by = "logger.job()" if facade_writes else "built by hand when each job ends"
+    print(f"the job table's cost, end to end (job records {made_by}):")
+    print(
+        f"  without job records {statistics.median(without_jobs):,.0f} events/s "
+        f"{spread(without_jobs, 1, ',.0f')}"
+    )
+    pairs = [a / b for a, b in zip(with_jobs, without_jobs, strict=True)]
+    print(
+        f"  with a job record per {JOB_SIZE} events {statistics.median(with_jobs):,.0f} "
+        f"events/s {spread(with_jobs, 1, ',.0f')}, "
+        + ratio_line("ratio", pairs)
+        + " (target: at least 0.95x)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn")
@@ -636,12 +670,17 @@ def main() -> None:
     parser.add_argument(
         "--structlog", action="store_true", help="only the structlog processor's cost"
     )
+    parser.add_argument("--jobs", action="store_true", help="only the job table's cost")
     args = parser.parse_args()
     shown = [masked_conninfo(arg) if "=" in arg or "://" in arg else arg for arg in sys.argv[1:]]
     print("command:", shlex.join(["python", "benchmarks/bench_writer.py", *shown]))
     with scratch_schema(args.dsn) as (dsn, schema, version):
         if args.structlog:
             structlog_section(dsn, schema, args.events, args.repeat)
+            return
+        if args.jobs:
+            print(f"PostgreSQL {version}, {args.events} realistic events per run")
+            jobs_section(dsn, schema, args.events, args.repeat)
             return
         table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
         print(
@@ -709,22 +748,6 @@ def main() -> None:
         for _ in range(args.repeat):
             fresh_table(dsn, table)
             inserts.append(insert_per_event(dsn, schema, min(args.events, 5000)))
-        facade_writes = facade_writes_job_records(dsn, schema)
-        both = sql.SQL("{}, {}.llama_job").format(table, sql.Identifier(schema))
-        without_jobs: list[float] = []
-        with_jobs: list[float] = []
-        for _ in range(args.repeat):
-            for job_records, rates in ((False, without_jobs), (True, with_jobs)):
-                fresh_table(dsn, both)
-                rates.append(
-                    jobs_end_to_end(
-                        dsn,
-                        schema,
-                        args.events,
-                        job_records=job_records,
-                        facade_writes=facade_writes,
-                    )
-                )
         ours_rate, insert_rate = statistics.median(ours), statistics.median(inserts)
         print(f"end to end: llamalogger {ours_rate:,.0f} events/s {spread(ours, 1, ',.0f')}")
         for label, rates in (("5,000", raw), (f"{own_batch:,}, the logger's", raw_own)):
@@ -738,19 +761,7 @@ def main() -> None:
             f"  one INSERT + commit per event (reference) {insert_rate:,.0f} rows/s "
             f"{spread(inserts, 1, ',.0f')}: llamalogger is {ours_rate / insert_rate:.0f}x that"
         )
-        made_by = "logger.job()" if facade_writes else "built by hand when each job ends"
-        print(f"the job table's cost, end to end (job records {made_by}):")
-        print(
-            f"  without job records {statistics.median(without_jobs):,.0f} events/s "
-            f"{spread(without_jobs, 1, ',.0f')}"
-        )
-        pairs = [a / b for a, b in zip(with_jobs, without_jobs, strict=True)]
-        print(
-            f"  with a job record per {JOB_SIZE} events {statistics.median(with_jobs):,.0f} "
-            f"events/s {spread(with_jobs, 1, ',.0f')}, "
-            + ratio_line("ratio", pairs)
-            + " (target: at least 0.95x)"
-        )
+        jobs_section(dsn, schema, args.events, args.repeat)
 
 
 if __name__ == "__main__":
