@@ -25,9 +25,17 @@ from ._context import (
     validate_job_id,
 )
 from ._errors import ConfigurationError
-from ._pipeline import DEFAULT, FullPolicy, Settings, Sink, open_writer, postgres_sink, sink_label
-from ._pipeline.probe import probe
-from ._pipeline.process import deliver_all
+from ._pipeline import (
+    DEFAULT,
+    FullPolicy,
+    Settings,
+    Sink,
+    deliver_all,
+    open_writer,
+    postgres_sink,
+    sink_label,
+)
+from ._probe import probe
 from ._records import JOB, LEVELS, PG_EPOCH_US, Category, JobStatus, coerce_entity
 
 __all__ = ["LlamaLogger"]

@@ -22,6 +22,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from .diagnostics import diagnostics
+from .process import deliver_all
 from .settings import DEFAULT, FullPolicy, Settings, Spill
 from .sink import BatchSink, Sink
 from .spill import SpillDir, default_spill_root, target_dirname
@@ -35,6 +36,8 @@ __all__ = [
     "Sink",
     "Spill",
     "Writer",
+    "default_spill_root",
+    "deliver_all",
     "open_writer",
     "postgres_sink",
     "sink_label",

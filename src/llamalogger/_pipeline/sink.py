@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,7 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, validate_schema
+from .._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, scrub, validate_schema
 from .._errors import ConfigurationError
 from .._records import COLUMNS, COPY_TYPES, JOB, JOB_COLUMNS, JOB_COPY_TYPES
 
@@ -342,6 +343,34 @@ class BatchSink:
                 return False
             self._copy_mixed(conn, rows)
         return True
+
+    @contextmanager
+    def separate_connection(self, timeout: float) -> Iterator[psycopg.Connection[Any]]:
+        """A connection made as the writer's is (or one borrowed from the pool), apart from
+        the writer's own, whose thread may be using it; for ``LlamaLogger.check()``.
+        Connecting waits at most ``timeout`` seconds (libpq's least is 2)."""
+        if self._pool is not None:
+            with self._pool.connection(timeout=timeout) as conn:
+                yield conn
+            return
+        options: dict[str, Any] = {}
+        if "application_name" not in conninfo_to_dict(self._conninfo or ""):  # the DSN wins
+            options["application_name"] = "llamalogger-check"
+        options.update(self._connect_kwargs)
+        # The caller's bound, whatever the DSN says: it is what the caller asked for.
+        options["connect_timeout"] = max(_CONNECT_TIMEOUT, math.ceil(timeout))
+        with psycopg.connect(self._conninfo or "", **options) as conn:
+            yield conn
+
+    def describe_failure(self, exc: BaseException) -> str:
+        """One line about a failed connection: where, why (no password) and the fix."""
+        target = self.target()
+        where = f"host={target['host']} port={target['port']} dbname={target['dbname']}"
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if self._conninfo:
+            reason = scrub(reason, self._conninfo)
+        fix = needs_fix(exc) or "check that the server runs and that this host can reach it"
+        return f"llamalogger cannot connect to {where}: {reason} (to fix: {fix})"
 
     def cancel(self, timeout: float = _CANCEL_TIMEOUT) -> None:
         """Ask the server to cancel the write in progress (from another thread)."""

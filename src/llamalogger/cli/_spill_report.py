@@ -18,7 +18,7 @@ from pathlib import Path
 
 import attrs
 
-from .._pipeline.spill import default_spill_root
+from .._pipeline import default_spill_root
 
 __all__ = ["SpillTarget", "waiting_spill_files"]
 
