@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -160,3 +161,38 @@ def test_a_file_of_an_earlier_version_still_reads(tmp_path: Path) -> None:
             b'\x01{"a": 1}',
         )
     ]
+
+
+def test_a_write_the_disk_refuses_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC at fsync: the error reaches the caller, and neither the half-written file nor
+    its bytes stay behind to hold space against the cap."""
+    spill = SpillDir(tmp_path, TARGET, 1 << 20)
+    kept = spill.write([ROW], 1)
+
+    def full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        spill.write([ROW] * 5, 2)
+    monkeypatch.undo()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [kept.path.name]
+    assert spill.pending() == [kept]
+    # The cap counts only what is on disk: a new SpillDir over the directory agrees.
+    assert spill._bytes == SpillDir(tmp_path, TARGET, 1 << 20)._bytes == kept.path.stat().st_size
+
+
+def test_partial_files_of_dead_writers_are_swept_at_start(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves a partial file: the next SpillDir over the directory
+    removes it, unless its writer still lives (it may be writing it now)."""
+    dead_pid = 2**22 + 12345  # above the kernel's pid_max default
+    dead = tmp_path / f"{1:020d}-{dead_pid}-000000.jsonl.partial"
+    live = tmp_path / f"{2:020d}-{os.getppid()}-000000.jsonl.partial"
+    for path in (dead, live):
+        path.write_bytes(b"x" * 1000)
+    spill = SpillDir(tmp_path, TARGET, 1 << 20)
+    assert not dead.exists()
+    assert live.exists()
+    assert spill.pending() == []  # a partial file is never replayed

@@ -29,6 +29,7 @@ __all__ = ["SpillDir", "SpillFile", "SpillFull", "default_spill_root", "target_d
 
 _SUFFIX = ".jsonl"
 _CLAIMED = ".claimed-"
+_PARTIAL = ".partial"
 _FORMAT = 1
 
 
@@ -77,7 +78,19 @@ class SpillDir:
         # directory must not mistake each other's claims for their own.
         self._claimant = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._foreign: set[str] = set()  # files written for another target: never ours
+        self._sweep_partial_files()
         self._bytes = sum(_size(file) for file in self.path.glob("*" + _SUFFIX + "*"))
+
+    def _sweep_partial_files(self) -> None:
+        """Remove what writers that died mid-write left: a partial file is never replayed,
+        and would hold its bytes against the cap for good."""
+        for path in self.path.glob("*" + _SUFFIX + _PARTIAL):
+            # spill id: <time>-<pid>-<counter>
+            parts = path.name.removesuffix(_SUFFIX + _PARTIAL).split("-")
+            pid = parts[1] if len(parts) == 3 else ""
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def write(self, rows: list[tuple[object, ...]], taken_ns: int) -> SpillFile:
         """Store ``rows`` durably in a new file named for ``taken_ns``; ``SpillFull`` if
@@ -90,13 +103,20 @@ class SpillDir:
             raise SpillFull(f"{self._bytes + len(data)} bytes would pass {self.max_bytes}")
         spill_id = f"{taken_ns:020d}-{os.getpid()}-{next(self._counter):06d}"
         final = self.path / (spill_id + _SUFFIX)
-        partial = self.path / (spill_id + _SUFFIX + ".partial")
+        partial = self.path / (spill_id + _SUFFIX + _PARTIAL)
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        partial.replace(final)
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            partial.replace(final)
+        except BaseException:
+            # A full or failing disk: what was written of the file goes, so that it holds
+            # no space (and no bytes against the cap) once the disk has room again.
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
         _fsync_directory(self.path)
         self._bytes += len(data)
         return SpillFile(final, spill_id)
@@ -176,7 +196,7 @@ class SpillDir:
         for path in self.path.glob(f"{spill_id}{_SUFFIX}*"):
             if path.name.endswith((".rejected", ".unreadable")):
                 return "rejected"
-            if not path.name.endswith(".partial"):
+            if not path.name.endswith(_PARTIAL):
                 return "pending"
         return "gone"
 
