@@ -3,9 +3,13 @@ disk, ``step()`` replays what is due and says when the next step is."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import time
 from pathlib import Path
+
+import pytest
 
 from llamalogger._pipeline.backlog import Backlog
 from llamalogger._pipeline.diagnostics import Reporter
@@ -105,3 +109,42 @@ def test_without_a_spill_directory_kept_events_are_dropped_and_counted(
     backlog.keep([record(1), record(2)], 1, outcome)
     assert (outcome.dropped, outcome.on_disk) == (2, 0)
     assert backlog.step() == (Outcome(), math.inf)
+
+
+def test_a_disk_that_refuses_claims_and_removals_is_trouble_reported_not_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """EROFS when claiming a file, then EIO when removing a replayed one: each is reported as
+    the disk's trouble (no exception reaches the writer), the files stay, and once the disk
+    behaves every event is written, exactly once."""
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    kept = Outcome()
+    backlog.keep([record(n) for n in range(3)], 1, kept)
+    backlog.keep([record(n) for n in range(3, 5)], 2, kept)
+
+    def read_only(self: SpillDir, file: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="llamalogger"):
+        patch.setattr(SpillDir, "claim", read_only)
+        _, due_at = backlog.step(final=True)
+        assert backlog.spilling
+        assert sink.rows == []
+        assert "cannot claim spill file" in caplog.text
+        assert "Read-only" in caplog.text
+
+    def failing_unlink(self: SpillDir, file: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="llamalogger"):
+        patch.setattr(SpillDir, "remove", failing_unlink)
+        wait_until(due_at)
+        outcome, due_at = backlog.step(final=True)
+        assert "cannot remove spill file" in caplog.text
+    assert numbers(sink.rows) == list(range(5))
+    assert (outcome.written, outcome.on_disk) == (5, -5)  # counted once, as the files stored
+    backlog.step(final=True)  # the files are still there: replayed again, written nothing twice
+    assert numbers(sink.rows) == list(range(5))
+    assert list((tmp_path / "spill").iterdir()) == []
+    assert not backlog.spilling

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .._records import Record
 from .diagnostics import Reporter, diagnostics
@@ -196,10 +197,16 @@ class Backlog:
                 # batches on disk (behind the backlog), so the queue never fills meanwhile.
                 self._next_replay = time.monotonic()
                 return
-            claimed = spill.claim(file)
-            if claimed is None:
-                continue  # another process took it
-            if not self._replay_file(spill, claimed, target, outcome):
+            try:
+                claimed = spill.claim(file)
+            except OSError as exc:  # a read-only or failing disk: the files stay, for later
+                self._disk_trouble("claim", file, exc)
+                replayed = False
+            else:
+                if claimed is None:
+                    continue  # another process took it
+                replayed = self._replay_file(spill, claimed, target, outcome)
+            if not replayed:
                 self._replay_delay = min(self._replay_delay * 2, MAX_RETRY_DELAY)
                 self._next_replay = time.monotonic() + self._replay_delay
                 return
@@ -220,7 +227,9 @@ class Backlog:
         except FileNotFoundError:
             return True  # taken over meanwhile by a process that found us gone: not ours
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            aside = spill.set_aside(file, "unreadable")
+            aside = self._set_aside(spill, file, "unreadable")
+            if aside is None:
+                return False  # kept where it is, and tried again later
             diagnostics.error("llamalogger cannot read spill file %s: %s", aside, exc)
             self._settle_file(file.spill_id, stored=0, outcome=outcome)
             return True
@@ -240,7 +249,9 @@ class Backlog:
             inserted = self._sink.write_replay(file.spill_id, rows)
         except Exception as exc:
             if failure(exc) is Failure.REJECT:
-                aside = spill.set_aside(file, "rejected")
+                aside = self._set_aside(spill, file, "rejected")
+                if aside is None:
+                    return False
                 diagnostics.error(
                     "llamalogger: the database refused spill file %s (%s)", aside, explain(exc)
                 )
@@ -248,13 +259,40 @@ class Backlog:
                 return True
             outcome.retried += 1
             self._outage.failed(exc)
-            spill.release(file)
+            try:
+                spill.release(file)
+            except OSError as trouble:  # still ours, under our claim: replayed later
+                self._disk_trouble("release", file, trouble)
             return False
-        spill.remove(file)
+        try:
+            spill.remove(file)
+        except OSError as exc:
+            # Its rows are stored, and its id with them: a later replay of it writes
+            # nothing twice (llama_log_spill_replays) and removes it then.
+            self._disk_trouble("remove", file, exc)
         # Not inserted: an earlier replay of this file had committed already.
         outcome.replayed += len(rows) if inserted else 0
         self._settle_file(file.spill_id, stored=len(rows), outcome=outcome)
         return True
+
+    def _set_aside(self, spill: SpillDir, file: SpillFile, why: str) -> Path | None:
+        try:
+            return spill.set_aside(file, why)
+        except OSError as exc:
+            self._disk_trouble(f"set aside as {why}", file, exc)
+            return None
+
+    def _disk_trouble(self, what: str, file: SpillFile, exc: OSError) -> None:
+        """An operating-system error on a spill file: the disk's trouble, not a bug in the
+        writer. Reported (at most once a minute); the file stays and is tried again."""
+        self._reporter.report(
+            ("spill file", what),
+            logging.ERROR,
+            "llamalogger cannot %s spill file %s (%s); it stays on disk and is tried again",
+            what,
+            file.path,
+            exc,
+        )
 
     def _settle_file(self, spill_id: str, *, stored: int, outcome: Outcome) -> None:
         events = self._own_files.pop(spill_id, None)
