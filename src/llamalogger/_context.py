@@ -47,6 +47,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _validate_name(name: object) -> None:
+    """``ValueError`` unless ``name`` is a job name the API would take."""
+    if not isinstance(name, str):
+        raise ValueError(f"job name must be a str, not {type(name).__name__}")
+    if len(name) > MAX_JOB_NAME_LENGTH:
+        raise ValueError(f"job name is longer than {MAX_JOB_NAME_LENGTH} characters")
+    if "\x00" in name:
+        raise ValueError("job name must not contain NUL characters")
+
+
 def validate_job_id(value: object, what: str = "job_id") -> str:
     """Return ``value`` if it is a valid job id, else raise ``ValueError`` naming the problem."""
     if not isinstance(value, str):
@@ -138,12 +148,17 @@ class JobContext:
 
     @root_job_id.default
     def _root_defaults_to_self(self) -> str:
-        return self.job_id
+        # A job with a parent is never its own root: without word of the parent's root,
+        # the parent is taken as the root (as the backfill takes a parent it knows no
+        # more of, docs/design.md section 4, rule 3).
+        return self.job_id if self.parent_job_id is None else self.parent_job_id
 
     @parent_job_id.validator
     def _check_parent(self, _attribute: object, value: str | None) -> None:
         if value is not None:
             validate_job_id(value, "parent_job_id")
+            if value == self.job_id:
+                raise ValueError(f"a job cannot be its own parent: {value!r:.110}")
 
     @root_job_id.validator
     def _check_root(self, _attribute: object, value: str) -> None:
@@ -184,17 +199,25 @@ class JobContext:
     def from_headers(cls, headers: Mapping[str, str]) -> JobContext:
         """Rebuild a context from ``to_headers()`` output (keys are matched case-insensitively).
 
-        Raises ``ValueError`` when the job id header is missing or an id is invalid.
+        ``TypeError`` unless ``headers`` is a mapping; ``ValueError`` when the job id header
+        is missing, an id or the name is invalid (as at the API: not a str, too long, NUL),
+        or the job would be its own parent. A parent without a root is taken as the root.
         """
+        if not isinstance(headers, Mapping):
+            raise TypeError(f"headers must be a mapping, not {type(headers).__name__}")
         lowered = {str(key).lower(): value for key, value in headers.items()}
         if HEADER_JOB_ID not in lowered:
             raise ValueError(f"headers carry no {HEADER_JOB_ID!r}")
         job_id = lowered[HEADER_JOB_ID]
+        name = lowered.get(HEADER_JOB_NAME)
+        if name is not None:
+            _validate_name(name)
+        parent = lowered.get(HEADER_PARENT_JOB_ID)
         return cls(
             job_id=job_id,
-            name=lowered.get(HEADER_JOB_NAME),
-            parent_job_id=lowered.get(HEADER_PARENT_JOB_ID),
-            root_job_id=lowered.get(HEADER_ROOT_JOB_ID, job_id),
+            name=name,
+            parent_job_id=parent,
+            root_job_id=lowered.get(HEADER_ROOT_JOB_ID, job_id if parent is None else parent),
         )
 
     @classmethod
@@ -221,12 +244,19 @@ class JobContext:
         if job_id is None:
             return None
         name = found.get(HEADER_JOB_NAME)
+        if isinstance(name, str):
+            name = name[:MAX_JOB_NAME_LENGTH]
+            if "\x00" in name:
+                name = None  # only a label: the task keeps its parent without it
+        else:
+            name = None
+        parent = found.get(HEADER_PARENT_JOB_ID)
         try:  # the validators check every id, whatever its type
             return cls(
                 job_id=job_id,
-                name=name[:MAX_JOB_NAME_LENGTH] if isinstance(name, str) else None,
-                parent_job_id=found.get(HEADER_PARENT_JOB_ID),
-                root_job_id=found.get(HEADER_ROOT_JOB_ID, job_id),
+                name=name,
+                parent_job_id=parent,
+                root_job_id=found.get(HEADER_ROOT_JOB_ID, job_id if parent is None else parent),
             )
         except (TypeError, ValueError):
             return None
@@ -337,6 +367,8 @@ class JobScope:
                 f"parent must be a JobContext (see JobContext.from_headers), "
                 f"not {type(parent).__name__}"
             )
+        if parent is not None and job_id is not None and parent.job_id == job_id:
+            raise ValueError(f"a job cannot be its own parent: {job_id!r:.110}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"job name must be a str, not {type(name).__name__}")
         if name is not None and len(name) > MAX_JOB_NAME_LENGTH:
@@ -359,6 +391,8 @@ class JobScope:
         # Every id here is valid already: __init__ checked ours, so did the enclosing job's.
         job_id = new_job_id() if self._job_id is None else self._job_id
         enclosing = self._parent if self._parent is not None else _current.get()
+        if enclosing is not None and enclosing.job_id == job_id:
+            raise ValueError(f"a job cannot be its own parent: {job_id!r:.110}")
         details = self._details
         if enclosing is None:
             return _checked_already(job_id, self._name, None, job_id, self._entity, details)

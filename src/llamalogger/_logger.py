@@ -31,6 +31,7 @@ from ._pipeline import (
     Settings,
     Sink,
     deliver_all,
+    diagnostics,
     open_writer,
     postgres_sink,
     sink_label,
@@ -278,6 +279,20 @@ class LlamaLogger:
             # A queue's id that cannot be a job id: the task gets a generated one.
             with contextlib.suppress(ValueError):
                 valid_id = validate_job_id(job_id)
+        if parent is not None and valid_id is not None and parent.job_id == valid_id:
+            # The message names the task itself as its parent (a hostile or confused
+            # producer): the task keeps the parent that job had, or becomes a root.
+            diagnostics.warning(
+                "llamalogger: task %.100r names itself as its parent; its parent is taken "
+                "from that job's own (%.100r) instead",
+                valid_id,
+                parent.parent_job_id,
+            )
+            parent = (
+                None
+                if parent.parent_job_id is None
+                else JobContext(job_id=parent.parent_job_id, root_job_id=parent.root_job_id)
+            )
         return JobScope(name, valid_id, parent, None, on_exit, checked, details)
 
     def task_outcome(

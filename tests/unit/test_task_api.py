@@ -113,3 +113,57 @@ class TestDramatiqSending:
             instrument(broker, LlamaLogger)
         with pytest.raises(TypeError, match="LlamaLogger or a callable"):
             LlamaMiddleware("postgresql://db")  # type: ignore[arg-type]
+
+
+class TestPropagationIsUntrusted:
+    """Headers come from whoever can publish (issue 18, point 6)."""
+
+    def test_from_headers_takes_a_mapping_of_valid_strings(self) -> None:
+        with pytest.raises(TypeError, match="mapping"):
+            JobContext.from_headers(None)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="job name must be a str"):
+            JobContext.from_headers({"llamalog-job-id": "J", "llamalog-job-name": 42})  # type: ignore[dict-item]
+        with pytest.raises(ValueError, match="longer than"):
+            JobContext.from_headers({"llamalog-job-id": "J", "llamalog-job-name": "x" * 10**7})
+        with pytest.raises(ValueError, match="NUL"):
+            JobContext.from_headers({"llamalog-job-id": "J", "llamalog-job-name": "a\x00b"})
+
+    def test_a_job_is_never_its_own_parent_nor_its_own_root_under_a_parent(self) -> None:
+        with pytest.raises(ValueError, match="its own parent"):
+            JobContext.from_headers({"llamalog-job-id": "J", "llamalog-parent-job-id": "J"})
+        assert (
+            JobContext.from_untrusted_headers(
+                {"llamalog-job-id": "J", "llamalog-parent-job-id": "J"}
+            )
+            is None
+        )
+        # A parent without a root: the parent is taken as the root, never the job itself.
+        context = JobContext.from_headers({"llamalog-job-id": "J", "llamalog-parent-job-id": "P"})
+        assert (context.parent_job_id, context.root_job_id) == ("P", "P")
+        assert JobContext(job_id="J", parent_job_id="P").root_job_id == "P"
+
+    def test_a_job_id_equal_to_its_parents_is_refused_at_the_api(self) -> None:
+        with capture_events() as capture:
+            logger = capture.logger
+            with pytest.raises(ValueError, match="its own parent"):
+                logger.job("x", job_id="J", parent=JobContext(job_id="J"))
+            with logger.job("outer", job_id="K"), pytest.raises(ValueError, match="own parent"):
+                logger.job("inner", job_id="K").__enter__()
+
+    def test_a_task_that_names_itself_as_its_parent_keeps_that_jobs_parent(self) -> None:
+        """A message whose headers name the task itself (30 such were sent to a prefork
+        worker in issue 18): no row has parent_job_id == job_id."""
+        with capture_events() as capture:
+            logger = capture.logger
+            itself = JobContext.from_untrusted_headers(
+                {"llamalog-job-id": "T", "llamalog-parent-job-id": "P", "llamalog-root-job-id": "R"}
+            )
+            with logger.task_job("fetch", job_id="T", parent=itself):
+                logger.created(("album", 1))
+            rootless = JobContext(job_id="U")
+            with logger.task_job("fetch", job_id="U", parent=rootless):
+                logger.created(("album", 2))
+            assert logger.flush(5)
+            events = [(e.job_id, e.parent_job_id, e.root_job_id) for e in capture.events]
+            assert events == [("T", "P", "R"), ("U", None, "U")]
+            assert all(job.parent_job_id != job.job_id for job in capture.jobs)

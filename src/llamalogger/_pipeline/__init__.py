@@ -38,6 +38,7 @@ __all__ = [
     "Writer",
     "default_spill_root",
     "deliver_all",
+    "diagnostics",
     "open_writer",
     "postgres_sink",
     "sink_label",
