@@ -212,12 +212,11 @@ class JobContext:
         name = lowered.get(HEADER_JOB_NAME)
         if name is not None:
             _validate_name(name)
-        parent = lowered.get(HEADER_PARENT_JOB_ID)
-        return cls(
-            job_id=job_id,
-            name=name,
-            parent_job_id=parent,
-            root_job_id=lowered.get(HEADER_ROOT_JOB_ID, job_id if parent is None else parent),
+        return _from_header_values(
+            job_id,
+            name,
+            lowered.get(HEADER_PARENT_JOB_ID),
+            lowered.get(HEADER_ROOT_JOB_ID),
         )
 
     @classmethod
@@ -250,16 +249,20 @@ class JobContext:
                 name = None  # only a label: the task keeps its parent without it
         else:
             name = None
-        parent = found.get(HEADER_PARENT_JOB_ID)
         try:  # the validators check every id, whatever its type
-            return cls(
-                job_id=job_id,
-                name=name,
-                parent_job_id=parent,
-                root_job_id=found.get(HEADER_ROOT_JOB_ID, job_id if parent is None else parent),
+            return _from_header_values(
+                job_id, name, found.get(HEADER_PARENT_JOB_ID), found.get(HEADER_ROOT_JOB_ID)
             )
         except (TypeError, ValueError):
             return None
+
+
+def _from_header_values(job_id: Any, name: str | None, parent: Any, root: Any) -> JobContext:
+    """A context from the values headers carry; without a root, the class's own default
+    decides it (the parent, else the job itself)."""
+    if root is None:
+        return JobContext(job_id=job_id, name=name, parent_job_id=parent)
+    return JobContext(job_id=job_id, name=name, parent_job_id=parent, root_job_id=root)
 
 
 _new_instance = object.__new__

@@ -497,13 +497,15 @@ class LlamaLogger:
                 entity_type, entity_id, related_type, related_id,
             ), details or None)  # fmt: skip
         else:
-            if job.details:  # the job's context, under the call's own keywords
-                details = {**job.details, **details} if details else dict(job.details)
+            context = job.details
+            if context:  # the job's context, under the call's own keywords; nothing changes
+                # it once the job is entered, so a call without keywords queues it as it is
+                context = {**context, **details} if details else context
             self._put((
                 logged_at, category, level, message,
                 job.job_id, job.parent_job_id, job.root_job_id, job.name,
                 entity_type, entity_id, related_type, related_id,
-            ), details or None)  # fmt: skip
+            ), context or details or None)  # fmt: skip
 
     def _note_failed(self) -> None:
         job = _current.get()
