@@ -9,7 +9,7 @@ import enum
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, scrub, validate_schema
 from .._errors import ConfigurationError
 from .._records import COLUMNS, COPY_TYPES, JOB, JOB_COLUMNS, JOB_COPY_TYPES
+from .connect_options import CONNECT_TIMEOUT, writer_options
 
 __all__ = [
     "SCHEMA_MISSING",
@@ -36,7 +37,6 @@ __all__ = [
 # Waiting longer for a connection than this only delays the retry loop's own backoff
 # and the reaction to close(). 2 s is libpq's smallest connect_timeout.
 _GETCONN_TIMEOUT = 2.0
-_CONNECT_TIMEOUT = 2
 _CANCEL_TIMEOUT = 2.0
 
 
@@ -172,14 +172,14 @@ class BatchSink:
         conninfo: str | None = None,
         pool: ConnectionPool[Any] | None = None,
         schema: str = DEFAULT_SCHEMA,
-        connect_kwargs: dict[str, Any] | None = None,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         if (conninfo is None) == (pool is None):
             raise ConfigurationError("give either a DSN or a pool")
         if conninfo is not None:
             check_conninfo(conninfo)
         self._conninfo = conninfo
-        self._connect_kwargs = dict(connect_kwargs or {})
+        self._connect_options = dict(connect_options or {})  # checked by the caller
         self._pool: ConnectionPool[Any] | None = pool
         self._own: psycopg.Connection[Any] | None = None
         self._active: psycopg.Connection[Any] | None = None  # the one a write is using
@@ -212,21 +212,7 @@ class BatchSink:
         return conninfo if isinstance(conninfo, str) else ""
 
     def _connect(self) -> psycopg.Connection[Any]:
-        defaults: dict[str, Any] = {
-            "application_name": "llamalogger",
-            "connect_timeout": _CONNECT_TIMEOUT,
-            # A peer that vanishes without closing is noticed in seconds, not hours.
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 2,
-            "keepalives_count": 3,
-            # A COPY in autocommit is its own transaction: no COMMIT round trip per batch.
-            "autocommit": True,
-        }
-        # What the DSN itself says (an application_name, a connect_timeout) wins.
-        given = conninfo_to_dict(self._conninfo or "")
-        options = {key: value for key, value in defaults.items() if key not in given}
-        options.update(self._connect_kwargs)
+        options = writer_options(self._conninfo or "", self._connect_options)
         try:
             return psycopg.connect(self._conninfo or "", **options)
         except psycopg.Error:
@@ -353,12 +339,12 @@ class BatchSink:
             with self._pool.connection(timeout=timeout) as conn:
                 yield conn
             return
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"prepare_threshold": None}  # a pooler's connection too
         if "application_name" not in conninfo_to_dict(self._conninfo or ""):  # the DSN wins
             options["application_name"] = "llamalogger-check"
-        options.update(self._connect_kwargs)
+        options.update(self._connect_options)
         # The caller's bound, whatever the DSN says: it is what the caller asked for.
-        options["connect_timeout"] = max(_CONNECT_TIMEOUT, math.ceil(timeout))
+        options["connect_timeout"] = max(CONNECT_TIMEOUT, math.ceil(timeout))
         with psycopg.connect(self._conninfo or "", **options) as conn:
             yield conn
 
