@@ -572,9 +572,10 @@ class LlamaLogger:
     def close(self, timeout: float | None = None) -> bool:
         """Flush, stop the writer and close its connection. Safe to call twice.
 
-        With the database unreachable, queued events go to the spill directory; without
-        one, retrying stops after ``timeout`` seconds (default ``exit_timeout``) and what
-        was left is counted once as dropped. Returns ``True`` when nothing was lost.
+        Returns within ``timeout`` seconds (default ``exit_timeout``). With the database
+        unreachable, queued events go to the spill directory until then; without one,
+        retrying stops then. What was left is counted once as dropped. Returns ``True``
+        when nothing was lost.
         """
         return self._writer.close(timeout)
 
