@@ -31,7 +31,7 @@ def test_a_change_of_reason_during_an_outage_is_reported_once(
         for exc in (LOST, READ_ONLY, LOST, READ_ONLY, READ_ONLY):
             outage.failed(exc)
         assert len(_warnings(caplog)) == 2
-        assert "connection was lost" in _warnings(caplog)[0]
+        assert "the server cannot be reached" in _warnings(caplog)[0]
         assert "now because the database is read-only" in _warnings(caplog)[1]
         outage.succeeded()
         outage.failed(READ_ONLY)
@@ -42,7 +42,7 @@ def test_a_change_of_reason_during_an_outage_is_reported_once(
 @pytest.mark.parametrize(
     ("exc", "words"),
     [
-        (LOST, "the connection was lost"),
+        (LOST, "the server cannot be reached"),
         (READ_ONLY, "the database is read-only"),
         (FULL, "the server has too many clients"),
         (psycopg.errors.TooManyConnections("too many"), "the server has too many clients"),
@@ -52,7 +52,7 @@ def test_a_change_of_reason_during_an_outage_is_reported_once(
         ),
         (
             psycopg.OperationalError("connection failed: Connection refused"),
-            "the server does not accept connections",
+            "the server cannot be reached",
         ),
         (
             ServerLimit("statement_timeout", psycopg.errors.QueryCanceled("cancelled")),

@@ -152,6 +152,9 @@ def explain(exc: BaseException) -> str:
 
 # Why writes fail, for the outage's warnings: by class, then by the text of a failed
 # connection (libpq's and the server's words, which carry no SQLSTATE). Checked in order.
+# A server that stops, restarts or cannot be reached is one reason, whatever the stage
+# (connection lost, refused, starting up): a restart is one warning, not three.
+_UNREACHABLE = "the server cannot be reached"
 _REASON_BY_CLASS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
     (psycopg.errors.ReadOnlySqlTransaction, "the database is read-only"),
     (psycopg.errors.TooManyConnections, "the server has too many clients"),
@@ -161,8 +164,14 @@ _REASON_BY_CLASS: tuple[tuple[type[BaseException] | tuple[type[BaseException], .
     ),
     (psycopg.errors.InsufficientPrivilege, "the logger's role lacks a privilege"),
     (SCHEMA_MISSING, "the schema is not migrated"),
-    (psycopg.errors.CannotConnectNow, "the server is starting up or shutting down"),
-    ((psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown), "the connection was lost"),
+    (
+        (
+            psycopg.errors.CannotConnectNow,
+            psycopg.errors.AdminShutdown,
+            psycopg.errors.CrashShutdown,
+        ),
+        _UNREACHABLE,
+    ),
 )
 _REASON_BY_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"too many clients|remaining connection slots"), "the server has too many clients"),
@@ -170,15 +179,7 @@ _REASON_BY_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r'authentication failed|no pg_hba\.conf entry|role "[^"]*" does not exist'),
         "authentication failed",
     ),
-    (
-        re.compile(r"starting up|shutting down|in recovery mode"),
-        "the server is starting up or shutting down",
-    ),
     (re.compile(r"read-only"), "the database is read-only"),
-    (
-        re.compile(r"connection refused|no such file|could not connect|timeout expired"),
-        "the server does not accept connections",
-    ),
 )
 
 
@@ -193,7 +194,7 @@ def reason(exc: BaseException) -> str:
     if words is not None:
         return words
     if isinstance(exc, psycopg.OperationalError):
-        return "the connection was lost"
+        return _UNREACHABLE  # lost, refused, timed out, starting up, shutting down
     return type(exc).__name__
 
 
