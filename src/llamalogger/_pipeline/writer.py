@@ -24,9 +24,9 @@ from .spill import SpillDir
 
 __all__ = ["Writer"]
 
-# The share of close()'s time (at most 1 s) kept for what follows a writer thread that
-# did not finish in time: cancelling its write and putting what is left on disk, so that
-# close() returns within its timeout.
+# The share of close()'s time (at most 1 s) kept after the writer stops waiting for the
+# database: for it to settle its batch, or for cancelling a write that does not return,
+# and for putting what is left on disk, so that close() returns within its timeout.
 _CLOSE_RESERVE_SHARE = 0.25
 _CLOSE_RESERVE_MAX = 1.0
 # Events put on disk (or written) at a time by close() itself: between two, it looks at
@@ -102,11 +102,13 @@ class Writer:
             return self._close_result
         # Set before closing begins, so that the writer thread never sees one without it.
         closes_at = time.monotonic() + timeout
-        self._deadline.set(closes_at)
+        reserve = min(_CLOSE_RESERVE_MAX, timeout * _CLOSE_RESERVE_SHARE)
+        # The writer stops waiting for the database a reserve before close() must return.
+        self._deadline.set(closes_at - reserve)
         dropped_before = self._intake.close()
         if dropped_before is None:  # another thread's close() came first
             return self._close_result
-        stuck = self._stop_thread(timeout)
+        stuck = self._stop_thread(timeout, reserve)
         leftover, abandoned = self._intake.drain(stuck=stuck)
         kept = self._deliver_leftover(leftover, stuck, closes_at)
         final = self._intake.finish(len(leftover), kept, abandoned)
@@ -126,16 +128,16 @@ class Writer:
         process.unregister(self)
         return self._close_result
 
-    def _stop_thread(self, timeout: float) -> bool:
-        """Let the writer finish within ``timeout``; True if it is stuck in a write."""
+    def _stop_thread(self, timeout: float, reserve: float) -> bool:
+        """Let the writer finish within ``timeout`` less part of ``reserve`` (its deadline
+        for the database is ``reserve`` before the end); True if it is stuck in a write."""
         self._intake.wake()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return False
-        reserve = min(_CLOSE_RESERVE_MAX, timeout * _CLOSE_RESERVE_SHARE)
-        thread.join(timeout - reserve)
+        # Half the reserve for the writer to settle its batch once its deadline has passed.
+        thread.join(timeout - reserve / 2)
         if thread.is_alive():  # in a write that does not return: a lock, a stalled network
-            # A quarter of the reserve each to cancel and to wait; half for the leftovers.
             self._sink.cancel(timeout=reserve / 4)
             thread.join(reserve / 4)
         return thread.is_alive()
@@ -151,7 +153,7 @@ class Writer:
         self._deadline.set(time.monotonic())  # no more waiting for the database
         taken_ns = time.time_ns()
         for start in range(0, len(leftover), _LEFTOVER_CHUNK):
-            if time.monotonic() >= closes_at:
+            if start and time.monotonic() >= closes_at:  # the first chunk in any case
                 kept.dropped += len(leftover) - start
                 break
             chunk = leftover[start : start + _LEFTOVER_CHUNK]
