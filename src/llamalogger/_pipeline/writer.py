@@ -24,6 +24,15 @@ from .spill import SpillDir
 
 __all__ = ["Writer"]
 
+# The share of close()'s time (at most 1 s) kept after the writer stops waiting for the
+# database: for it to settle its batch, or for cancelling a write that does not return,
+# and for putting what is left on disk, so that close() returns within its timeout.
+_CLOSE_RESERVE_SHARE = 0.25
+_CLOSE_RESERVE_MAX = 1.0
+# Events put on disk (or written) at a time by close() itself: between two, it looks at
+# its deadline, so a slow disk cannot hold it much past its timeout.
+_LEFTOVER_CHUNK = 5_000
+
 
 class Writer:
     """Queues records and writes them in batches from one background thread."""
@@ -81,8 +90,9 @@ class Writer:
     def close(self, timeout: float | None = None) -> bool:
         """Write what is queued, stop the thread and close the sink. Safe to call twice.
 
-        With the database unreachable, events go to the spill directory (if any), and
-        retrying stops after ``timeout`` seconds (default ``exit_timeout``). Returns
+        Returns within ``timeout`` seconds (default ``exit_timeout``), give or take one
+        chunk of disk work. With the database unreachable, events go to the spill directory
+        (if any) until then, or are retried until then (without one). Returns
         ``True`` when nothing was lost; what was lost is counted in ``dropped`` and
         reported, what waits on disk is reported too.
         """
@@ -91,13 +101,16 @@ class Writer:
         if self._intake.closing:  # twice: the same answer
             return self._close_result
         # Set before closing begins, so that the writer thread never sees one without it.
-        self._deadline.set(time.monotonic() + timeout)
+        closes_at = time.monotonic() + timeout
+        reserve = min(_CLOSE_RESERVE_MAX, timeout * _CLOSE_RESERVE_SHARE)
+        # The writer stops waiting for the database a reserve before close() must return.
+        self._deadline.set(closes_at - reserve)
         dropped_before = self._intake.close()
         if dropped_before is None:  # another thread's close() came first
             return self._close_result
-        stuck = self._stop_thread(timeout)
+        stuck = self._stop_thread(timeout, reserve)
         leftover, abandoned = self._intake.drain(stuck=stuck)
-        kept = self._deliver_leftover(leftover, stuck)
+        kept = self._deliver_leftover(leftover, stuck, closes_at)
         final = self._intake.finish(len(leftover), kept, abandoned)
         lost = final["dropped"] - dropped_before
         self._close_result = lost == 0
@@ -115,30 +128,44 @@ class Writer:
         process.unregister(self)
         return self._close_result
 
-    def _stop_thread(self, timeout: float) -> bool:
-        """Let the writer finish within ``timeout``; True if it is stuck in a write."""
+    def _stop_thread(self, timeout: float, reserve: float) -> bool:
+        """Let the writer finish within ``timeout`` less part of ``reserve`` (its deadline
+        for the database is ``reserve`` before the end); True if it is stuck in a write."""
         self._intake.wake()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return False
-        thread.join(timeout)
+        # Half the reserve for the writer to settle its batch once its deadline has passed.
+        thread.join(timeout - reserve / 2)
         if thread.is_alive():  # in a write that does not return: a lock, a stalled network
-            self._sink.cancel(timeout=1.0)
-            thread.join(1.0)
+            self._sink.cancel(timeout=reserve / 4)
+            thread.join(reserve / 4)
         return thread.is_alive()
 
-    def _deliver_leftover(self, leftover: Sequence[Record], stuck: bool) -> Outcome:
-        """Events logged while the writer finished: one attempt, else to disk."""
+    def _deliver_leftover(
+        self, leftover: Sequence[Record], stuck: bool, closes_at: float
+    ) -> Outcome:
+        """Events logged while the writer finished: one attempt, else to disk, a chunk at
+        a time until ``closes_at``; what is left then is dropped (counted)."""
+        kept = Outcome()
         if not leftover:
-            return Outcome()
+            return kept
         self._deadline.set(time.monotonic())  # no more waiting for the database
-        if stuck:  # its connection is in use: straight to disk
-            return self._delivery.set_aside(leftover, time.time_ns())
-        try:
-            return self._delivery.deliver(leftover, time.time_ns())
-        except BaseException as exc:
-            self._unexpected(exc)
-            return Outcome(dropped=len(leftover))
+        taken_ns = time.time_ns()
+        for start in range(0, len(leftover), _LEFTOVER_CHUNK):
+            if start and time.monotonic() >= closes_at:  # the first chunk in any case
+                kept.dropped += len(leftover) - start
+                break
+            chunk = leftover[start : start + _LEFTOVER_CHUNK]
+            try:
+                if stuck:  # its connection is in use: straight to disk
+                    kept.add(self._delivery.set_aside(chunk, taken_ns))
+                else:
+                    kept.add(self._delivery.deliver(chunk, taken_ns))
+            except BaseException as exc:
+                self._unexpected(exc)
+                kept.dropped += len(chunk)
+        return kept
 
     def stats(self) -> dict[str, int]:
         """Counters: see ``LlamaLogger.stats()`` for their meaning."""
