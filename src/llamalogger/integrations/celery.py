@@ -11,12 +11,15 @@ What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
 
 * ``before_task_publish``: a message published inside a job carries that job in its headers
   (``JobContext.to_headers``), unless the caller set them. A re-publish of the running task
-  (``retry()``, ``replace()``) carries the running job's own parent, never the job itself.
+  (``retry()``, ``replace()``) carries the running job itself, whole (id, parent, root):
+  headers naming the task itself say where that job already stands.
 * ``task_prerun`` / ``task_postrun``: the task runs in a job named after the task, with the
-  task id as job id. Its parent is the job in the headers, else Celery's ``parent_id`` /
-  ``root_id``. The job is entered before the body and left after ``task_postrun``'s
-  turn comes, so a chain's next task, which Celery publishes after the body returns, is a
-  child of this task. The job lives on the request (``task.request``), not in a module dict.
+  task id as job id. Its parent is the job in the headers (their parent, when they name the
+  task itself), else Celery's ``parent_id`` / ``root_id``; headers ``from_headers`` refuses
+  count as none, with one warning. The job is entered before the body and left after
+  ``task_postrun``'s turn comes, so a chain's next task, which Celery publishes after the
+  body returns, is a child of this task. The job lives on the request (``task.request``),
+  not in a module dict.
 * ``task_failure``: one ``FAILED`` event in the task's job, unless the task logged one. When
   the pool process is gone (hard time limit, lost worker), the worker's main process records
   it, from the request it received (``task_received``).
@@ -29,6 +32,7 @@ What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from typing import Any
@@ -38,6 +42,7 @@ from celery import signals
 from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job, get_logger
 
 from ._process_logger import LoggerSource, ProcessLogger
+from ._untrusted_parent import parent_from
 
 __all__ = ["CeleryInstrumentation", "instrument"]
 
@@ -47,6 +52,7 @@ _HEADERS = JobContext.HEADERS
 _REQUEST_ATTRIBUTE = "_llamalogger_job"
 _ATTRIBUTE_ON_APP = "_llamalogger_instrumentation"
 _FAILED_ATTRIBUTE = "_llamalogger_failed"  # on a received request: its FAILED event is logged
+_reporter = logging.getLogger(__name__)
 
 
 def instrument(
@@ -97,26 +103,29 @@ def _add_job_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
     job = current_job()
     if job is None or any(key in headers for key in _HEADERS):
         return  # outside any job, or the caller chose the parent: never overwrite
-    if headers.get("id") == job.job_id:
-        # The running task publishes itself again (retry, replace): the message is the
-        # same job, so it gets that job's parent. Pointing at the job would make the task
-        # its own parent.
-        if job.parent_job_id is not None:
-            parent = JobContext(job_id=job.parent_job_id, root_job_id=job.root_job_id)
-            headers.update(parent.to_headers())
-        return
+    # The running task publishing itself again (retry, replace) gets its own headers
+    # too: the worker reads headers that name the task itself as that job's place. Its
+    # parent alone would name a root without a parent, which from_headers refuses.
     headers.update(job.to_headers())
 
 
 def _parent_of(request: Any) -> JobContext | None:
     """The job a task belongs under: our headers, else Celery's own parent and root."""
+    task_id = request.get("id")
     headers = {key: value for key in _HEADERS if (value := request.get(key)) is not None}
-    if headers:
-        # From whoever could publish: invalid ones make the task a root, still recorded.
-        return JobContext.from_untrusted_headers(headers)
+    # From whoever could publish: refused ones count as none (one warning).
+    carried = parent_from(headers, task_id, _reporter) if headers else None
+    if carried is not None and carried.job_id == task_id:
+        # The task itself (a retry or a replace re-published it): its parent is that
+        # job's parent, and a job that had none stays a root.
+        if carried.parent_job_id is None:
+            return None
+        return JobContext(job_id=carried.parent_job_id, root_job_id=carried.root_job_id)
+    if carried is not None:
+        return carried
     parent_id = request.get("parent_id")
     # Celery makes a retried root task the parent of its own retry: a root it stays.
-    if parent_id and parent_id != request.get("id"):
+    if parent_id and parent_id != task_id:
         try:
             return JobContext(job_id=parent_id, root_job_id=request.get("root_id") or parent_id)
         except (ValueError, TypeError):
