@@ -37,6 +37,7 @@ import os
 import weakref
 from typing import Any
 
+from celery import Task as CeleryTask
 from celery import signals
 
 from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job, get_logger
@@ -53,6 +54,7 @@ _REQUEST_ATTRIBUTE = "_llamalogger_job"
 _ATTRIBUTE_ON_APP = "_llamalogger_instrumentation"
 _FAILED_ATTRIBUTE = "_llamalogger_failed"  # on a received request: its FAILED event is logged
 _reporter = logging.getLogger(__name__)
+_WRAPPED = "_llamalogger_delivers"  # on the __call__ that delivers when the body returns
 
 
 def instrument(
@@ -133,6 +135,35 @@ def _parent_of(request: Any) -> JobContext | None:
     return None
 
 
+def _deliver_when_the_body_returns(app: Any, body_returned: Any) -> None:
+    """Call ``body_returned(task)`` when a task body of ``app`` returns or raises, before
+    Celery stores the outcome.
+
+    Celery stores a task's result (so whoever waits for it learns that the task is over)
+    before ``task_postrun`` (``celery/app/trace.py``): delivering only there let a reader
+    who saw the result miss the events the task had logged, as in issue 18. The tracer
+    calls ``task.run`` itself unless the task class has its own ``__call__``; this gives
+    the app's base class one that calls what the tracer would have called, then
+    ``body_returned``. Calls outside a worker (``task(...)``) are left as they were.
+    """
+    base = app.Task
+    inner = base.__call__
+    if getattr(inner, _WRAPPED, False):
+        return
+    plain = inner is CeleryTask.__call__  # the tracer would have called task.run
+
+    def __call__(task: Any, *args: Any, **kwargs: Any) -> Any:
+        if task.request.called_directly:
+            return inner(task, *args, **kwargs)
+        try:
+            return task.run(*args, **kwargs) if plain else inner(task, *args, **kwargs)
+        finally:
+            body_returned(task)
+
+    setattr(__call__, _WRAPPED, True)
+    base.__call__ = __call__
+
+
 # Final states of a task that did not run to its end (celery.states).
 _STOPPED_STATES = frozenset({"REVOKED", "REJECTED", "IGNORED"})
 
@@ -176,6 +207,7 @@ class CeleryInstrumentation:
         return self._process_logger.get()
 
     def connect(self) -> None:
+        _deliver_when_the_body_returns(self.app, self._body_returned)
         uid = f"llamalogger.celery.{id(self.app)}"
         signals.before_task_publish.connect(
             _add_job_headers, weak=False, dispatch_uid="llamalogger.celery.publish"
@@ -225,6 +257,12 @@ class CeleryInstrumentation:
         scope.__exit__(None, None, None)
         if current_job() is None and self._flushes_after_task():
             logger.task_ended()
+
+    def _body_returned(self, task: Any) -> None:
+        """The body of ``task`` returned or raised; Celery is about to store its outcome."""
+        entry = getattr(task.request, _REQUEST_ATTRIBUTE, None)
+        if entry is not None and self._flushes_after_task():
+            entry[1].task_ended()
 
     def _flushes_after_task(self) -> bool:
         if self._flush_after_task is not None:
