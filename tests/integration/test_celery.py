@@ -14,7 +14,6 @@ transport whenever those are not the main broker.
 from __future__ import annotations
 
 import sys
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,11 +189,10 @@ def _publish_and_wait(
         sent["nested"] = app.send_task("celery_app.start_tree", ("b",)).id
         with logger.job("import-disc") as disc:  # a retried task two levels down
             sent["deep-flaky"] = app.send_task("celery_app.flaky", ("g", 1)).id
-    for key, headers in HOSTILE.items():
-        task_id = f"hostile-{key}-{uuid.uuid4().hex[:8]}"
-        named = {name: task_id if value == "SELF" else value for name, value in headers.items()}
+    for key in harness.HOSTILE:
+        task_id, headers = harness.hostile(key)
         sent[f"hostile-{key}"] = app.send_task(
-            "celery_app.leaf", ("h", 0), task_id=task_id, headers=named
+            "celery_app.leaf", ("h", 0), task_id=task_id, headers=headers
         ).id
     ids: dict[str, Any] = {"outer": outer.job_id, "disc": disc.job_id, **sent}
     for tree in ("tree", "nested"):
@@ -204,24 +202,12 @@ def _publish_and_wait(
             get(task_id)
     assert get(sent["flaky"]) == 2
     assert get(sent["deep-flaky"]) == 1
-    for key in HOSTILE:
+    for key in harness.HOSTILE:
         get(sent[f"hostile-{key}"])
     for name in ("doomed", "reports", "overrun", "killed"):
         if name in sent:
             assert isinstance(get(sent[name], propagate=False), Exception)
     return ids
-
-
-# Headers a hostile or confused publisher could send ("SELF": the task's own id). The first
-# three are refused (one warning each; the task becomes a root, as it has no Celery parent);
-# the last names the task itself, which is how a retry carries its job: its parent is kept.
-HOSTILE = {
-    "own-parent": {"llamalog-job-id": "H", "llamalog-parent-job-id": "H"},
-    "root-without-parent": {"llamalog-job-id": "H", "llamalog-root-job-id": "R"},
-    "long-id": {"llamalog-job-id": "x" * 101},
-    "itself": {"llamalog-job-id": "SELF"},
-}
-REFUSED = ("own-parent", "root-without-parent", "long-id")
 
 
 def _delete_queue(app: Celery, queue: str) -> None:
@@ -244,7 +230,7 @@ def test_every_event_arrives(outcome: Outcome) -> None:
     assert tags["d"] == 3
     assert tags["r"] == 1
     assert tags["g"] == 2  # deep-flaky: one per attempt
-    assert tags["h"] == len(HOSTILE)
+    assert tags["h"] == len(harness.HOSTILE)
     categories = Counter(row["category"] for row in outcome.rows)
     assert categories["SKIPPED"] == 5  # two retries of flaky, two of doomed, one of deep-flaky
     # doomed's (by the integration), reports' own; overrun's and killed's from the main process
@@ -255,7 +241,7 @@ def test_every_event_arrives(outcome: Outcome) -> None:
     assert categories["CREATED"] == 1  # the plain job's event
     # what overrun and killed logged may or may not have left their process before the kill
     others = len(outcome.rows) - tags["t"] - tags["k"]
-    assert others == 2 * TREE + 3 + 3 + 1 + 5 + 2 + 1 + dead + 2 + len(HOSTILE)
+    assert others == 2 * TREE + 3 + 3 + 1 + 5 + 2 + 1 + dead + 2 + len(harness.HOSTILE)
 
 
 def test_rows_match_celerys_own_ids(outcome: Outcome) -> None:
@@ -404,15 +390,8 @@ def test_hostile_headers_never_make_a_task_its_own_parent(outcome: Outcome) -> N
     """Refused headers count as none, with one warning each: the task becomes a root
     (it has no Celery parent); headers naming the task itself leave it a root too. No row
     has parent_job_id == job_id."""
-    assert all(row["parent_job_id"] != row["job_id"] for row in outcome.rows)
-    for key in HOSTILE:
-        task_id = outcome.ids[f"hostile-{key}"]
-        rows = outcome.of_job(task_id)
-        assert len(rows) == 1
-        assert (rows[0]["parent_job_id"], rows[0]["root_job_id"]) == (None, task_id)
+    harness.assert_hostile_tasks_are_roots(outcome.rows, outcome.ids, outcome.log)
     assert outcome.attempts(outcome.ids["hostile-itself"]) == [(1, "succeeded", None)]
-    warned = [key for key in REFUSED if f"{outcome.ids[f'hostile-{key}']!r}" in outcome.log]
-    assert warned == list(REFUSED), outcome.log[-3000:]
 
 
 def test_a_retried_task_deep_in_a_tree_keeps_its_place(outcome: Outcome) -> None:
