@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task as CeleryTask
@@ -135,7 +136,7 @@ def _parent_of(request: Any) -> JobContext | None:
     return None
 
 
-def _deliver_when_the_body_returns(app: Any, body_returned: Any) -> None:
+def _deliver_when_the_body_returns(app: Any, body_returned: Callable[[Any], None]) -> None:
     """Call ``body_returned(task)`` when a task body of ``app`` returns or raises, before
     Celery stores the outcome.
 
