@@ -148,3 +148,76 @@ def test_a_disk_that_refuses_claims_and_removals_is_trouble_reported_not_a_bug(
     assert numbers(sink.rows) == list(range(5))
     assert list((tmp_path / "spill").iterdir()) == []
     assert not backlog.spilling
+
+
+def test_a_batch_the_disk_refuses_is_held_and_the_disk_tried_again_after_the_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC writing a spill file: nothing is counted (the records are handed back to the
+    writer's queue, not settled), no batch is taken until the next attempt is due, and then
+    the disk is tried again."""
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    batch = [record(n) for n in range(3)]
+
+    def full(self: SpillDir, rows: object, taken_ns: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SpillDir, "write", full)
+        outcome = Outcome()
+        backlog.keep(batch, 1, outcome, first_pass=True)
+        assert outcome == Outcome()
+        assert backlog.holding
+        assert backlog.take_held() == batch
+        assert not backlog.holding
+        assert not backlog.takes_batch(100, 10, asked=True)  # nowhere to put it yet
+        _, due_at = backlog.step()
+        assert time.monotonic() < due_at <= time.monotonic() + FIRST_RETRY_DELAY
+        backlog.keep(batch, 2, outcome)  # before the backoff: held without trying the disk
+        assert backlog.take_held() == batch
+    wait_until(due_at)
+    assert backlog.takes_batch(100, 10, asked=False)
+    backlog.keep(batch, 3, outcome)
+    assert (outcome.on_disk, outcome.spilled, outcome.dropped) == (3, 3, 0)
+    assert not backlog.holding
+
+
+def test_a_disk_still_refusing_when_closing_has_no_time_left_drops_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = MemorySink()
+    deadline = Deadline()
+    backlog = make_backlog(tmp_path, sink, deadline)
+
+    def read_only(self: SpillDir, rows: object, taken_ns: int) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(SpillDir, "write", read_only)
+    backlog.keep([record(1)], 1, Outcome())
+    assert backlog.take_held() == [record(1)]
+    deadline.set(time.monotonic())  # close() has no time left: one more attempt, then dropped
+    outcome = Outcome()
+    with caplog.at_level(logging.ERROR, logger="llamalogger"):
+        backlog.keep([record(1), record(2)], 2, outcome)
+    assert (outcome.dropped, backlog.holding) == (2, False)
+    assert "while closing (" in caplog.text
+
+
+def test_while_spilling_events_gather_until_a_batch_is_full_time_passed_or_a_flush_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that a spill file holds thousands of events, not the handful that came in while
+    the last one was written."""
+    monkeypatch.setattr("llamalogger._pipeline.backlog._GATHER_INTERVAL", 0.2)
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    assert backlog.takes_batch(1, 100, asked=False)  # not spilling: every batch at once
+    backlog.keep([record(1)], 1, Outcome())
+    written = time.monotonic()
+    assert backlog.spilling
+    assert not backlog.takes_batch(5, 100, asked=False)
+    assert backlog.takes_batch(5, 100, asked=True)  # flush() or close() waits
+    assert backlog.takes_batch(100, 100, asked=False)  # a whole batch
+    wait_until(written + 0.2)
+    assert backlog.takes_batch(5, 100, asked=False)

@@ -123,6 +123,8 @@ class Delivery:
             return outcome
         rows = _EncodedRows(batch)
         refused = self._write_or_keep(rows, batch, taken_ns, outcome)
+        if self._backlog.holding:  # kept in memory, to be delivered again: counted then
+            return outcome
         sanitised_already = rows.sanitised()  # all of them, whatever the write did
         outcome.sanitised += len(sanitised_already)
         if refused is not None:

@@ -79,7 +79,17 @@ class SpillDir:
         self._claimant = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._foreign: set[str] = set()  # files written for another target: never ours
         self._sweep_partial_files()
+        self._check_writable()
         self._bytes = sum(_size(file) for file in self.path.glob("*" + _SUFFIX + "*"))
+
+    def _check_writable(self) -> None:
+        """Create and remove a file, so that a directory on a read-only or failing
+        filesystem is refused (``OSError``) at start, not found out in the first outage."""
+        # Named as a partial file of this process: never replayed, and swept at the next
+        # start should this process die before removing it.
+        probe = self.path / f"{0:020d}-{os.getpid()}-{secrets.token_hex(3)}{_SUFFIX}{_PARTIAL}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
 
     def _sweep_partial_files(self) -> None:
         """Remove what writers that died mid-write left: a partial file is never replayed,

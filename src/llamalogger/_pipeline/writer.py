@@ -33,6 +33,7 @@ class Writer:
         in memory only). ``open_writer`` builds one from ``Settings`` alone."""
         self._sink = sink
         self._flush_interval = settings.flush_interval
+        self._batch_size = settings.batch_size
         # The bounds of the end of a task (process.deliver_all) and of close().
         self.block_timeout = settings.block_timeout
         self.exit_timeout = settings.exit_timeout
@@ -132,13 +133,17 @@ class Writer:
         if not leftover:
             return Outcome()
         self._deadline.set(time.monotonic())  # no more waiting for the database
-        if stuck:  # its connection is in use: straight to disk
-            return self._delivery.set_aside(leftover, time.time_ns())
         try:
-            return self._delivery.deliver(leftover, time.time_ns())
+            if stuck:  # its connection is in use: straight to disk
+                outcome = self._delivery.set_aside(leftover, time.time_ns())
+            else:
+                outcome = self._delivery.deliver(leftover, time.time_ns())
         except BaseException as exc:
             self._unexpected(exc)
-            return Outcome(dropped=len(leftover))
+            outcome = Outcome(dropped=len(leftover))
+        # With no time left the backlog holds nothing back; should it, nothing goes uncounted.
+        outcome.dropped += len(self._backlog.take_held())
+        return outcome
 
     def stats(self) -> dict[str, int]:
         """Counters: see ``LlamaLogger.stats()`` for their meaning."""
@@ -169,20 +174,30 @@ class Writer:
         # files are faster to write (one fsync each) and to replay (one commit each).
         intake.wait(min(self._flush_interval, self._replay_due_at - time.monotonic()))
         self._step_backlog()
-        while batch := intake.take():
+        while self._takes_batch() and (batch := intake.take()):
             try:
                 outcome = self._delivery.deliver(batch, time.time_ns())
             except BaseException as exc:
                 self._unexpected(exc)
                 outcome = Outcome(dropped=len(batch))
-            outcome.batches += 1
-            if not intake.settle(len(batch), outcome):
+                self._backlog.take_held()  # counted as dropped with the rest
+            # What the disk refused waits in the queue, taken again when the backlog says.
+            held = self._backlog.take_held()
+            outcome.batches += not held
+            if not intake.settle(len(batch) - len(held), outcome):
                 return True  # close() has counted this batch already
+            if held:
+                intake.give_back(held)
+                break
             self._step_backlog()
         if intake.closing:
             self._step_backlog(final=True)
             return True
         return False
+
+    def _takes_batch(self) -> bool:
+        intake = self._intake
+        return self._backlog.takes_batch(intake.depth, self._batch_size, asked=intake.asked)
 
     def _step_backlog(self, *, final: bool = False) -> None:
         outcome, self._replay_due_at = self._backlog.step(final=final)
