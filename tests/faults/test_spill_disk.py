@@ -1,68 +1,291 @@
-"""Spilling onto a real disk that fills up: a small tmpfs, mounted by the test (it needs root,
-as CI has; elsewhere it is skipped with the reason)."""
+"""Spilling onto a real disk that turns against us: a small tmpfs that fills up, and one that
+is (or turns) read-only, mounted by the test (it needs root, as CI has; elsewhere it is
+skipped with the reason). The database is a real server behind a TCP proxy, cut for the
+outage and restored: every event logged is stored exactly once, in the order logged."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import psycopg
 import pytest
+from psycopg import sql
 
+from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
 
-# Nothing listens here (a port of the range kept for private clusters): the database is away.
-_NOBODY = "postgresql://postgres@127.0.0.1:5522/nobody"
+if TYPE_CHECKING:  # fixtures' types only
+    from conftest import TcpProxy
+
+Mount = Callable[[str], Path]
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs, unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
+def tmpfs(tmp_path: Path) -> Iterator[Mount]:
+    """``tmpfs(size)`` mounts a tmpfs of ``size`` (``256k``, ``4m``); all are unmounted after."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        done = _run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path))
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounts.append(path)
+        return path
+
     try:
         yield mount
     finally:
-        with contextlib.suppress(subprocess.SubprocessError):
-            subprocess.run(["umount", "-l", str(mount)], check=False, timeout=30)
+        for path in mounts:
+            with contextlib.suppress(subprocess.SubprocessError):
+                subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)
 
 
-def test_a_full_spill_disk_drops_counted_and_keeps_no_partial_file(small_disk: Path) -> None:
-    """The disk fills during an outage: what does not fit is dropped and counted, what fits
-    waits on disk, and no half-written file holds space; once the files are replayed (here:
-    removed, as a replay does), the next outage spills again."""
-    spill = small_disk / "spill"
-    first = LlamaLogger(_NOBODY, spill_dir=spill, batch_size=500, flush_interval=0.05)
-    try:
-        for number in range(5000):  # about 1 MiB of spill files: four times the disk
-            first.created(("track", number), title="x" * 100)
-        assert first.flush(timeout=30)
-        stats = first.stats()
-        assert stats["dropped"] > 0, stats
-        assert stats["on_disk"] > 0, stats
-        assert stats["on_disk"] + stats["dropped"] == stats["enqueued"], stats
-        assert not list(spill.glob("*.partial"))
-    finally:
-        first.close(timeout=0.5)
-    for path in spill.glob("*.jsonl"):
-        path.unlink()
-    second = LlamaLogger(_NOBODY, spill_dir=spill, flush_interval=0.05)
-    try:
-        for number in range(50):
-            second.created(("track", f"again-{number}"))
-        assert second.flush(timeout=30)
-        assert (second.stats()["on_disk"], second.stats()["dropped"]) == (50, 0)
-    finally:
-        second.close(timeout=0.5)
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+
+
+def remount(path: Path, mode: str) -> None:
+    """Remount ``path`` read-only (``ro``) or writable (``rw``). A file being written keeps
+    a read-only remount busy for a moment: tried again until it passes."""
+    outcome: list[str] = []
+
+    def remounted() -> bool:
+        done = _run("mount", "-o", f"remount,{mode}", str(path))
+        outcome[:] = [done.stderr.strip()]
+        return done.returncode == 0
+
+    assert wait_until(remounted, timeout=10), outcome
+
+
+def stored_in_order(dsn: str, schema: str, run: str) -> list[int]:
+    """The numbers of ``run``'s events as stored, in insert order."""
+    query = sql.SQL(
+        "SELECT entity_id::int FROM {}.llama_log WHERE details->>'run' = %s ORDER BY id"
+    ).format(sql.Identifier(schema))
+    with psycopg.connect(dsn) as conn:
+        return [row[0] for row in conn.execute(query, (run,))]
+
+
+def log_numbered(logger: LlamaLogger, run: str, numbers: range, *, text: int = 100) -> None:
+    for number in numbers:
+        logger.created(("track", number), run=run, title="x" * text)
+
+
+def all_written(logger: LlamaLogger, count: int) -> bool:
+    """Wait until ``count`` events are written: flush() answers once they are on disk, and
+    the replay of the files comes after."""
+    return wait_until(lambda: logger.stats()["written"] >= count, timeout=60)
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_a_full_spill_disk_keeps_events_in_memory_and_loses_nothing(
+    dsn: str,
+    schema: str,
+    tcp_proxy: Callable[[str], TcpProxy],
+    tmpfs: Mount,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The disk fills during an outage (ENOSPC): what does not fit waits in memory, nothing
+    is dropped while the queue has room, no half-written file holds space, one warning says
+    so; once the server is back the files are replayed, which frees the disk, and every
+    event is stored once, in order."""
+    proxy = tcp_proxy(dsn)
+    proxy.cut()
+    spill = tmpfs("256k") / "spill"
+    run = uuid.uuid4().hex
+    with caplog.at_level(logging.WARNING, logger="llamalogger"):
+        logger = LlamaLogger(
+            proxy.dsn_for(dsn), schema=schema, spill_dir=spill, batch_size=500, flush_interval=0.05
+        )
+        try:
+            log_numbered(logger, run, range(5000))  # about 1 MiB of files: four times the disk
+            assert not logger.flush(timeout=3)  # part of them has nowhere to go but memory
+            stats = logger.stats()
+            assert (stats["dropped"], stats["errors"]) == (0, 0), stats
+            assert stats["on_disk"] > 0, stats
+            assert stats["queued"] > 0, stats
+            assert stats["on_disk"] + stats["queued"] == stats["enqueued"] == 5000, stats
+            assert not list(spill.glob("*.partial"))
+            proxy.restore()
+            assert all_written(logger, 5000)
+            stats = logger.stats()
+            assert (stats["written"], stats["dropped"], stats["on_disk"]) == (5000, 0, 0), stats
+        finally:
+            logger.close(timeout=5)
+    said = messages(caplog)
+    assert sum("cannot write a spill file" in m and "No space left" in m for m in said) == 1
+    assert not any("bug" in m for m in said), said
+    assert stored_in_order(dsn, schema, run) == list(range(5000))
+    assert list(spill.iterdir()) == []
+
+
+def test_with_the_disk_full_and_memory_full_too_events_are_dropped_counted_and_warned_once(
+    dsn: str,
+    schema: str,
+    tcp_proxy: Callable[[str], TcpProxy],
+    tmpfs: Mount,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only when neither the disk nor the queue can hold more are events dropped: counted,
+    one warning; what was kept is stored once, in order."""
+    proxy = tcp_proxy(dsn)
+    proxy.cut()
+    spill = tmpfs("256k") / "spill"
+    run = uuid.uuid4().hex
+    with caplog.at_level(logging.WARNING, logger="llamalogger"):
+        logger = LlamaLogger(
+            proxy.dsn_for(dsn),
+            schema=schema,
+            spill_dir=spill,
+            batch_size=500,
+            queue_size=1000,
+            block_timeout=0.2,
+            flush_interval=0.05,
+        )
+        try:
+            log_numbered(logger, run, range(5000))
+            stats = logger.stats()
+            assert stats["dropped"] > 0, stats
+            assert stats["errors"] == 0, stats
+            dropped = stats["dropped"]
+            proxy.restore()
+            assert all_written(logger, 5000 - dropped)
+            stats = logger.stats()
+            assert (stats["written"], stats["dropped"]) == (5000 - dropped, dropped), stats
+        finally:
+            logger.close(timeout=5)
+    said = messages(caplog)
+    assert sum("dropped an event" in m for m in said) == 1, said
+    assert not any("bug" in m for m in said), said
+    stored = stored_in_order(dsn, schema, run)
+    assert len(stored) == 5000 - dropped
+    assert stored == sorted(set(stored))
+
+
+def test_a_read_only_spill_directory_is_found_at_start_and_events_wait_in_memory(
+    dsn: str,
+    schema: str,
+    tcp_proxy: Callable[[str], TcpProxy],
+    tmpfs: Mount,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An existing spill directory on a read-only filesystem: one warning at start, memory
+    only; an outage the queue can hold loses nothing."""
+    disk = tmpfs("4m")
+    spill = disk / "spill"
+    spill.mkdir(mode=0o700)
+    remount(disk, "ro")
+    proxy = tcp_proxy(dsn)
+    run = uuid.uuid4().hex
+    with caplog.at_level(logging.WARNING, logger="llamalogger"):
+        logger = LlamaLogger(
+            proxy.dsn_for(dsn), schema=schema, spill_dir=spill, flush_interval=0.05
+        )
+        try:
+            said = messages(caplog)
+            assert sum("spill files" in m for m in said) == 1, said
+            assert "Read-only file system" in said[0], said
+            assert "in memory only" in said[0], said
+            proxy.cut()
+            log_numbered(logger, run, range(5000))
+            assert not logger.flush(timeout=1)
+            assert logger.stats()["dropped"] == 0
+            proxy.restore()
+            assert logger.flush(timeout=60)
+            stats = logger.stats()
+            assert (stats["written"], stats["dropped"]) == (5000, 0), stats
+        finally:
+            logger.close(timeout=5)
+    assert stored_in_order(dsn, schema, run) == list(range(5000))
+
+
+def test_a_spill_filesystem_turned_read_only_during_an_outage_loses_nothing(
+    dsn: str,
+    schema: str,
+    tcp_proxy: Callable[[str], TcpProxy],
+    tmpfs: Mount,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The filesystem is remounted read-only mid-outage (EROFS at write): no "bug" report,
+    nothing dropped, events wait in memory; remounted writable, they go to disk; with the
+    server back, every event is stored once, in order."""
+    disk = tmpfs("4m")
+    spill = disk / "spill"
+    proxy = tcp_proxy(dsn)
+    proxy.cut()
+    run = uuid.uuid4().hex
+    with caplog.at_level(logging.WARNING, logger="llamalogger"):
+        logger = LlamaLogger(
+            proxy.dsn_for(dsn), schema=schema, spill_dir=spill, flush_interval=0.05
+        )
+        try:
+            log_numbered(logger, run, range(1000))
+            assert logger.flush(timeout=10)
+            assert logger.stats()["on_disk"] == 1000
+            remount(disk, "ro")
+            log_numbered(logger, run, range(1000, 3000))
+            assert not logger.flush(timeout=2)
+            stats = logger.stats()
+            assert (stats["dropped"], stats["errors"], stats["queued"]) == (0, 0, 2000), stats
+            remount(disk, "rw")
+            assert logger.flush(timeout=10)
+            assert logger.stats()["on_disk"] == 3000
+            proxy.restore()
+            assert all_written(logger, 3000)
+            stats = logger.stats()
+            assert (stats["written"], stats["dropped"]) == (3000, 0), stats
+        finally:
+            logger.close(timeout=5)
+    said = messages(caplog)
+    assert sum("cannot write a spill file" in m and "Read-only" in m for m in said) == 1, said
+    assert not any("bug" in m for m in said), said
+    assert stored_in_order(dsn, schema, run) == list(range(3000))
+
+
+def test_events_logged_while_spilling_go_into_few_files_replayed_once_in_order(
+    dsn: str, schema: str, tcp_proxy: Callable[[str], TcpProxy], tmp_path: Path
+) -> None:
+    """30,000 events logged in jobs at a steady pace during an outage: files hold thousands
+    of events (a file a second, or a whole batch), not a handful; replayed once, in order."""
+    proxy = tcp_proxy(dsn)
+    proxy.cut()
+    spill = tmp_path / "spill"
+    run = uuid.uuid4().hex
+    with LlamaLogger(proxy.dsn_for(dsn), schema=schema, spill_dir=spill) as logger:
+        started = time.monotonic()
+        for number in range(30_000):
+            if number % 5 == 0:
+                job = logger.job("album")
+                job.__enter__()
+            logger.created(("track", number), run=run)
+            if number % 5 == 4:
+                job.__exit__(None, None, None)
+            if number % 50 == 49:
+                time.sleep(0.005)  # the producer's own work: a steady stream, not a burst
+        assert logger.flush(timeout=30)
+        seconds = time.monotonic() - started
+        files = len(list(spill.glob("*.jsonl")))
+        stats = logger.stats()
+        assert stats["on_disk"] == 36_000, stats  # 30,000 events and 6,000 job records
+        # A file a second, one per full batch (20,000), the first one and flush()'s own.
+        assert files <= 2 + seconds + 36_000 // 20_000, (files, seconds)
+        proxy.restore()
+        assert all_written(logger, 36_000)
+        assert logger.stats()["written"] == 36_000
+    print(f"\n[spill files] 30,000 events in {seconds:.1f}s during an outage: {files} files")
+    assert stored_in_order(dsn, schema, run) == list(range(30_000))
