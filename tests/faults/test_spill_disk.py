@@ -69,18 +69,56 @@ def remount(path: Path, mode: str) -> None:
     assert wait_until(remounted, timeout=10), outcome
 
 
-def stored_in_order(dsn: str, schema: str, run: str) -> list[int]:
-    """The numbers of ``run``'s events as stored, in insert order."""
-    query = sql.SQL(
-        "SELECT entity_id::int FROM {}.llama_log WHERE details->>'run' = %s ORDER BY id"
-    ).format(sql.Identifier(schema))
-    with psycopg.connect(dsn) as conn:
-        return [row[0] for row in conn.execute(query, (run,))]
+class Outage:
+    """A real server behind a proxy that the test cuts and restores, a schema of its own,
+    and what the loggers said on the ``llamalogger`` logger."""
+
+    def __init__(
+        self, dsn: str, schema: str, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.proxy = proxy
+        self.run = uuid.uuid4().hex  # the events of this test
+        self._caplog = caplog
+        caplog.set_level(logging.WARNING, logger="llamalogger")
+
+    def logger(self, spill: Path, **options: object) -> LlamaLogger:
+        options = {"flush_interval": 0.05, **options}
+        return LlamaLogger(
+            self.proxy.dsn_for(self.dsn),
+            schema=self.schema,
+            spill_dir=spill,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def log(self, logger: LlamaLogger, numbers: range) -> None:
+        for number in numbers:
+            logger.created(("track", number), run=self.run, title="x" * 100)
+
+    def stored(self) -> list[int]:
+        """The numbers of this test's events as stored, in insert order."""
+        query = sql.SQL(
+            "SELECT entity_id::int FROM {}.llama_log WHERE details->>'run' = %s ORDER BY id"
+        ).format(sql.Identifier(self.schema))
+        with psycopg.connect(self.dsn) as conn:
+            return [row[0] for row in conn.execute(query, (self.run,))]
+
+    def said(self) -> list[str]:
+        """What the loggers said; never that a disk's trouble is a bug of theirs."""
+        said = [record.getMessage() for record in self._caplog.records]
+        assert not any("bug" in line for line in said), said
+        return said
 
 
-def log_numbered(logger: LlamaLogger, run: str, numbers: range, *, text: int = 100) -> None:
-    for number in numbers:
-        logger.created(("track", number), run=run, title="x" * text)
+@pytest.fixture
+def outage(
+    dsn: str,
+    schema: str,
+    tcp_proxy: Callable[[str], TcpProxy],
+    caplog: pytest.LogCaptureFixture,
+) -> Outage:
+    return Outage(dsn, schema, tcp_proxy(dsn), caplog)
 
 
 def all_written(logger: LlamaLogger, count: int) -> bool:
@@ -89,100 +127,60 @@ def all_written(logger: LlamaLogger, count: int) -> bool:
     return wait_until(lambda: logger.stats()["written"] >= count, timeout=60)
 
 
-def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records]
-
-
 def test_a_full_spill_disk_keeps_events_in_memory_and_loses_nothing(
-    dsn: str,
-    schema: str,
-    tcp_proxy: Callable[[str], TcpProxy],
-    tmpfs: Mount,
-    caplog: pytest.LogCaptureFixture,
+    outage: Outage, tmpfs: Mount
 ) -> None:
     """The disk fills during an outage (ENOSPC): what does not fit waits in memory, nothing
     is dropped while the queue has room, no half-written file holds space, one warning says
     so; once the server is back the files are replayed, which frees the disk, and every
     event is stored once, in order."""
-    proxy = tcp_proxy(dsn)
-    proxy.cut()
+    outage.proxy.cut()
     spill = tmpfs("256k") / "spill"
-    run = uuid.uuid4().hex
-    with caplog.at_level(logging.WARNING, logger="llamalogger"):
-        logger = LlamaLogger(
-            proxy.dsn_for(dsn), schema=schema, spill_dir=spill, batch_size=500, flush_interval=0.05
-        )
-        try:
-            log_numbered(logger, run, range(5000))  # about 1 MiB of files: four times the disk
-            assert not logger.flush(timeout=3)  # part of them has nowhere to go but memory
-            stats = logger.stats()
-            assert (stats["dropped"], stats["errors"]) == (0, 0), stats
-            assert stats["on_disk"] > 0, stats
-            assert stats["queued"] > 0, stats
-            assert stats["on_disk"] + stats["queued"] == stats["enqueued"] == 5000, stats
-            assert not list(spill.glob("*.partial"))
-            proxy.restore()
-            assert all_written(logger, 5000)
-            stats = logger.stats()
-            assert (stats["written"], stats["dropped"], stats["on_disk"]) == (5000, 0, 0), stats
-        finally:
-            logger.close(timeout=5)
-    said = messages(caplog)
+    with outage.logger(spill, batch_size=500) as logger:
+        outage.log(logger, range(5000))  # about 1 MiB of spill files: four times the disk
+        assert not logger.flush(timeout=3)  # part of them has nowhere to go but memory
+        stats = logger.stats()
+        assert (stats["dropped"], stats["errors"]) == (0, 0), stats
+        assert stats["on_disk"] > 0, stats
+        assert stats["queued"] > 0, stats
+        assert stats["on_disk"] + stats["queued"] == stats["enqueued"] == 5000, stats
+        assert not list(spill.glob("*.partial"))
+        outage.proxy.restore()
+        assert all_written(logger, 5000)
+        stats = logger.stats()
+        assert (stats["written"], stats["dropped"], stats["on_disk"]) == (5000, 0, 0), stats
+    said = outage.said()
     assert sum("cannot write a spill file" in m and "No space left" in m for m in said) == 1
-    assert not any("bug" in m for m in said), said
-    assert stored_in_order(dsn, schema, run) == list(range(5000))
+    assert outage.stored() == list(range(5000))
     assert list(spill.iterdir()) == []
 
 
 def test_with_the_disk_full_and_memory_full_too_events_are_dropped_counted_and_warned_once(
-    dsn: str,
-    schema: str,
-    tcp_proxy: Callable[[str], TcpProxy],
-    tmpfs: Mount,
-    caplog: pytest.LogCaptureFixture,
+    outage: Outage, tmpfs: Mount
 ) -> None:
     """Only when neither the disk nor the queue can hold more are events dropped: counted,
     one warning; what was kept is stored once, in order."""
-    proxy = tcp_proxy(dsn)
-    proxy.cut()
+    outage.proxy.cut()
     spill = tmpfs("256k") / "spill"
-    run = uuid.uuid4().hex
-    with caplog.at_level(logging.WARNING, logger="llamalogger"):
-        logger = LlamaLogger(
-            proxy.dsn_for(dsn),
-            schema=schema,
-            spill_dir=spill,
-            batch_size=500,
-            queue_size=1000,
-            block_timeout=0.2,
-            flush_interval=0.05,
-        )
-        try:
-            log_numbered(logger, run, range(5000))
-            stats = logger.stats()
-            assert stats["dropped"] > 0, stats
-            assert stats["errors"] == 0, stats
-            dropped = stats["dropped"]
-            proxy.restore()
-            assert all_written(logger, 5000 - dropped)
-            stats = logger.stats()
-            assert (stats["written"], stats["dropped"]) == (5000 - dropped, dropped), stats
-        finally:
-            logger.close(timeout=5)
-    said = messages(caplog)
-    assert sum("dropped an event" in m for m in said) == 1, said
-    assert not any("bug" in m for m in said), said
-    stored = stored_in_order(dsn, schema, run)
+    options = {"batch_size": 500, "queue_size": 1000, "block_timeout": 0.2}
+    with outage.logger(spill, **options) as logger:
+        outage.log(logger, range(5000))
+        stats = logger.stats()
+        assert stats["dropped"] > 0, stats
+        assert stats["errors"] == 0, stats
+        dropped = stats["dropped"]
+        outage.proxy.restore()
+        assert all_written(logger, 5000 - dropped)
+        stats = logger.stats()
+        assert (stats["written"], stats["dropped"]) == (5000 - dropped, dropped), stats
+    assert sum("dropped an event" in m for m in outage.said()) == 1
+    stored = outage.stored()
     assert len(stored) == 5000 - dropped
     assert stored == sorted(set(stored))
 
 
 def test_a_read_only_spill_directory_is_found_at_start_and_events_wait_in_memory(
-    dsn: str,
-    schema: str,
-    tcp_proxy: Callable[[str], TcpProxy],
-    tmpfs: Mount,
-    caplog: pytest.LogCaptureFixture,
+    outage: Outage, tmpfs: Mount
 ) -> None:
     """An existing spill directory on a read-only filesystem: one warning at start, memory
     only; an outage the queue can hold loses nothing."""
@@ -190,89 +188,65 @@ def test_a_read_only_spill_directory_is_found_at_start_and_events_wait_in_memory
     spill = disk / "spill"
     spill.mkdir(mode=0o700)
     remount(disk, "ro")
-    proxy = tcp_proxy(dsn)
-    run = uuid.uuid4().hex
-    with caplog.at_level(logging.WARNING, logger="llamalogger"):
-        logger = LlamaLogger(
-            proxy.dsn_for(dsn), schema=schema, spill_dir=spill, flush_interval=0.05
-        )
-        try:
-            said = messages(caplog)
-            assert sum("spill files" in m for m in said) == 1, said
-            assert "Read-only file system" in said[0], said
-            assert "in memory only" in said[0], said
-            proxy.cut()
-            log_numbered(logger, run, range(5000))
-            assert not logger.flush(timeout=1)
-            assert logger.stats()["dropped"] == 0
-            proxy.restore()
-            assert logger.flush(timeout=60)
-            stats = logger.stats()
-            assert (stats["written"], stats["dropped"]) == (5000, 0), stats
-        finally:
-            logger.close(timeout=5)
-    assert stored_in_order(dsn, schema, run) == list(range(5000))
+    with outage.logger(spill) as logger:
+        [warning] = [m for m in outage.said() if "spill files" in m]
+        assert "Read-only file system" in warning
+        assert "in memory only" in warning
+        outage.proxy.cut()
+        outage.log(logger, range(5000))
+        assert not logger.flush(timeout=1)
+        assert logger.stats()["dropped"] == 0
+        outage.proxy.restore()
+        assert logger.flush(timeout=60)
+        stats = logger.stats()
+        assert (stats["written"], stats["dropped"]) == (5000, 0), stats
+    assert outage.stored() == list(range(5000))
 
 
 def test_a_spill_filesystem_turned_read_only_during_an_outage_loses_nothing(
-    dsn: str,
-    schema: str,
-    tcp_proxy: Callable[[str], TcpProxy],
-    tmpfs: Mount,
-    caplog: pytest.LogCaptureFixture,
+    outage: Outage, tmpfs: Mount
 ) -> None:
     """The filesystem is remounted read-only mid-outage (EROFS at write): no "bug" report,
     nothing dropped, events wait in memory; remounted writable, they go to disk; with the
     server back, every event is stored once, in order."""
     disk = tmpfs("4m")
     spill = disk / "spill"
-    proxy = tcp_proxy(dsn)
-    proxy.cut()
-    run = uuid.uuid4().hex
-    with caplog.at_level(logging.WARNING, logger="llamalogger"):
-        logger = LlamaLogger(
-            proxy.dsn_for(dsn), schema=schema, spill_dir=spill, flush_interval=0.05
-        )
-        try:
-            log_numbered(logger, run, range(1000))
-            assert logger.flush(timeout=10)
-            assert logger.stats()["on_disk"] == 1000
-            remount(disk, "ro")
-            log_numbered(logger, run, range(1000, 3000))
-            assert not logger.flush(timeout=2)
-            stats = logger.stats()
-            assert (stats["dropped"], stats["errors"], stats["queued"]) == (0, 0, 2000), stats
-            remount(disk, "rw")
-            assert logger.flush(timeout=10)
-            assert logger.stats()["on_disk"] == 3000
-            proxy.restore()
-            assert all_written(logger, 3000)
-            stats = logger.stats()
-            assert (stats["written"], stats["dropped"]) == (3000, 0), stats
-        finally:
-            logger.close(timeout=5)
-    said = messages(caplog)
+    outage.proxy.cut()
+    with outage.logger(spill) as logger:
+        outage.log(logger, range(1000))
+        assert logger.flush(timeout=10)
+        assert logger.stats()["on_disk"] == 1000
+        remount(disk, "ro")
+        outage.log(logger, range(1000, 3000))
+        assert not logger.flush(timeout=2)
+        stats = logger.stats()
+        assert (stats["dropped"], stats["errors"], stats["queued"]) == (0, 0, 2000), stats
+        remount(disk, "rw")
+        assert logger.flush(timeout=10)
+        assert logger.stats()["on_disk"] == 3000
+        outage.proxy.restore()
+        assert all_written(logger, 3000)
+        stats = logger.stats()
+        assert (stats["written"], stats["dropped"]) == (3000, 0), stats
+    said = outage.said()
     assert sum("cannot write a spill file" in m and "Read-only" in m for m in said) == 1, said
-    assert not any("bug" in m for m in said), said
-    assert stored_in_order(dsn, schema, run) == list(range(3000))
+    assert outage.stored() == list(range(3000))
 
 
 def test_events_logged_while_spilling_go_into_few_files_replayed_once_in_order(
-    dsn: str, schema: str, tcp_proxy: Callable[[str], TcpProxy], tmp_path: Path
+    outage: Outage, tmp_path: Path
 ) -> None:
     """30,000 events logged in jobs at a steady pace during an outage: files hold thousands
     of events (a file a second, or a whole batch), not a handful; replayed once, in order."""
-    proxy = tcp_proxy(dsn)
-    proxy.cut()
+    outage.proxy.cut()
     spill = tmp_path / "spill"
-    run = uuid.uuid4().hex
-    with LlamaLogger(proxy.dsn_for(dsn), schema=schema, spill_dir=spill) as logger:
+    with outage.logger(spill, flush_interval=0.2) as logger:
         started = time.monotonic()
         for number in range(30_000):
             if number % 5 == 0:
                 job = logger.job("album")
                 job.__enter__()
-            logger.created(("track", number), run=run)
+            logger.created(("track", number), run=outage.run)
             if number % 5 == 4:
                 job.__exit__(None, None, None)
             if number % 50 == 49:
@@ -284,8 +258,7 @@ def test_events_logged_while_spilling_go_into_few_files_replayed_once_in_order(
         assert stats["on_disk"] == 36_000, stats  # 30,000 events and 6,000 job records
         # A file a second, one per full batch (20,000), the first one and flush()'s own.
         assert files <= 2 + seconds + 36_000 // 20_000, (files, seconds)
-        proxy.restore()
+        outage.proxy.restore()
         assert all_written(logger, 36_000)
-        assert logger.stats()["written"] == 36_000
     print(f"\n[spill files] 30,000 events in {seconds:.1f}s during an outage: {files} files")
-    assert stored_in_order(dsn, schema, run) == list(range(30_000))
+    assert outage.stored() == list(range(30_000))
