@@ -379,3 +379,26 @@ def test_a_trickle_of_events_while_spilling_goes_into_few_files(tmp_path: Path) 
     finally:
         writer.close(timeout=1)
     assert numbers(sink.rows) == list(range(300))
+
+
+def test_while_spilling_a_queue_smaller_than_a_batch_is_taken_when_full(tmp_path: Path) -> None:
+    """Events gather for a file only up to what the queue holds: a full queue is a full
+    batch, so callers never wait for room while the writer waits for more events."""
+    sink = MemorySink()
+    sink.down = True
+    settings = Settings(
+        flush_interval=0.01,
+        queue_size=50,
+        batch_size=1000,
+        block_timeout=0.3,
+        spill_dir=tmp_path / "spill",
+    )
+    writer = open_writer(sink, settings)
+    try:
+        for number in range(500):
+            put(writer, record(number))
+        assert writer.flush(timeout=5)
+        stats = writer.stats()
+        assert (stats["dropped"], stats["on_disk"]) == (0, 500), stats
+    finally:
+        writer.close(timeout=1)

@@ -33,7 +33,9 @@ class Writer:
         in memory only). ``open_writer`` builds one from ``Settings`` alone."""
         self._sink = sink
         self._flush_interval = settings.flush_interval
-        self._batch_size = settings.batch_size
+        # A full batch, for the backlog's gathering: never more than the queue can hold, or
+        # callers would wait for room while the writer waits for more events.
+        self._batch_size = min(settings.batch_size, settings.queue_size)
         # The bounds of the end of a task (process.deliver_all) and of close().
         self.block_timeout = settings.block_timeout
         self.exit_timeout = settings.exit_timeout
