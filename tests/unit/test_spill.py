@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llamalogger._pipeline import Settings, open_writer
+from llamalogger._pipeline import Settings, Writer, open_writer
 from llamalogger._pipeline.spill import SpillDir, SpillFull, default_spill_root, target_dirname
 
 from .test_writer import TARGET, MemorySink, assert_adds_up, numbers, put, record
@@ -226,6 +226,14 @@ def test_a_spill_directory_that_cannot_be_written_means_one_warning_and_memory_o
     assert "in memory only" in warnings[0]
 
 
+def spilling_writer(tmp_path: Path, **options: object) -> tuple[Writer, MemorySink]:
+    """A writer into a sink that is down, so that every batch goes to ``tmp_path/spill``."""
+    sink = MemorySink()
+    sink.down = True
+    options = {"flush_interval": 0.01, "spill_dir": tmp_path / "spill", **options}
+    return open_writer(sink, Settings(**options)), sink  # type: ignore[arg-type]
+
+
 class _RefusedWrites:
     """A file whose writes the disk refuses (a full disk), closing its descriptor."""
 
@@ -290,10 +298,8 @@ def test_a_spill_file_the_disk_refuses_keeps_its_events_in_memory_until_it_takes
     no event is dropped while the queue has room, no "bug" is reported, one warning says the
     events are kept in memory; once the disk takes files, they go there, and once the
     database is back every event is written once, in order."""
-    sink = MemorySink()
-    sink.down = True
+    writer, sink = spilling_writer(tmp_path, batch_size=10)
     spill_dir = tmp_path / "spill"
-    writer = open_writer(sink, Settings(flush_interval=0.01, batch_size=10, spill_dir=spill_dir))
     try:
         with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, "llamalogger"):
             SPILL_STEPS[step](patch)
@@ -326,16 +332,7 @@ def test_with_the_disk_refusing_and_memory_full_events_are_dropped_counted_and_w
 ) -> None:
     """Only when the queue is full too are events dropped: counted, one warning; what was
     kept is written, in order, once the disk and the database take it."""
-    sink = MemorySink()
-    sink.down = True
-    settings = Settings(
-        flush_interval=0.01,
-        batch_size=10,
-        queue_size=100,
-        block_timeout=0.1,
-        spill_dir=tmp_path / "spill",
-    )
-    writer = open_writer(sink, settings)
+    writer, sink = spilling_writer(tmp_path, batch_size=10, queue_size=100, block_timeout=0.1)
     try:
         with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, "llamalogger"):
             _refuse_creating(patch)
@@ -360,10 +357,8 @@ def test_with_the_disk_refusing_and_memory_full_events_are_dropped_counted_and_w
 def test_a_trickle_of_events_while_spilling_goes_into_few_files(tmp_path: Path) -> None:
     """While spilling, events gather in the queue for up to a second (or a whole batch)
     before they go into a file: a trickle makes a file a second, not one per wake-up."""
-    sink = MemorySink()
-    sink.down = True
+    writer, sink = spilling_writer(tmp_path, batch_size=1000)
     spill_dir = tmp_path / "spill"
-    writer = open_writer(sink, Settings(flush_interval=0.01, batch_size=1000, spill_dir=spill_dir))
     try:
         started = time.monotonic()
         for number in range(300):
@@ -384,16 +379,7 @@ def test_a_trickle_of_events_while_spilling_goes_into_few_files(tmp_path: Path) 
 def test_while_spilling_a_queue_smaller_than_a_batch_is_taken_when_full(tmp_path: Path) -> None:
     """Events gather for a file only up to what the queue holds: a full queue is a full
     batch, so callers never wait for room while the writer waits for more events."""
-    sink = MemorySink()
-    sink.down = True
-    settings = Settings(
-        flush_interval=0.01,
-        queue_size=50,
-        batch_size=1000,
-        block_timeout=0.3,
-        spill_dir=tmp_path / "spill",
-    )
-    writer = open_writer(sink, settings)
+    writer, _ = spilling_writer(tmp_path, queue_size=50, batch_size=1000, block_timeout=0.3)
     try:
         for number in range(500):
             put(writer, record(number))
