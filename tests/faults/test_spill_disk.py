@@ -203,16 +203,13 @@ def test_a_read_only_spill_directory_is_found_at_start_and_events_wait_in_memory
     assert outage.stored() == list(range(5000))
 
 
-def test_a_spill_filesystem_turned_read_only_during_an_outage_loses_nothing(
-    outage: Outage, tmpfs: Mount
-) -> None:
-    """The filesystem is remounted read-only mid-outage (EROFS at write): no "bug" report,
-    nothing dropped, events wait in memory; remounted writable, they go to disk; with the
-    server back, every event is stored once, in order."""
+@contextlib.contextmanager
+def read_only_mid_outage(outage: Outage, tmpfs: Mount) -> Iterator[tuple[LlamaLogger, Path]]:
+    """During an outage, 1,000 events go to disk; then the filesystem is remounted read-only
+    (EROFS at write) and 2,000 more wait in memory: none dropped, no "bug" report."""
     disk = tmpfs("4m")
-    spill = disk / "spill"
     outage.proxy.cut()
-    with outage.logger(spill) as logger:
+    with outage.logger(disk / "spill") as logger:
         outage.log(logger, range(1000))
         assert logger.flush(timeout=10)
         assert logger.stats()["on_disk"] == 1000
@@ -221,6 +218,15 @@ def test_a_spill_filesystem_turned_read_only_during_an_outage_loses_nothing(
         assert not logger.flush(timeout=2)
         stats = logger.stats()
         assert (stats["dropped"], stats["errors"], stats["queued"]) == (0, 0, 2000), stats
+        yield logger, disk
+
+
+def test_a_spill_filesystem_turned_read_only_during_an_outage_loses_nothing(
+    outage: Outage, tmpfs: Mount
+) -> None:
+    """Remounted writable, the events kept in memory go to disk; with the server back, every
+    event is stored once, in order."""
+    with read_only_mid_outage(outage, tmpfs) as (logger, disk):
         remount(disk, "rw")
         assert logger.flush(timeout=10)
         assert logger.stats()["on_disk"] == 3000
@@ -262,3 +268,23 @@ def test_events_logged_while_spilling_go_into_few_files_replayed_once_in_order(
         assert all_written(logger, 36_000)
     print(f"\n[spill files] 30,000 events in {seconds:.1f}s during an outage: {files} files")
     assert outage.stored() == list(range(30_000))
+
+
+def test_the_server_back_while_the_spill_disk_is_still_read_only_stores_everything_once(
+    outage: Outage, tmpfs: Mount
+) -> None:
+    """The server returns while the filesystem is still read-only: the files that cannot be
+    claimed are replayed where they are (their replay mark keeps them exactly once), then the
+    events kept in memory behind them follow, then new events go straight to the server,
+    all in order; the files stay until the disk lets them go, never replayed twice."""
+    with read_only_mid_outage(outage, tmpfs) as (logger, disk):
+        outage.proxy.restore()
+        assert all_written(logger, 3000)
+        outage.log(logger, range(3000, 3100))
+        assert logger.flush(timeout=10)
+        stats = logger.stats()
+        assert (stats["written"], stats["dropped"], stats["errors"]) == (3100, 0, 0), stats
+        assert list((disk / "spill").glob("*.jsonl"))  # still there: the disk is read-only
+    said = outage.said()
+    assert sum("cannot claim spill file" in m for m in said) == 1, said
+    assert outage.stored() == list(range(3100))

@@ -114,38 +114,44 @@ def test_without_a_spill_directory_kept_events_are_dropped_and_counted(
 def test_a_disk_that_refuses_claims_and_removals_is_trouble_reported_not_a_bug(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """EROFS when claiming a file, then EIO when removing a replayed one: each is reported as
-    the disk's trouble (no exception reaches the writer), the files stay, and once the disk
-    behaves every event is written, exactly once."""
+    """EROFS when claiming a file, EIO when removing a replayed one: each is reported as the
+    disk's trouble (no exception reaches the writer). A file that cannot be claimed is
+    replayed where it is (the replay mark keeps it exactly once), so that the database gets
+    its events although the disk is read-only; a file that cannot be removed stays, and a
+    later replay of it writes nothing twice and removes it once the disk lets it."""
     sink = MemorySink()
     backlog = make_backlog(tmp_path, sink)
     kept = Outcome()
     backlog.keep([record(n) for n in range(3)], 1, kept)
     backlog.keep([record(n) for n in range(3, 5)], 2, kept)
 
-    def read_only(self: SpillDir, file: object) -> None:
+    def read_only(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system")
 
     with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="llamalogger"):
-        patch.setattr(SpillDir, "claim", read_only)
-        _, due_at = backlog.step(final=True)
-        assert backlog.spilling
-        assert sink.rows == []
+        patch.setattr(Path, "rename", read_only)  # claiming a file
+        patch.setattr(Path, "unlink", read_only)  # removing it
+        outcome, _ = backlog.step(final=True)
         assert "cannot claim spill file" in caplog.text
-        assert "Read-only" in caplog.text
-
-    def failing_unlink(self: SpillDir, file: object) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="llamalogger"):
-        patch.setattr(SpillDir, "remove", failing_unlink)
-        wait_until(due_at)
-        outcome, due_at = backlog.step(final=True)
         assert "cannot remove spill file" in caplog.text
+        assert "Read-only" in caplog.text
     assert numbers(sink.rows) == list(range(5))
     assert (outcome.written, outcome.on_disk) == (5, -5)  # counted once, as the files stored
-    backlog.step(final=True)  # the files are still there: replayed again, written nothing twice
-    assert numbers(sink.rows) == list(range(5))
+    assert not backlog.spilling  # what waits in memory goes straight to the database
+    assert len(list((tmp_path / "spill").glob("*.jsonl"))) == 2  # still on the disk
+    writes = sink.writes
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", failing)
+        outcome, _ = backlog.step(final=True)
+    assert outcome == Outcome()
+    assert sink.writes == writes  # stored already: only their removal is tried, not a replay
+    assert len(list((tmp_path / "spill").glob("*.jsonl"))) == 2
+    backlog.step(final=True)  # the disk behaves: the files go
+    assert (sink.writes, numbers(sink.rows)) == (writes, list(range(5)))
     assert list((tmp_path / "spill").iterdir()) == []
     assert not backlog.spilling
 

@@ -18,6 +18,7 @@ Runs on the writer thread only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -283,15 +284,21 @@ class Backlog:
                 # batches on disk (behind the backlog), so the queue never fills meanwhile.
                 self._next_replay = time.monotonic()
                 return
+            if spill.stored(file):  # replayed, kept by a read-only disk: only removing is due
+                with contextlib.suppress(OSError):  # reported when it first failed
+                    spill.remove(file)
+                continue
             try:
                 claimed = spill.claim(file)
-            except OSError as exc:  # a read-only or failing disk: the files stay, for later
+            except OSError as exc:
+                # A read-only disk takes no claim, and exactly once needs none (the replay
+                # mark, design.md 5.5): the file is replayed where it is, so that the events
+                # kept in memory behind it can follow, and removed once the disk lets us.
                 self._disk_trouble("claim", file, exc)
-                replayed = False
-            else:
-                if claimed is None:
-                    continue  # another process took it
-                replayed = self._replay_file(spill, claimed, target, outcome)
+                claimed = file
+            if claimed is None:
+                continue  # another process took it
+            replayed = self._replay_file(spill, claimed, target, outcome)
             if not replayed:
                 self._replay_delay = min(self._replay_delay * 2, MAX_RETRY_DELAY)
                 self._next_replay = time.monotonic() + self._replay_delay

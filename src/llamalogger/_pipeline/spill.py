@@ -78,6 +78,7 @@ class SpillDir:
         # directory must not mistake each other's claims for their own.
         self._claimant = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._foreign: set[str] = set()  # files written for another target: never ours
+        self._stored: set[str] = set()  # replayed files the disk would not let us remove
         self._sweep_partial_files()
         self._check_writable()
         self._bytes = sum(_size(file) for file in self.path.glob("*" + _SUFFIX + "*"))
@@ -191,8 +192,18 @@ class SpillDir:
 
     def remove(self, file: SpillFile) -> None:
         size = _size(file.path)
-        file.path.unlink(missing_ok=True)
+        try:
+            file.path.unlink(missing_ok=True)
+        except OSError:
+            # Its rows are stored, with its replay mark: it needs removing, not replaying.
+            self._stored.add(file.spill_id)
+            raise
+        self._stored.discard(file.spill_id)
         self._bytes = max(0, self._bytes - size)
+
+    def stored(self, file: SpillFile) -> bool:
+        """Whether ``file`` was replayed by this process and only its removal failed."""
+        return file.spill_id in self._stored
 
     def set_aside(self, file: SpillFile, why: str) -> Path:
         """Move a file that cannot be replayed out of the way, keeping it for a person."""
