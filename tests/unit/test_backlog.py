@@ -227,3 +227,24 @@ def test_while_spilling_events_gather_until_a_batch_is_full_time_passed_or_a_flu
     assert backlog.takes_batch(100, 100, asked=False)  # a whole batch
     wait_until(written + 0.2)
     assert backlog.takes_batch(5, 100, asked=False)
+
+
+def test_a_disk_that_refused_a_file_asks_for_no_step_once_its_next_try_is_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk failed, then the database took the batch: the backlog asks the writer to
+    wake for the disk's next try, and then for nothing (a moment in the past would make the
+    writer loop without waiting)."""
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+
+    def read_only(self: SpillDir, rows: object, taken_ns: int) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(SpillDir, "write", read_only)
+    backlog.keep([record(1)], 1, Outcome())
+    backlog.take_held()  # the writer's part: back to its queue, then to the database
+    _, due_at = backlog.step()
+    assert due_at > time.monotonic()
+    wait_until(due_at)
+    assert backlog.step() == (Outcome(), math.inf)

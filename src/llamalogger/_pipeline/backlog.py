@@ -105,7 +105,9 @@ class Backlog:
         elif self._due():
             self._replay(outcome, None)
         due = self._next_replay if self._spilling else float("inf")
-        return outcome, min(due, self._disk_retry_at) if self._disk_failing else due
+        if self._disk_failing and self._disk_retry_at > time.monotonic():
+            due = min(due, self._disk_retry_at)  # events kept in memory: the disk's next try
+        return outcome, due
 
     def takes_batch(self, queued: int, batch_size: int, *, asked: bool) -> bool:
         """Whether the writer should take a batch off its queue now, with ``queued`` events
