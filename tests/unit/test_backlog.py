@@ -248,3 +248,36 @@ def test_a_disk_that_refused_a_file_asks_for_no_step_once_its_next_try_is_past(
     assert due_at > time.monotonic()
     wait_until(due_at)
     assert backlog.step() == (Outcome(), math.inf)
+
+
+def test_a_disk_with_less_room_than_a_batch_takes_what_fits_in_smaller_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC for a whole batch: it is written in halves, down to the smallest part, in
+    order; what still does not fit is held in memory, the rest is on disk and counted."""
+    monkeypatch.setattr("llamalogger._pipeline.backlog._SMALLEST_PART", 2)
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    real_write = SpillDir.write
+    room = [6]  # rows the disk still takes
+
+    def small_disk(self: SpillDir, rows: list[tuple[object, ...]], taken_ns: int) -> object:
+        if len(rows) > min(room[0], 3):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        room[0] -= len(rows)
+        return real_write(self, rows, taken_ns)
+
+    monkeypatch.setattr(SpillDir, "write", small_disk)
+    batch = [record(n) for n in range(10)]
+    outcome = Outcome()
+    backlog.keep(batch, 1, outcome)
+    assert (outcome.on_disk, outcome.spilled, outcome.dropped) == (6, 6, 0)
+    assert backlog.take_held() == batch[6:]
+    assert len(list((tmp_path / "spill").glob("*.jsonl"))) == 2
+    monkeypatch.undo()
+    _, due_at = backlog.step()
+    wait_until(due_at)  # the disk's next try
+    backlog.keep(batch[6:], 2, outcome)
+    assert (outcome.on_disk, backlog.holding) == (10, False)
+    backlog.step(final=True)
+    assert numbers(sink.rows) == list(range(10))

@@ -19,6 +19,7 @@ Runs on the writer thread only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Sequence
@@ -44,6 +45,10 @@ _REPLAY_SLICE = 0.25
 # one replay per second of a trickle, instead of one per handful of events. A crash loses
 # what is queued either way.
 _GATHER_INTERVAL = 1.0
+# A file a full disk refuses is halved until it fits, down to this many events: a disk
+# with less room than that is full.
+_SMALLEST_PART = 1000
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Backlog:
@@ -176,53 +181,74 @@ class Backlog:
             return
         # Spilled rows are always the cleaned ones: a replay must not be refused.
         rows = []
-        sanitised = 0
+        changed = []
         for record in records:
-            row, changed = clean(record)
+            row, was_changed = clean(record)
             rows.append(row)
-            sanitised += first_pass and changed
-        try:
-            file = spill.write(rows, taken_ns)
-        except SpillFull:
+            changed.append(first_pass and was_changed)
+        stored, trouble = self._write_parts(spill, rows, taken_ns)
+        if stored:
+            outcome.sanitised += sum(changed[:stored])
+            outcome.on_disk += stored
+            outcome.spilled += stored
+            self._last_file_at = time.monotonic()
+            if not self._warned:
+                self._warned = True
+                diagnostics.warning(
+                    "llamalogger is keeping events in spill files in %s until the database "
+                    "takes writes again",
+                    spill.path,
+                )
+            if not self._spilling:
+                self._spilling = True
+                self._next_replay = time.monotonic() + self._replay_delay
+        rest = records[stored:]
+        if trouble is None:
+            self._disk_recovered(spill)
+        elif isinstance(trouble, SpillFull):
             self._drop(
-                records,
+                rest,
                 outcome,
                 "llamalogger's spill directory %s reached its cap of %d bytes (spill_max_bytes): "
                 "events are dropped and counted in stats()['dropped'] until it drains",
                 spill.path,
                 spill.max_bytes,
             )
-            return
-        except OSError as exc:
-            if not closing:
-                self._disk_failed(spill, exc)
-                self._held.extend(records)
-                return
+        elif not closing:
+            self._disk_failed(spill, trouble)
+            self._held.extend(rest)
+        else:
             self._drop(
-                records,
+                rest,
                 outcome,
                 "llamalogger cannot write a spill file in %s while closing (%s): events are "
                 "dropped and counted in stats()['dropped']",
                 spill.path,
-                exc,
+                trouble,
             )
-            return
-        outcome.sanitised += sanitised
-        self._last_file_at = time.monotonic()
-        self._disk_recovered(spill)
-        if not self._warned:
-            self._warned = True
-            diagnostics.warning(
-                "llamalogger is keeping events in spill files in %s until the database takes "
-                "writes again",
-                spill.path,
-            )
-        if not self._spilling:
-            self._spilling = True
-            self._next_replay = time.monotonic() + self._replay_delay
-        self._own_files[file.spill_id] = len(records)
-        outcome.on_disk += len(records)
-        outcome.spilled += len(records)
+
+    def _write_parts(
+        self, spill: SpillDir, rows: list[tuple[object, ...]], taken_ns: int
+    ) -> tuple[int, SpillFull | OSError | None]:
+        """Write ``rows`` in as few files as the disk takes: a file that a full disk (or the
+        cap) refuses is tried again in halves, down to ``_SMALLEST_PART`` rows, so that a
+        disk with less room than a batch still takes what fits. Returns how many rows, from
+        the first, are on disk, and what refused the rest."""
+        stored = 0
+        size = len(rows)
+        while stored < len(rows):
+            part = rows[stored : stored + size]
+            try:
+                file = spill.write(part, taken_ns)  # same time, later counter: order kept
+            except (SpillFull, OSError) as exc:
+                full = isinstance(exc, SpillFull) or exc.errno in _FULL
+                if full and size > _SMALLEST_PART:
+                    size = (size + 1) // 2
+                    continue
+                return stored, exc
+            self._own_files[file.spill_id] = len(part)
+            stored += len(part)
+        return stored, None
 
     def _drop(
         self, records: Sequence[Record], outcome: Outcome, message: str, *args: object
