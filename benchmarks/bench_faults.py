@@ -423,7 +423,11 @@ def child_spill_files(
             log_one(number)
     log_seconds = time.monotonic() - begun
     flushed = logger.flush(60)
-    files = sum(1 for _ in Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl"))
+    # Waiting files, also the one a replay attempt may hold claimed at this moment.
+    files = sum(
+        not path.name.endswith(".partial")
+        for path in Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl*")
+    )
     stats = logger.stats()
     logger.close(15)
     return {
