@@ -8,10 +8,11 @@ backlog with one call, ``step()``, which replays what is due and says when the n
 is; delivery hands it the batches the database did not take (``keep``).
 
 A spill file that cannot be written (a full, read-only or failing disk) leaves its batch
-in memory: ``take_held`` hands it back to the writer, which puts it back at the front of
-its queue, and ``takes_batch`` keeps the writer from taking it again before the next
-attempt is due (the backoff of ``retry``). While spilling, the writer gathers events for a
-while before it takes a batch (``takes_batch``), so that files hold thousands of events.
+in memory: ``take_held`` hands it back to the writer, which keeps it, unsettled, and
+delivers it again before anything queued, once ``takes_batch`` says the next attempt is
+due (the backoff of ``retry``); it takes no other batch meanwhile. While spilling, the
+writer gathers events for a while before it takes a batch (``takes_batch``), so that
+files hold thousands of events.
 
 Runs on the writer thread only.
 """
@@ -137,8 +138,8 @@ class Backlog:
         return bool(self._held)
 
     def take_held(self) -> list[Record]:
-        """The records ``keep`` could not put on disk, oldest first: they go back to the
-        front of the queue, not settled, and are taken again once ``takes_batch`` says."""
+        """The records ``keep`` could not put on disk, oldest first: the writer keeps them,
+        not settled, and delivers them again first, once ``takes_batch`` says."""
         held, self._held = self._held, []
         return held
 

@@ -240,17 +240,6 @@ class Intake:
         """Whether flush() or close() waits for the queued events."""
         return self._closing or self._flushes > 0
 
-    def give_back(self, records: Sequence[Record]) -> None:
-        """Put ``records``, taken and not settled, back at the front of the queue in their
-        order (a disk that refused their spill file): they count against its room again."""
-        items: list[object] = []
-        for record in reversed(records):  # extendleft reverses: last record's items first
-            items.append(record[-1])
-            items.append(record[:-1])
-        with self._lock:
-            self._queue.extendleft(items)
-            self._ledger.give_back(len(records), countOf(map(_category, records), JOB))
-
     def take(self) -> _Batch:
         """Up to ``batch_size`` events off the queue, in order."""
         queue = self._queue

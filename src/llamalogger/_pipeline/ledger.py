@@ -66,13 +66,6 @@ class Ledger:
         self._jobs += jobs
         self._in_flight += count
 
-    def give_back(self, count: int, jobs: int = 0) -> None:
-        """``count`` taken events (``jobs`` of them job records) went back to the queue,
-        not settled: they are counted again when they are taken again."""
-        self._taken -= count
-        self._jobs -= jobs
-        self._in_flight -= count
-
     def settle(self, count: int, outcome: Outcome) -> None:
         """``count`` taken events have a final place, as ``outcome`` says."""
         self.apply(outcome)

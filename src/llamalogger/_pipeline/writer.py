@@ -36,6 +36,9 @@ class Writer:
         # A full batch, for the backlog's gathering: never more than the queue can hold, or
         # callers would wait for room while the writer waits for more events.
         self._batch_size = min(settings.batch_size, settings.queue_size)
+        # Records the disk refused (a full or read-only spill disk): unsettled, in hand, and
+        # delivered again before anything queued once the backlog says (takes_batch).
+        self._held: Sequence[Record] = []
         # The bounds of the end of a task (process.deliver_all) and of close().
         self.block_timeout = settings.block_timeout
         self.exit_timeout = settings.exit_timeout
@@ -100,8 +103,11 @@ class Writer:
             return self._close_result
         stuck = self._stop_thread(timeout)
         leftover, abandoned = self._intake.drain(stuck=stuck)
-        kept = self._deliver_leftover(leftover, stuck)
-        final = self._intake.finish(len(leftover), kept, abandoned)
+        # What the disk refused goes first (a stuck writer's is in the batch given up on).
+        held = [] if stuck else self._held
+        self._held = []
+        kept = self._deliver_leftover([*held, *leftover] if held else leftover, stuck)
+        final = self._intake.finish(len(held) + len(leftover), kept, abandoned)
         lost = final["dropped"] - dropped_before
         self._close_result = lost == 0
         if lost:
@@ -176,30 +182,34 @@ class Writer:
         # files are faster to write (one fsync each) and to replay (one commit each).
         intake.wait(min(self._flush_interval, self._replay_due_at - time.monotonic()))
         self._step_backlog()
-        while self._takes_batch() and (batch := intake.take()):
-            try:
-                outcome = self._delivery.deliver(batch, time.time_ns())
-            except BaseException as exc:
-                self._unexpected(exc)
-                outcome = Outcome(dropped=len(batch))
-                self._backlog.take_held()  # counted as dropped with the rest
-            # What the disk refused waits in the queue, taken again when the backlog says.
-            held = self._backlog.take_held()
-            outcome.batches += not held
-            if not intake.settle(len(batch) - len(held), outcome):
+        while self._takes_batch() and (batch := self._held or intake.take()):
+            if not self._write_batch(batch):
                 return True  # close() has counted this batch already
-            if held:
-                intake.give_back(held)
-                break
+            if self._held:
+                break  # until the disk's next try
             self._step_backlog()
         if intake.closing:
             self._step_backlog(final=True)
             return True
         return False
 
+    def _write_batch(self, batch: Sequence[Record]) -> bool:
+        """Deliver ``batch`` and settle it, but for what the disk refused: that stays in
+        hand (``_held``), unsettled. False if close() has counted the batch already."""
+        try:
+            outcome = self._delivery.deliver(batch, time.time_ns())
+        except BaseException as exc:
+            self._unexpected(exc)
+            outcome = Outcome(dropped=len(batch))
+            self._backlog.take_held()  # counted as dropped with the rest
+        self._held = self._backlog.take_held()
+        outcome.batches += not self._held
+        return self._intake.settle(len(batch) - len(self._held), outcome)
+
     def _takes_batch(self) -> bool:
         intake = self._intake
-        return self._backlog.takes_batch(intake.depth, self._batch_size, asked=intake.asked)
+        queued = intake.depth + len(self._held)
+        return self._backlog.takes_batch(queued, self._batch_size, asked=intake.asked)
 
     def _step_backlog(self, *, final: bool = False) -> None:
         outcome, self._replay_due_at = self._backlog.step(final=final)
@@ -223,6 +233,7 @@ class Writer:
         # The parent's queued records belong to the parent's writer: writing them here
         # too would store them twice. The child starts empty with a connection of its own.
         self._intake.reset()
+        self._held = []
         self._outage.forget()
         self._backlog.after_fork_in_child()
         self._sink.after_fork_in_child()
