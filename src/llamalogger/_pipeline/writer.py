@@ -203,8 +203,12 @@ class Writer:
             outcome = Outcome(dropped=len(batch))
             self._backlog.take_held()  # counted as dropped with the rest
         self._held = self._backlog.take_held()
+        settled = len(batch) - len(self._held)
+        if not settled:  # all refused again: its retries are counted, nothing has moved
+            self._intake.record(outcome)
+            return True
         outcome.batches += not self._held
-        return self._intake.settle(len(batch) - len(self._held), outcome)
+        return self._intake.settle(settled, outcome)
 
     def _takes_batch(self) -> bool:
         intake = self._intake
