@@ -136,6 +136,8 @@ class Delivery:
             self._deliver_part(records[:middle], taken_ns, outcome)
             self._deliver_part(records[middle:], taken_ns, outcome)
             return
+        if self._backlog.holding:  # kept in memory, to be delivered again: counted then
+            return
         sanitised_already = rows.sanitised()  # all of them, whatever the write did
         outcome.sanitised += len(sanitised_already)
         if refused is not None:

@@ -78,8 +78,19 @@ class SpillDir:
         # directory must not mistake each other's claims for their own.
         self._claimant = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._foreign: set[str] = set()  # files written for another target: never ours
+        self._stored: set[str] = set()  # replayed files the disk would not let us remove
         self._sweep_partial_files()
+        self._check_writable()
         self._bytes = sum(_size(file) for file in self.path.glob("*" + _SUFFIX + "*"))
+
+    def _check_writable(self) -> None:
+        """Create and remove a file, so that a directory on a read-only or failing
+        filesystem is refused (``OSError``) at start, not found out in the first outage."""
+        # Named as a partial file of this process: never replayed, and swept at the next
+        # start should this process die before removing it.
+        probe = self.path / f"{0:020d}-{os.getpid()}-{secrets.token_hex(3)}{_SUFFIX}{_PARTIAL}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
 
     def _sweep_partial_files(self) -> None:
         """Remove what writers that died mid-write left: a partial file is never replayed,
@@ -181,8 +192,18 @@ class SpillDir:
 
     def remove(self, file: SpillFile) -> None:
         size = _size(file.path)
-        file.path.unlink(missing_ok=True)
+        try:
+            file.path.unlink(missing_ok=True)
+        except OSError:
+            # Its rows are stored, with its replay mark: it needs removing, not replaying.
+            self._stored.add(file.spill_id)
+            raise
+        self._stored.discard(file.spill_id)
         self._bytes = max(0, self._bytes - size)
+
+    def stored(self, file: SpillFile) -> bool:
+        """Whether ``file`` was replayed by this process and only its removal failed."""
+        return file.spill_id in self._stored
 
     def set_aside(self, file: SpillFile, why: str) -> Path:
         """Move a file that cannot be replayed out of the way, keeping it for a person."""

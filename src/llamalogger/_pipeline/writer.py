@@ -42,6 +42,12 @@ class Writer:
         in memory only). ``open_writer`` builds one from ``Settings`` alone."""
         self._sink = sink
         self._flush_interval = settings.flush_interval
+        # A full batch, for the backlog's gathering: never more than the queue can hold, or
+        # callers would wait for room while the writer waits for more events.
+        self._batch_size = min(settings.batch_size, settings.queue_size)
+        # Records the disk refused (a full or read-only spill disk): unsettled, in hand, and
+        # delivered again before anything queued once the backlog says (takes_batch).
+        self._held: Sequence[Record] = []
         # The bounds of the end of a task (process.deliver_all) and of close().
         self.block_timeout = settings.block_timeout
         self.exit_timeout = settings.exit_timeout
@@ -110,8 +116,12 @@ class Writer:
             return self._close_result
         stuck = self._stop_thread(timeout, reserve)
         leftover, abandoned = self._intake.drain(stuck=stuck)
-        kept = self._deliver_leftover(leftover, stuck, closes_at)
-        final = self._intake.finish(len(leftover), kept, abandoned)
+        # What the disk refused goes first (a stuck writer's is in the batch given up on).
+        held = [] if stuck else self._held
+        self._held = []
+        records: Sequence[Record] = [*held, *leftover] if held else leftover
+        kept = self._deliver_leftover(records, stuck, closes_at)
+        final = self._intake.finish(len(records), kept, abandoned)
         lost = final["dropped"] - dropped_before
         self._close_result = lost == 0
         if lost:
@@ -165,6 +175,8 @@ class Writer:
             except BaseException as exc:
                 self._unexpected(exc)
                 kept.dropped += len(chunk)
+        # With no time left the backlog holds nothing back; should it, nothing goes uncounted.
+        kept.dropped += len(self._backlog.take_held())
         return kept
 
     def stats(self) -> dict[str, int]:
@@ -196,20 +208,38 @@ class Writer:
         # files are faster to write (one fsync each) and to replay (one commit each).
         intake.wait(min(self._flush_interval, self._replay_due_at - time.monotonic()))
         self._step_backlog()
-        while batch := intake.take():
-            try:
-                outcome = self._delivery.deliver(batch, time.time_ns())
-            except BaseException as exc:
-                self._unexpected(exc)
-                outcome = Outcome(dropped=len(batch))
-            outcome.batches += 1
-            if not intake.settle(len(batch), outcome):
+        while self._takes_batch() and (batch := self._held or intake.take()):
+            if not self._write_batch(batch):
                 return True  # close() has counted this batch already
+            if self._held:
+                break  # until the disk's next try
             self._step_backlog()
         if intake.closing:
             self._step_backlog(final=True)
             return True
         return False
+
+    def _write_batch(self, batch: Sequence[Record]) -> bool:
+        """Deliver ``batch`` and settle it, but for what the disk refused: that stays in
+        hand (``_held``), unsettled. False if close() has counted the batch already."""
+        try:
+            outcome = self._delivery.deliver(batch, time.time_ns())
+        except BaseException as exc:
+            self._unexpected(exc)
+            outcome = Outcome(dropped=len(batch))
+            self._backlog.take_held()  # counted as dropped with the rest
+        self._held = self._backlog.take_held()
+        settled = len(batch) - len(self._held)
+        if not settled:  # all refused again: its retries are counted, nothing has moved
+            self._intake.record(outcome)
+            return True
+        outcome.batches += not self._held
+        return self._intake.settle(settled, outcome)
+
+    def _takes_batch(self) -> bool:
+        intake = self._intake
+        queued = intake.depth + len(self._held)
+        return self._backlog.takes_batch(queued, self._batch_size, asked=intake.asked)
 
     def _step_backlog(self, *, final: bool = False) -> None:
         outcome, self._replay_due_at = self._backlog.step(final=final)
@@ -233,6 +263,7 @@ class Writer:
         # The parent's queued records belong to the parent's writer: writing them here
         # too would store them twice. The child starts empty with a connection of its own.
         self._intake.reset()
+        self._held = []
         self._outage.forget()
         self._backlog.after_fork_in_child()
         self._sink.after_fork_in_child()
