@@ -278,12 +278,13 @@ class SpillRows(Sequence[tuple[object, ...]]):
     def __iter__(self) -> Iterator[tuple[object, ...]]:
         rows = self._rows
         yield from rows[:]  # those an earlier pass parsed already
+        append = rows.append
         for number in range(len(rows), len(self._lines)):
             try:
                 row = _from_json(_loads(self._lines[number]))
             except (ValueError, TypeError) as exc:
                 raise SpillUnreadable(self.spill_id, f"row {number + 1}: {exc!r}") from exc
-            rows.append(row)
+            append(row)
             yield row
 
 
@@ -297,11 +298,12 @@ def _loads(line: bytes) -> Any:
 
 
 def _from_json(values: Any) -> tuple[object, ...]:
-    if not isinstance(values, list) or not values:
+    if values.__class__ is not list or not values:
         raise TypeError(f"a row is a non-empty JSON array, not {type(values).__name__}")
     details = values[-1]
-    payload = b"\x01" + details.encode() if isinstance(details, str) else None
-    return (*values[:-1], payload)
+    # The parsed list is ours: its details become jsonb's binary form in place.
+    values[-1] = b"\x01" + details.encode() if details.__class__ is str else None
+    return tuple(values)
 
 
 def _fsync_directory(path: Path) -> None:
