@@ -147,3 +147,29 @@ def test_a_replay_cut_off_halfway_is_written_again_whole_and_once(
     assert sorted(marks) == sorted(
         (file.spill_id, size) for file, size in zip(files, [100, 50, 50], strict=True)
     )
+
+
+def test_a_file_with_a_row_the_database_refuses_is_set_aside_and_its_neighbours_written(
+    dsn: str, schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A constraint added since the outage refuses one row: the files that shared its
+    transaction are written one transaction each, so that only the file holding that row is
+    set aside as refused (none of its rows stored) and every other file is written once."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {}.llama_log ADD CONSTRAINT refuse CHECK (message <> 'refused')"
+            ).format(sql.Identifier(schema))
+        )
+    middle = [event(n, "refused" if n == 4 else None) for n in range(3, 6)]
+    before, refused, after = spill_files(
+        dsn, schema, tmp_path, [events(0, 3), middle, events(6, 3)]
+    )
+    with caplog.at_level(logging.ERROR, logger="llamalogger"):
+        replay(dsn, schema, tmp_path, 6)
+    assert stored_numbers(dsn, schema) == [0, 1, 2, 6, 7, 8]
+    marks = query(dsn, "SELECT spill_id FROM {}.llama_log_spill_replays", schema)
+    assert sorted(marks) == [(before.spill_id,), (after.spill_id,)]
+    assert [path.name for path in tmp_path.iterdir()] == [f"{refused.spill_id}.jsonl.rejected"]
+    [report] = [r.getMessage() for r in caplog.records if "refused spill file" in r.getMessage()]
+    assert "CheckViolation" in report
