@@ -85,10 +85,17 @@ def rows_of(events: int) -> int:
     return events + -(-events // JOB_SIZE)
 
 
+def open_logger(dsn: str, schema: str, spill: str | Path, events: int) -> LlamaLogger:
+    """The logger of every run: defaults, but a queue that holds the whole run (as in
+    ``bench_writer.py``'s end to end), so that no caller waits for room and no write is
+    cancelled for it; each run's own spill directory."""
+    return LlamaLogger(dsn, schema=schema, spill_dir=spill, queue_size=rows_of(events) + 1)
+
+
 def live(dsn: str, schema: str, events: int) -> float:
     with (
         tempfile.TemporaryDirectory() as spill,
-        LlamaLogger(dsn, schema=schema, spill_dir=spill) as logger,
+        open_logger(dsn, schema, spill, events) as logger,
     ):
         started = time.perf_counter()
         log_events(logger, 0, events)
@@ -102,8 +109,10 @@ def live(dsn: str, schema: str, events: int) -> float:
 
 def make_backlog(dsn: str, schema: str, events: int, spill: Path) -> tuple[int, int]:
     """Log ``events`` with the database out of reach; returns (files, bytes) on disk."""
-    with quiet(), LlamaLogger(as_role(dsn, "llamalog_bench_nobody"), schema=schema,
-                              spill_dir=spill) as logger:  # fmt: skip
+    with (
+        quiet(),
+        open_logger(as_role(dsn, "llamalog_bench_nobody"), schema, spill, events) as logger,
+    ):
         log_events(logger, 0, events)
         assert logger.flush(timeout=600)
     assert logger.stats()["on_disk"] == rows_of(events), logger.stats()
@@ -129,7 +138,7 @@ def replay(dsn: str, schema: str, events: int) -> tuple[float, float, int, int]:
         files, size = make_backlog(dsn, schema, events, spill)
         fresh_tables(dsn, schema)
         started = time.perf_counter()
-        with LlamaLogger(dsn, schema=schema, spill_dir=spill) as logger:
+        with open_logger(dsn, schema, spill, events) as logger:
             first, done = wait_replayed(logger, rows_of(events), started)
         assert not list(spill.glob("*.jsonl*")), "files left behind"
     return events / done, first, files, size
@@ -148,7 +157,7 @@ def resume(dsn: str, schema: str, events: int) -> tuple[float, float]:
         )
     try:
         with tempfile.TemporaryDirectory() as spill, quiet():
-            logger = LlamaLogger(as_role(dsn, role), schema=schema, spill_dir=spill)
+            logger = open_logger(as_role(dsn, role), schema, spill, events)
             try:
                 log_events(logger, 0, events)
                 assert logger.flush(timeout=600)
