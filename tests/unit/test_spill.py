@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from llamalogger._pipeline import Settings, Writer, open_writer
-from llamalogger._pipeline.spill import SpillDir, SpillFull, default_spill_root, target_dirname
+from llamalogger._pipeline.spill import (
+    SpillDir,
+    SpillFull,
+    SpillUnreadable,
+    default_spill_root,
+    target_dirname,
+)
 
 from .test_writer import TARGET, MemorySink, assert_adds_up, numbers, put, record
 
@@ -389,3 +395,24 @@ def test_while_spilling_a_queue_smaller_than_a_batch_is_taken_when_full(tmp_path
         assert (stats["dropped"], stats["on_disk"]) == (0, 500), stats
     finally:
         writer.close(timeout=1)
+
+
+def test_rows_are_counted_at_once_and_parsed_only_as_they_are_taken(tmp_path: Path) -> None:
+    """A replay streams a file into its COPY: a bad line in the middle is met when the rows
+    before it have been taken, and names its row; the count needs no parsing."""
+    spill = SpillDir(tmp_path, TARGET, 1 << 20)
+    file = spill.write([record(n) for n in range(5)], 1)
+    lines = file.path.read_bytes().splitlines()
+    lines[3] = b"[not json"  # the header, two good rows, then the bad one
+    file.path.write_bytes(b"\n".join(lines) + b"\n")
+    target, rows = spill.open(file)
+    assert (target, len(rows)) == (TARGET, 5)
+    taken: list[tuple[object, ...]] = []
+    with pytest.raises(SpillUnreadable, match="row 3") as caught:
+        taken.extend(rows)
+    assert numbers(taken) == [0, 1]
+    assert caught.value.spill_id == file.spill_id
+    again: list[tuple[object, ...]] = []
+    with pytest.raises(SpillUnreadable, match="row 3"):
+        again.extend(rows)  # a retry: what was parsed is kept, the bad line stays bad
+    assert again == taken

@@ -23,8 +23,10 @@ import contextlib
 import errno
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from .._records import Record
 from .diagnostics import Reporter, diagnostics
@@ -32,7 +34,7 @@ from .ledger import Outcome
 from .retry import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, Deadline, Outage, failure
 from .sanitise import clean
 from .sink import Failure, Sink, explain
-from .spill import SpillDir, SpillFile, SpillFull
+from .spill import SpillDir, SpillFile, SpillFull, SpillRows, SpillUnreadable
 
 __all__ = ["Backlog"]
 
@@ -50,6 +52,17 @@ _GATHER_INTERVAL = 1.0
 # with less room than that is full.
 _SMALLEST_PART = 1000
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+# The rows a replay writes in one transaction, at least (a file is never split): a live
+# batch's worth, so that a backlog of small files pays a commit per batch, not per file.
+_REPLAY_ROWS = 20_000
+
+
+class _Opened(NamedTuple):
+    """A claimed spill file and its rows, parsed as its replay's COPY takes them."""
+
+    file: SpillFile
+    rows: SpillRows
 
 
 class Backlog:
@@ -307,12 +320,40 @@ class Backlog:
             return
         target = self._sink.target()
         slice_ends = time.monotonic() + _REPLAY_SLICE if until is None else until
-        for file in self._pending():
+        pending = deque(self._pending())
+        while pending:
             if time.monotonic() >= slice_ends:
                 # A long backlog is written in slices: between them the writer puts new
                 # batches on disk (behind the backlog), so the queue never fills meanwhile.
                 self._next_replay = time.monotonic()
                 return
+            group = self._gather(spill, pending, target, outcome)
+            if not self._write_group(spill, group, outcome):
+                self._replay_delay = min(self._replay_delay * 2, MAX_RETRY_DELAY)
+                self._next_replay = time.monotonic() + self._replay_delay
+                return
+        self._settle_vanished(spill, outcome)
+        self._spilling = False
+        self._replay_delay = FIRST_RETRY_DELAY
+        self._disk_retry_at = 0.0  # events held in memory may go straight to the database
+        self._outage.succeeded()
+        if self._warned:
+            self._warned = False
+            diagnostics.warning("llamalogger wrote every spilled event; writing directly again")
+
+    def _gather(
+        self,
+        spill: SpillDir,
+        pending: deque[SpillFile],
+        target: dict[str, str],
+        outcome: Outcome,
+    ) -> list[_Opened]:
+        """Claim and open the next files of ``pending`` (taking them off it) until they hold
+        a transaction's worth of rows."""
+        group: list[_Opened] = []
+        rows = 0
+        while pending and rows < _REPLAY_ROWS:
+            file = pending.popleft()
             if spill.stored(file):  # replayed, kept by a read-only disk: only removing is due
                 with contextlib.suppress(OSError):  # reported when it first failed
                     spill.remove(file)
@@ -327,75 +368,117 @@ class Backlog:
                 claimed = file
             if claimed is None:
                 continue  # another process took it
-            replayed = self._replay_file(spill, claimed, target, outcome)
-            if not replayed:
-                self._replay_delay = min(self._replay_delay * 2, MAX_RETRY_DELAY)
-                self._next_replay = time.monotonic() + self._replay_delay
-                return
-        self._settle_vanished(spill, outcome)
-        self._spilling = False
-        self._replay_delay = FIRST_RETRY_DELAY
-        self._disk_retry_at = 0.0  # events held in memory may go straight to the database
-        self._outage.succeeded()
-        if self._warned:
-            self._warned = False
-            diagnostics.warning("llamalogger wrote every spilled event; writing directly again")
-
-    def _replay_file(
-        self, spill: SpillDir, file: SpillFile, target: dict[str, str], outcome: Outcome
-    ) -> bool:
-        """Replay one claimed file; False if the database is still unreachable."""
-        try:
-            written_for, rows = spill.read(file)
-        except FileNotFoundError:
-            return True  # taken over meanwhile by a process that found us gone: not ours
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            aside = self._set_aside(spill, file, "unreadable")
-            if aside is None:
-                return False  # kept where it is, and tried again later
-            diagnostics.error("llamalogger cannot read spill file %s: %s", aside, exc)
-            self._settle_file(file.spill_id, stored=0, outcome=outcome)
-            return True
-        if written_for is not None and written_for != target:
-            # Not ours to write: give the file back for a logger of its own database.
-            spill.leave_alone(file)
-            self._reporter.once(
-                ("foreign spill", file.spill_id),
-                logging.WARNING,
-                "llamalogger leaves spill file %s alone: it was written for %s, not %s",
-                file.path.name,
-                written_for,
-                target,
-            )
-            return True
-        try:
-            inserted = self._sink.write_replay(file.spill_id, rows)
-        except Exception as exc:
-            if failure(exc) is Failure.REJECT:
-                aside = self._set_aside(spill, file, "rejected")
-                if aside is None:
-                    return False
-                diagnostics.error(
-                    "llamalogger: the database refused spill file %s (%s)", aside, explain(exc)
-                )
-                self._settle_file(file.spill_id, stored=0, outcome=outcome)
-                return True
-            outcome.retried += 1
-            self._outage.failed(exc)
             try:
-                spill.release(file)
-            except OSError as trouble:  # still ours, under our claim: replayed later
-                self._disk_trouble("release", file, trouble)
-            return False
+                written_for, file_rows = spill.open(claimed)
+            except FileNotFoundError:
+                continue  # taken over meanwhile by a process that found us gone: not ours
+            except (OSError, SpillUnreadable) as exc:
+                if not self._give_up(spill, claimed, "unreadable", exc, outcome):
+                    return group  # kept where it is, and tried again later
+                continue
+            if written_for is not None and written_for != target:
+                self._leave_alone(spill, claimed, written_for, target)
+                continue
+            group.append(_Opened(claimed, file_rows))
+            rows += len(file_rows)
+        return group
+
+    def _leave_alone(
+        self,
+        spill: SpillDir,
+        file: SpillFile,
+        written_for: dict[str, str],
+        target: dict[str, str],
+    ) -> None:
+        """Not ours to write: give the file back for a logger of its own database."""
+        spill.leave_alone(file)
+        self._reporter.once(
+            ("foreign spill", file.spill_id),
+            logging.WARNING,
+            "llamalogger leaves spill file %s alone: it was written for %s, not %s",
+            file.path.name,
+            written_for,
+            target,
+        )
+
+    def _write_group(self, spill: SpillDir, group: list[_Opened], outcome: Outcome) -> bool:
+        """Write the files of ``group`` in one transaction (their rows stream into its COPY
+        as they are parsed); False, the files given back, if the database is unreachable."""
+        while group:
+            try:
+                stored_before = self._sink.write_replays(
+                    [(opened.file.spill_id, opened.rows) for opened in group]
+                )
+            except SpillUnreadable as exc:
+                # A line that is no row, met as the COPY reached it: the transaction is
+                # rolled back whole; that file is set aside and the others written again.
+                [bad] = [opened for opened in group if opened.file.spill_id == exc.spill_id]
+                group.remove(bad)
+                if not self._give_up(spill, bad.file, "unreadable", exc, outcome):
+                    self._release(spill, group)
+                    return False
+                continue
+            except Exception as exc:
+                if failure(exc) is Failure.REJECT:
+                    return self._write_refused(spill, group, exc, outcome)
+                outcome.retried += 1
+                self._outage.failed(exc)
+                self._release(spill, group)
+                return False
+            for opened in group:
+                self._written(spill, opened, opened.file.spill_id not in stored_before, outcome)
+            return True
+        return True
+
+    def _write_refused(
+        self, spill: SpillDir, group: list[_Opened], exc: Exception, outcome: Outcome
+    ) -> bool:
+        """The database refused a row of ``group``: only the file that holds it is set
+        aside, found by writing the files one transaction each."""
+        if len(group) == 1:
+            return self._give_up(spill, group[0].file, "rejected", exc, outcome)
+        for index, opened in enumerate(group):
+            if not self._write_group(spill, [opened], outcome):
+                self._release(spill, group[index + 1 :])
+                return False
+        return True
+
+    def _written(self, spill: SpillDir, opened: _Opened, inserted: bool, outcome: Outcome) -> None:
+        """A file whose rows are stored: remove it and count them."""
         try:
-            spill.remove(file)
+            spill.remove(opened.file)
         except OSError as exc:
             # Its rows are stored, and its id with them: a later replay of it writes
             # nothing twice (llama_log_spill_replays) and removes it then.
-            self._disk_trouble("remove", file, exc)
+            self._disk_trouble("remove", opened.file, exc)
         # Not inserted: an earlier replay of this file had committed already.
-        outcome.replayed += len(rows) if inserted else 0
-        self._settle_file(file.spill_id, stored=len(rows), outcome=outcome)
+        rows = len(opened.rows)
+        outcome.replayed += rows if inserted else 0
+        self._settle_file(opened.file.spill_id, stored=rows, outcome=outcome)
+
+    def _release(self, spill: SpillDir, group: list[_Opened]) -> None:
+        """Give claimed files back, for the next attempt of any logger."""
+        for opened in group:
+            try:
+                spill.release(opened.file)
+            except OSError as trouble:  # still ours, under our claim: replayed later
+                self._disk_trouble("release", opened.file, trouble)
+
+    def _give_up(
+        self, spill: SpillDir, file: SpillFile, why: str, exc: Exception, outcome: Outcome
+    ) -> bool:
+        """Set aside a file that can never be written (``why``: ``unreadable`` or
+        ``rejected``), counting its events; False if the disk kept it where it is."""
+        aside = self._set_aside(spill, file, why)
+        if aside is None:
+            return False
+        if why == "rejected":
+            diagnostics.error(
+                "llamalogger: the database refused spill file %s (%s)", aside, explain(exc)
+            )
+        else:
+            diagnostics.error("llamalogger cannot read spill file %s: %s", aside, exc)
+        self._settle_file(file.spill_id, stored=0, outcome=outcome)
         return True
 
     def _set_aside(self, spill: SpillDir, file: SpillFile, why: str) -> Path | None:

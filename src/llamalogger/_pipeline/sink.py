@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import math
 import os
 import re
@@ -30,6 +31,7 @@ __all__ = [
     "Failure",
     "ServerLimit",
     "Sink",
+    "SpilledRows",
     "classify",
     "explain",
     "needs_fix",
@@ -51,6 +53,10 @@ SCHEMA_MISSING = (
 )
 
 
+# A spill file's id and its rows (which may be parsed only as they are taken).
+SpilledRows = tuple[str, Sequence[tuple[object, ...]]]
+
+
 class Sink(Protocol):
     """Where batches go; ``BatchSink`` writes them to PostgreSQL. Plain Python methods
     only, so that an in-memory sink can stand in for it.
@@ -58,13 +64,14 @@ class Sink(Protocol):
     A batch holds the rows of events (13 fields) and of job records (16: ``JOB`` at index
     1, see ``_records.JobRecord``); a sink stores all of a batch or none of it.
 
-    ``write`` and ``write_replay`` raise what went wrong (see ``classify``);
-    ``write_replay`` returns ``False`` for a spill id it has stored already. ``target``
+    ``write`` and ``write_replays`` raise what went wrong (see ``classify``);
+    ``write_replays`` stores the rows of several spill files (id, rows) all or none, and
+    returns the ids it had stored already (their rows are not stored again). ``target``
     names where rows go (host, port, dbname, schema; never a password)."""
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None: ...
 
-    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool: ...
+    def write_replays(self, files: Sequence[SpilledRows]) -> set[str]: ...
 
     def cancel(self, timeout: float = ...) -> None: ...
 
@@ -300,6 +307,10 @@ class BatchSink:
             "INSERT INTO {}.llama_log_spill_replays (spill_id, events) VALUES (%s, %s)"
             " ON CONFLICT DO NOTHING"
         ).format(sql.Identifier(schema))
+        self._mark_replays = sql.SQL(
+            "INSERT INTO {}.llama_log_spill_replays (spill_id, events)"
+            " SELECT * FROM unnest(%s::text[], %s::integer[]) ON CONFLICT DO NOTHING"
+        ).format(sql.Identifier(schema))
 
     def target(self) -> dict[str, str]:
         """Where rows go: host, port, database and schema (never a password)."""
@@ -438,18 +449,36 @@ class BatchSink:
             else:
                 self._copy_rows(conn, rows)
 
-    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool:
-        """Write the rows of one spill file, exactly once.
+    def write_replays(self, files: Sequence[SpilledRows]) -> set[str]:
+        """Write the rows of spill files, in their order, in one transaction, exactly once.
 
-        The file's id goes into ``llama_log_spill_replays`` in the same transaction as its
-        rows; returns ``False`` without writing if that id is already there (an earlier
-        replay committed but its file was not deleted).
+        Each file's id goes into ``llama_log_spill_replays`` in the same transaction as its
+        rows; a file whose id is there already (an earlier replay committed, then its file
+        was not removed) is not written again, and its id is returned. The rows of all the
+        files stream into one COPY (their job records into a second) as they are taken.
         """
+        ids = [spill_id for spill_id, _ in files]
+        counts = [len(rows) for _, rows in files]
+        # The marks are never prepared: a statement must not outlive a pooler's transaction.
         with self._write_transaction() as conn:
-            if conn.execute(self._mark_replay, (spill_id, len(rows))).rowcount == 0:
-                return False
-            self._copy_mixed(conn, rows)
-        return True
+            # One statement marks them all; it marks fewer only after a crash between a
+            # replay's commit and the removal of its files.
+            marked = conn.execute(self._mark_replays, (ids, counts), prepare=False)
+            if marked.rowcount == len(files):
+                self._copy_mixed(conn, itertools.chain.from_iterable(r for _, r in files))
+                return set()
+            raise psycopg.Rollback  # then mark them one by one, to know which
+        stored_before: set[str] = set()
+        with self._write_transaction() as conn:
+            fresh = []
+            for spill_id, rows in files:
+                marked = conn.execute(self._mark_replay, (spill_id, len(rows)), prepare=False)
+                if marked.rowcount:
+                    fresh.append(rows)
+                else:
+                    stored_before.add(spill_id)
+            self._copy_mixed(conn, itertools.chain.from_iterable(fresh))
+        return stored_before
 
     @contextmanager
     def separate_connection(self, timeout: float) -> Iterator[psycopg.Connection[Any]]:
