@@ -127,7 +127,7 @@ def other_schema(dsn: str) -> Iterator[str]:
 
 
 class TestSameSchemaAsBefore:
-    @pytest.mark.parametrize("target", ["0002", "0004", "0005", "0006"])
+    @pytest.mark.parametrize("target", ["0002", "0004", "0005", "0006", "0007"])
     def test_online_steps_end_in_the_schema_the_one_transaction_0002_made(
         self, conn: psycopg.Connection, schema_name: str, other_schema: str, target: str
     ) -> None:
@@ -151,11 +151,11 @@ class TestSameSchemaAsBefore:
         migrate_the_old_way(conn, schema_name)
         migrate(conn, schema=schema_name, target="0003")
         plan = plan_migration(conn, schema=schema_name)
-        assert {step.version for step in plan.steps} == {"0004", "0005", "0006"}
+        assert {step.version for step in plan.steps} == {"0004", "0005", "0006", "0007"}
 
         result = migrate(conn, schema=schema_name)
 
-        assert [m.version for m in result.applied] == ["0004", "0005", "0006"]
+        assert [m.version for m in result.applied] == ["0004", "0005", "0006", "0007"]
         steps = conn.execute(
             sql.SQL("SELECT DISTINCT version FROM {}.schema_migration_steps").format(
                 ident(schema_name)
@@ -166,6 +166,7 @@ class TestSameSchemaAsBefore:
             ("0004",),
             ("0005",),
             ("0006",),
+            ("0007",),
         ]  # 0003 was applied by this runner
 
     def test_late_rows_of_0001_era_code_are_filled_by_0004_on_an_old_database(
@@ -310,7 +311,7 @@ class TestLocks:
         assert column == (0,)
         assert waits
         assert max(waits) < 1.0  # lock_timeout is 0.1 s; the margin is for a busy machine
-        assert migrate(conn, schema=schema_name).version == "0006"
+        assert migrate(conn, schema=schema_name).version == "0007"
 
     def test_cli_exits_1_with_one_line_naming_the_holder_when_the_lock_is_never_granted(
         self,
@@ -372,7 +373,7 @@ class TestDryRun:
         load_rows(conn, schema_name, 123)
         assert main(["migrate", "--dsn", dsn, "--schema", schema_name, "--dry-run"]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[0] == f"schema {schema_name}: version 0001, target 0006, 14 steps to run"
+        assert lines[0] == f"schema {schema_name}: version 0001, target 0007, 16 steps to run"
         by_step = {line.split(": ", 1)[1].split(" (")[0]: line for line in lines[1:]}
         assert "ACCESS EXCLUSIVE" in by_step["root_job_id_column"]
         assert by_step["root_job_id_column"].endswith("rows: 0")
@@ -388,7 +389,7 @@ class TestDryRun:
     ) -> None:
         plan = plan_migration(conn, schema=schema)
         assert plan.steps == ()
-        assert str(plan) == f"schema {schema}: version 0006, target 0006, 0 steps to run"
+        assert str(plan) == f"schema {schema}: version 0007, target 0007, 0 steps to run"
 
 
 KILL_ROWS = 6000
@@ -479,7 +480,7 @@ class TestKilled:
 
             result = migrate(conn, schema=schema)
 
-            assert result.version == "0006"
+            assert result.version == "0007"
             assert roots(conn, schema) == uninterrupted.roots
             assert catalog(conn, schema) == uninterrupted.catalog
             assert recorded(conn, schema) == uninterrupted.recorded
