@@ -511,23 +511,32 @@ def runs(
     failed: bool = False,
     name: str | None = None,
     limit: int = 20,
+    until: dt.datetime | None = None,
+    status: str | None = None,
+    root: str | None = None,
+    offset: int = 0,
     schema: str = DEFAULT_SCHEMA,
 ) -> list[Run]:
-    """Root jobs, the newest start first: at most ``limit``.
+    """Root jobs, the newest start first: at most ``limit``, after skipping ``offset``.
 
     ``since``: only runs with activity since then (ended, or logged an event; an
-    unfinished run has no record, so its events count). ``failed``: only runs with a
-    failed job anywhere in their tree. ``name``: only roots of that name. Roots that
-    logged events but have no record yet are listed as :data:`UNFINISHED`, placed by
-    their first event within the window.
+    unfinished run has no record, so its events count). ``until``: only runs that started
+    by then. ``failed``: only runs with a failed job anywhere in their tree. ``status``:
+    only runs whose root has that status (``succeeded``, ``failed``, ``cancelled`` or
+    :data:`UNFINISHED`). ``name``: only roots of that name; ``root``: only that root.
+    Roots that logged events but have no record yet are listed as :data:`UNFINISHED`,
+    placed by their first event within the window.
 
     Two stages, so that the totals of a tree (its events, its failures) are counted for the
     runs shown only: the window's runs are found and ordered from the indexes on
     ``logged_at`` and on the job records; ``failed`` counts failures for each of them.
     """
     jobs, log = _job_table(schema), _table(schema)
-    window = sql.SQL("") if since is None else sql.SQL(" AND ended_at >= %(since)s")
-    event_window = sql.SQL("") if since is None else sql.SQL(" AND logged_at >= %(since)s")
+    window: sql.Composable = sql.SQL("" if since is None else " AND ended_at >= %(since)s")
+    event_window: sql.Composable = sql.SQL("" if since is None else " AND logged_at >= %(since)s")
+    if root is not None:
+        window += sql.SQL(" AND job_id = %(root)s")
+        event_window += sql.SQL(" AND root_job_id = %(root)s")
     failures = sql.SQL(
         """
         LEFT JOIN LATERAL (  -- failed as JobNode.failed says: by record, else by event
@@ -542,11 +551,27 @@ def runs(
         ) failures ON true
         """
     )
-    only_failed: sql.Composable = sql.SQL("")
+    filters: list[sql.Composable] = []
+    conditions: list[sql.Composable] = [sql.SQL("true")]
     if failed:
-        only_failed = failures.format(jobs=jobs, log=log, root=sql.SQL("named.root")) + sql.SQL(
-            " WHERE failures.failed > 0"
+        filters.append(failures.format(jobs=jobs, log=log, root=sql.SQL("named.root")))
+        conditions.append(sql.SQL("failures.failed > 0"))
+    if status is not None:
+        filters.append(
+            sql.SQL(
+                "LEFT JOIN LATERAL (SELECT status FROM {jobs} WHERE job_id = named.root"
+                " ORDER BY attempt DESC, id DESC LIMIT 1) root_record ON true"
+            ).format(jobs=jobs)
         )
+        # A root whose last record says "retried" runs again: unfinished, as Run says.
+        conditions.append(
+            sql.SQL(
+                "coalesce(nullif(root_record.status, 'retried'), {unfinished}) = %(status)s"
+            ).format(unfinished=sql.Literal(UNFINISHED))
+        )
+    only_failed = (
+        sql.SQL(" ").join(filters) + sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
+    )
     query = sql.SQL(
         """
         WITH candidates AS (
@@ -569,10 +594,12 @@ def runs(
                 SELECT job_name FROM {log}
                 WHERE job_id = candidates.root AND job_name IS NOT NULL LIMIT 1
             ) event ON true
-            WHERE %(name)s::text IS NULL OR coalesce(record.job_name, event.job_name) = %(name)s
+            WHERE (%(name)s::text IS NULL
+                   OR coalesce(record.job_name, event.job_name) = %(name)s)
+              AND (%(until)s::timestamptz IS NULL OR candidates.started <= %(until)s)
         ), picked AS (
             SELECT named.* FROM named {only_failed}
-            ORDER BY named.started DESC, named.root DESC LIMIT %(limit)s
+            ORDER BY named.started DESC, named.root DESC LIMIT %(limit)s OFFSET %(offset)s
         )
         SELECT picked.root, picked.name, last.status, last.ended_at, first.started_at,
                first.attempts, ev.events, ev.first_at, ev.last_at, failures.failed,
@@ -604,7 +631,15 @@ def runs(
         only_failed=only_failed,
         failures=failures.format(jobs=jobs, log=log, root=sql.SQL("picked.root")),
     )
-    params = {"since": since, "name": name, "limit": limit}
+    params = {
+        "since": since,
+        "until": until,
+        "name": name,
+        "status": status,
+        "root": root,
+        "limit": limit,
+        "offset": offset,
+    }
     with _connection(source) as conn, conn.transaction():
         # The planner's estimate for the per-run lookups passes jit_above_cost, and
         # compiling them took 1.5-2.7 s for a query that runs in 30 ms (bench_queries.py).

@@ -1,0 +1,27 @@
+"""JSON responses of the web view.
+
+orjson first (fast for a tree of 50,000 jobs); the standard library's encoder for what
+orjson refuses (details nested deeper than its 254 levels, ints beyond 64 bits). Times are
+ISO 8601 strings; anything else unknown is written as ``str()`` gives it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+__all__ = ["json_bytes", "json_response"]
+
+
+def json_bytes(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, default=str)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, default=str, ensure_ascii=False).encode()
+
+
+def json_response(value: Any, status_code: int = 200) -> Response:
+    return Response(json_bytes(value), status_code=status_code, media_type="application/json")
