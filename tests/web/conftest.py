@@ -7,6 +7,7 @@ process was killed) are inserted with parameterised SQL, as another writer could
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -52,6 +53,18 @@ class Album:
     other_root: str  # nightly-sync, later than the album
 
 
+# The failing step runs as code of a relative file name: its traceback, which the docs'
+# screenshot shows, names no directory of the machine the tests ran on.
+_FAILING_STEP = compile(
+    """with logger.job("enrich-track", entity=("track", "9")) as failed:
+    logger.log(Category.ENRICHED, "tempo found", entity=("track", "9"))
+    raise ValueError("no key for track 9")
+""",
+    "catalogue/enrich.py",
+    "exec",
+)
+
+
 def _deep(levels: int) -> dict[str, Any]:
     value: dict[str, Any] = {"bottom": HOSTILE_MESSAGE}
     for _ in range(levels):
@@ -76,12 +89,10 @@ def write_album(dsn: str, schema: str) -> Album:
                 logger.linked(("artist", "7"), ("album", "1"))
             with logger.job("import-track") as track:
                 logger.created(("track", "9"))
-                try:
-                    with logger.job("enrich-track", entity=("track", "9")) as failed:
-                        logger.log(Category.ENRICHED, "tempo found", entity=("track", "9"))
-                        raise ValueError("no key for track 9")
-                except ValueError:
-                    pass
+                step = {"logger": logger, "Category": Category}
+                with contextlib.suppress(ValueError):
+                    exec(_FAILING_STEP, step)
+                failed = step["failed"]
             retried = new_job_id()
             for attempt in (1, 2):
                 with logger.task_job("fetch-lyrics", job_id=retried, attempt=attempt):

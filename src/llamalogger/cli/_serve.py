@@ -71,7 +71,7 @@ def serve_command(args: argparse.Namespace, dsn: str) -> int:
 
 def write_tree_html(tree: JobNode, asked: str, path: str) -> None:
     """Write the self-contained page of ``tree`` to ``path`` (``-``: standard output)."""
-    from ..web import tree_html  # the export needs no server: only the package's assets
+    from ..web import tree_html  # needs no extra: only the package's own assets
 
     page = tree_html(tree, asked=asked)
     if path == "-":

@@ -16,11 +16,11 @@ from starlette.routing import Route
 
 from .. import queries
 from ._database import ReadOnlyDatabase
-from ._json import json_response
+from ._json import json_bytes
 from ._params import BadRequest, check_known, integer, moment, text, token_safe
 from ._tree_data import tree_data
 
-__all__ = ["STATUSES", "api_routes"]
+__all__ = ["STATUSES", "api_routes", "json_response"]
 
 #: The runs filter: ``failed`` is any failure in the tree (as ``llamalog runs --failed``);
 #: the others are the root job's own status.
@@ -178,6 +178,10 @@ def _tail(request: Request) -> dict[str, Any]:
         )
     last = rows[-1]["id"] if rows else after_id
     return {"events": rows, "last_id": last, "at": dt.datetime.now(dt.UTC).isoformat()}
+
+
+def json_response(value: Any, status_code: int = 200) -> Response:
+    return Response(json_bytes(value), status_code=status_code, media_type="application/json")
 
 
 def _endpoint(handler: Callable[[Request], Mapping[str, Any]]) -> Callable[[Request], Response]:

@@ -14,9 +14,8 @@ from starlette.responses import Response
 
 from .._conninfo import DEFAULT_SCHEMA, scrub, validate_schema
 from .._errors import SchemaNotMigrated
-from ._api import api_routes
+from ._api import api_routes, json_response
 from ._database import ReadOnlyDatabase
-from ._json import json_response
 from ._pages import page_routes
 from ._security import LOOPBACK_HOSTS, Guard
 

@@ -11,9 +11,8 @@ import json
 from typing import Any
 
 import orjson
-from starlette.responses import Response
 
-__all__ = ["json_bytes", "json_response"]
+__all__ = ["json_bytes"]
 
 
 def json_bytes(value: Any) -> bytes:
@@ -21,7 +20,3 @@ def json_bytes(value: Any) -> bytes:
         return orjson.dumps(value, default=str)
     except (orjson.JSONEncodeError, TypeError):
         return json.dumps(value, default=str, ensure_ascii=False).encode()
-
-
-def json_response(value: Any, status_code: int = 200) -> Response:
-    return Response(json_bytes(value), status_code=status_code, media_type="application/json")
