@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
+import signal
 import sys
+import threading
 import webbrowser
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 from .._conninfo import DEFAULT_SCHEMA
@@ -63,6 +68,26 @@ def serve(
     print(f"llamalog: serving the web view on {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
     if open_browser:
         webbrowser.open(url)
-    # uvicorn's access log shows paths only, and the token travels in a cookie after the
-    # first visit; its own log config is left as it is.
-    uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning")
+    # Warnings only: no access log, whose first line would carry the ?token= of a visit.
+    config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    with _hangup_stops(server):
+        server.run()
+
+
+@contextlib.contextmanager
+def _hangup_stops(server: Any) -> Iterator[None]:
+    """SIGHUP (a closed terminal) shuts the server down as SIGINT and SIGTERM do in
+    uvicorn: gracefully, connections closed, then the command's own clean-up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    previous = signal.signal(signal.SIGHUP, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
