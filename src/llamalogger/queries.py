@@ -38,6 +38,7 @@ __all__ = [
     "entity_history",
     "job_chain",
     "job_events",
+    "job_records",
     "job_tree",
     "logs_for_root",
     "recent_events",
@@ -414,6 +415,20 @@ def job_tree(
     return _tree_from_rows(rows, root_job_id, found)
 
 
+def job_records(
+    source: Connectable, job_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> list[JobAttempt]:
+    """The records of one job in attempt order (none while it is unfinished): one indexed
+    query, for a view that has the job's tree already and wants its attempts' details."""
+    query = sql.SQL("SELECT {} FROM {} WHERE job_id = %s ORDER BY attempt, id").format(
+        _RECORD_COLUMNS, _job_table(schema)
+    )
+    with _connection(source) as conn:
+        if not _has_job_table(conn, schema):
+            return []
+        return [_attempt(record) for record in conn.execute(query, (job_id,)).fetchall()]
+
+
 TreeRow = tuple[str, str | None, str | None, str, int, dt.datetime, dt.datetime]
 
 
@@ -569,6 +584,24 @@ def runs(
                 "coalesce(nullif(root_record.status, 'retried'), {unfinished}) = %(status)s"
             ).format(unfinished=sql.Literal(UNFINISHED))
         )
+    # A root's name: its last record's, else its events'. Looked up for the runs shown only,
+    # unless the name is a filter (then for every run of the window).
+    names = sql.SQL(
+        """
+        LEFT JOIN LATERAL (
+            SELECT job_name FROM {jobs} WHERE job_id = {root}
+            ORDER BY attempt DESC, id DESC LIMIT 1
+        ) record ON true
+        LEFT JOIN LATERAL (
+            SELECT job_name FROM {log} WHERE job_id = {root} AND job_name IS NOT NULL LIMIT 1
+        ) event ON true
+        """
+    )
+    by_name: sql.Composable = sql.SQL("")
+    name_condition: sql.Composable = sql.SQL("")
+    if name is not None:
+        by_name = names.format(jobs=jobs, log=log, root=sql.SQL("candidates.root"))
+        name_condition = sql.SQL("AND coalesce(record.job_name, event.job_name) = %(name)s")
     only_failed = (
         sql.SQL(" ").join(filters) + sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
     )
@@ -583,28 +616,17 @@ def runs(
                 WHERE root_job_id IS NOT NULL{event_window}
             ) found GROUP BY root
         ), named AS (
-            SELECT candidates.root, candidates.started,
-                   coalesce(record.job_name, event.job_name) AS name
-            FROM candidates
-            LEFT JOIN LATERAL (
-                SELECT job_name FROM {jobs} WHERE job_id = candidates.root
-                ORDER BY attempt DESC, id DESC LIMIT 1
-            ) record ON true
-            LEFT JOIN LATERAL (
-                SELECT job_name FROM {log}
-                WHERE job_id = candidates.root AND job_name IS NOT NULL LIMIT 1
-            ) event ON true
-            WHERE (%(name)s::text IS NULL
-                   OR coalesce(record.job_name, event.job_name) = %(name)s)
-              AND (%(until)s::timestamptz IS NULL OR candidates.started <= %(until)s)
+            SELECT candidates.root, candidates.started FROM candidates {by_name}
+            WHERE (%(until)s::timestamptz IS NULL OR candidates.started <= %(until)s)
+              {name_condition}
         ), picked AS (
             SELECT named.* FROM named {only_failed}
             ORDER BY named.started DESC, named.root DESC LIMIT %(limit)s OFFSET %(offset)s
         )
-        SELECT picked.root, picked.name, last.status, last.ended_at, first.started_at,
-               first.attempts, ev.events, ev.first_at, ev.last_at, failures.failed,
-               tree.last_ended
-        FROM picked
+        SELECT picked.root, coalesce(record.job_name, event.job_name), last.status,
+               last.ended_at, first.started_at, first.attempts, ev.events, ev.first_at,
+               ev.last_at, failures.failed, tree.last_ended
+        FROM picked {picked_names}
         LEFT JOIN LATERAL (
             SELECT status, ended_at FROM {jobs} WHERE job_id = picked.root
             ORDER BY attempt DESC, id DESC LIMIT 1
@@ -629,6 +651,9 @@ def runs(
         window=window,
         event_window=event_window,
         only_failed=only_failed,
+        by_name=by_name,
+        name_condition=name_condition,
+        picked_names=names.format(jobs=jobs, log=log, root=sql.SQL("picked.root")),
         failures=failures.format(jobs=jobs, log=log, root=sql.SQL("picked.root")),
     )
     params = {

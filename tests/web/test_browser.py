@@ -76,10 +76,16 @@ def test_runs_filter_failed_open_run_expand_traceback_and_entity(page: Any, serv
     expect(failed_row).to_be_visible()
     expect(page.locator(f'.job[data-id="{album.retried}"] .retried')).to_be_visible()
     expect(page.locator(f'.job[data-id="{album.unfinished}"] .bar.unfinished')).to_be_visible()
-    # Collapse all, then expand one branch by its toggle.
+    # Collapse all, then open a level, then one branch by its toggle.
     page.click("#collapse-all")
     expect(failed_row).to_have_count(0)
-    page.locator(f'.job[data-id="{album.track}"] .toggle').click()
+    track_row = page.locator(f'.job[data-id="{album.track}"]')
+    expect(track_row).to_be_visible()
+    page.click("#collapse-all")
+    track_row.locator(".toggle").click()
+    expect(failed_row).to_be_visible()
+    page.click("#collapse-all")
+    page.click("#expand-level")
     expect(failed_row).to_be_visible()
     failed_row.click()
     expect(page).to_have_url(served.url + "/jobs/" + quote(album.failed, safe=""))

@@ -106,10 +106,12 @@ def _traceback(failed: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _entities(node: queries.JobNode, events: list[dict[str, Any]]) -> list[dict[str, str]]:
+def _entities(
+    attempts: list[queries.JobAttempt], events: list[dict[str, Any]]
+) -> list[dict[str, str]]:
     """The entities a job names: its records' entity, its events' subjects and objects."""
     seen: dict[tuple[str, str], None] = {}
-    for attempt in node.attempts:
+    for attempt in attempts:
         if attempt.entity_type and attempt.entity_id:
             seen[attempt.entity_type, attempt.entity_id] = None
     for event in events:
@@ -120,6 +122,9 @@ def _entities(node: queries.JobNode, events: list[dict[str, Any]]) -> list[dict[
 
 
 def _job(request: Request) -> dict[str, Any]:
+    """What the job panel adds to the tree the page already holds (status, times, parent
+    and counts are there): the records' details, the events, the traceback, the entities.
+    Indexed look-ups by job id only, so opening a job of a 50,000-job tree stays cheap."""
     params = request.query_params
     check_known(params, ("events",))
     limit = integer(params, "events", default=200, low=0, high=5000)
@@ -127,31 +132,18 @@ def _job(request: Request) -> dict[str, Any]:
     schema = _schema(request)
     with _database(request).connection() as conn:
         root = queries.root_of(conn, job_id, schema=schema)
-        tree = None if root is None else queries.job_tree(conn, root, schema=schema)
-        node = None if tree is None else tree.find(job_id)
-        if tree is None or node is None:
+        if root is None:
             raise NotFound(f"no job {job_id!r}: no event, record or tree names it")
+        attempts = queries.job_records(conn, job_id, schema=schema)
         events = queries.job_events(conn, job_id, limit=limit, schema=schema)
         failed = queries.job_events(conn, job_id, category="FAILED", schema=schema)
-    parent = next((job for job in tree.walk() if node in job.children), None)
     return {
-        "job_id": node.job_id,
-        "name": node.name,
-        "status": node.status,
-        "started_at": node.started_at.isoformat(),
-        "ended_at": None if node.ended_at is None else node.ended_at.isoformat(),
-        "seconds": node.seconds,
-        "error_type": node.error_type,
-        "error_message": node.error_message,
-        "attempts": [attempt.to_dict() for attempt in node.attempts],
-        "counts": dict(node.counts),
-        "events": node.events,
-        "parent": None if parent is None else {"job_id": parent.job_id, "name": parent.name},
-        "root": {"job_id": tree.job_id, "name": tree.name},
-        "children": len(node.children),
+        "job_id": job_id,
+        "root_job_id": root,
+        "attempts": [attempt.to_dict() for attempt in attempts],
         "event_rows": events,
         "traceback": _traceback(failed),
-        "entities": _entities(node, events + failed),
+        "entities": _entities(attempts, events + failed),
     }
 
 

@@ -1,4 +1,5 @@
-"""A job tree as the browser draws it: one compact object per job, children nested.
+"""A job tree as the browser draws it: one compact object per job, children nested, times
+in milliseconds since the epoch.
 
 Shared by the live view (``/api/tree``) and the self-contained file of ``llamalog tree
 --html``, so both draw the same data. Attempts' details and events are left to the job
@@ -7,6 +8,7 @@ panel, which loads them when a job is opened: a 50,000-job tree stays a few MB.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from ..queries import JobNode
@@ -14,22 +16,32 @@ from ..queries import JobNode
 __all__ = ["tree_data"]
 
 
+def _ms(when: dt.datetime) -> float:
+    """Milliseconds since the epoch: what the browser's Date takes, cheaper than ISO text."""
+    return round(when.timestamp() * 1000, 3)
+
+
 def _node(job: JobNode) -> dict[str, Any]:
+    attempts = job.attempts
+    last = attempts[-1] if attempts else None
+    finished = last is not None and last.status != "retried"
     return {
         "id": job.job_id,
         "name": job.name,
         "status": job.status,
-        "start": job.started_at.isoformat(),
-        "end": None if job.ended_at is None else job.ended_at.isoformat(),
-        "last": job.last_at.isoformat(),
-        "seconds": job.seconds,
-        "attempts": len(job.attempts),
-        "retried": any(attempt.status == "retried" for attempt in job.attempts),
+        "start": _ms(attempts[0].started_at if attempts else job.first_at),
+        "end": _ms(last.ended_at) if finished and last is not None else None,
+        "last": _ms(max(job.last_at, last.ended_at) if last is not None else job.last_at),
+        "seconds": job.seconds if not finished else None,
+        "attempts": len(attempts),
+        "retried": any(attempt.status == "retried" for attempt in attempts),
         "failed": job.failed,
         "failures": 0,
         "events": job.events,
-        "error_type": job.error_type,
-        "error_message": job.error_message,
+        "counts": job.counts,
+        "error_type": last.error_type if last is not None else None,
+        "error_message": last.error_message if last is not None else None,
+        "parent": job.parent_job_id,
         "children": [],
     }
 
@@ -49,4 +61,6 @@ def tree_data(root: JobNode, *, asked: str | None = None) -> dict[str, Any]:
             stack.append((child, child_data))
     for _job, data in reversed(order):  # children before their parents
         data["failures"] = int(data["failed"]) + sum(c["failures"] for c in data["children"])
+        if data["seconds"] is None:  # finished: from its records, as JobNode.seconds says
+            data["seconds"] = max(0.0, (data["end"] - data["start"]) / 1000)
     return {"root": top, "asked": asked}

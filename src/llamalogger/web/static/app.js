@@ -182,14 +182,13 @@
     const opts = options || {};
     const root = data.root;
     const parents = new Map();
-    let t0 = Date.parse(root.start), t1 = t0;
+    let t0 = root.start, t1 = t0;
     const stack = [root];
     while (stack.length) {
       const job = stack.pop();
-      const end = Date.parse(job.end || job.last);
+      const end = job.end || job.last;
       if (end > t1) t1 = end;
-      const start = Date.parse(job.start);
-      if (start < t0) t0 = start;
+      if (job.start < t0) t0 = job.start;
       for (const child of job.children) { parents.set(child.id, job); stack.push(child); }
     }
     const span = Math.max(t1 - t0, 1);
@@ -216,7 +215,7 @@
       el("h1", {}, el("span", { text: root.name || "(unnamed job)" }), " ", badge(root.status)),
       el("p", {}, el("span", { class: "id", text: root.id }), " · started " + when(root.start) + " · " + duration(root.seconds) + " · " + root.failures + " failed job(s)"));
     const toolbar = el("div", { class: "toolbar" },
-      el("button", { type: "button", id: "expand-all", text: "expand all", onclick: () => { for (const id of byId.keys()) open.add(id); render(); } }),
+      el("button", { type: "button", id: "expand-level", text: "expand a level", onclick: expandLevel }),
       el("button", { type: "button", id: "collapse-all", text: "collapse all", onclick: () => { open.clear(); open.add(root.id); render(); } }));
     const axis = el("div", { class: "axis" },
       el("span", { class: "axis-start", text: when(new Date(t0).toISOString()) }),
@@ -241,7 +240,7 @@
         job.failures && hasChildren && !open.has(job.id) ? el("span", { class: "hidden-failures", text: " " + job.failures + " failed below" }) : "",
         hasChildren ? el("span", { class: "count", text: " (" + job.children.length + ")" }) : "");
       label.style.paddingLeft = depth * 16 + "px";
-      const start = Date.parse(job.start), end = Date.parse(job.end || job.last);
+      const start = job.start, end = job.end || job.last;
       const bar = el("div", { class: "bar status-bar-" + job.status + (job.end ? "" : " unfinished"), title: duration(job.seconds) });
       bar.style.left = ((start - t0) / span) * 100 + "%";
       bar.style.width = Math.max(((end - start) / span) * 100, 0.2) + "%";
@@ -294,10 +293,32 @@
       panel.append(el("h2", { text: (job && job.name) || "(unnamed job)" }), el("p", { class: "id", text: id }));
       if (opts.loadJob) {
         panel.append(el("p", { class: "loading", text: "Loading…" }));
-        try { jobPanel(panel, await opts.loadJob(id)); } catch (error) { clear(panel); panel.append(problem(error)); }
+        try { jobPanel(panel, await opts.loadJob(id), job, root, parents.get(id)); } catch (error) { clear(panel); panel.append(problem(error)); }
       } else if (job) {
         exportPanel(panel, job);
       }
+    }
+
+    // One level deeper for every drawn branch, but never more than LEVEL_ROWS new rows at
+    // once: a 50,000-job tree opens level by level without freezing the page.
+    function expandLevel() {
+      const LEVEL_ROWS = 2000;
+      let added = 0;
+      const frontier = [];
+      const todo = [root];
+      while (todo.length) {
+        const job = todo.pop();
+        if (!job.children.length) continue;
+        if (!open.has(job.id)) { frontier.push(job); continue; }
+        const limit = shown.get(job.id) || CHUNK;
+        for (let i = Math.min(limit, job.children.length) - 1; i >= 0; i--) todo.push(job.children[i]);
+      }
+      for (const job of frontier) {
+        if (added >= LEVEL_ROWS) break;
+        open.add(job.id);
+        added += Math.min(job.children.length, CHUNK);
+      }
+      render();
     }
 
     render();
@@ -310,20 +331,23 @@
     return el("div", { class: "field" }, el("dt", { text: label }), el("dd", {}, value));
   }
 
-  function jobPanel(panel, job) {
+  function jobPanel(panel, job, node, root, parent) {
     clear(panel);
-    panel.append(el("h2", {}, el("span", { text: job.name || "(unnamed job)" }), " ", badge(job.status)));
-    const facts = el("dl", { class: "facts" },
-      field("job", el("span", { class: "id", text: job.job_id })),
-      field("started", when(job.started_at)),
-      field("ended", job.ended_at ? when(job.ended_at) : "unfinished (no record: running, or its process was killed)"),
-      field("duration", duration(job.seconds)),
-      field("parent", job.parent ? link(jobHref(job.parent.job_id), job.parent.name || job.parent.job_id, { class: "parent-link" }) : "– (a root)"),
-      field("run", link(jobHref(job.root.job_id), job.root.name || job.root.job_id, { class: "root-link" })),
-      field("events", String(job.events)));
+    const name = node ? node.name : null;
+    panel.append(el("h2", {}, el("span", { text: name || "(unnamed job)" }), " ", node ? badge(node.status) : ""));
+    const facts = el("dl", { class: "facts" }, field("job", el("span", { class: "id", text: job.job_id })));
+    if (node) {
+      facts.append(
+        field("started", when(node.start)),
+        field("ended", node.end ? when(node.end) : "unfinished (no record: running, or its process was killed)"),
+        field("duration", duration(node.seconds)),
+        field("parent", parent ? link(jobHref(parent.id), parent.name || parent.id, { class: "parent-link" }) : "– (a root)"),
+        field("events", Object.entries(node.counts).map(([k, v]) => k + " " + v).join(", ") || "none"));
+    }
+    facts.append(field("run", link(jobHref(job.root_job_id), (root && root.name) || job.root_job_id, { class: "root-link" })));
     panel.append(facts);
-    if (job.error_type || job.error_message) {
-      panel.append(el("div", { class: "error-box" }, el("strong", { text: job.error_type || "error" }), ": ", cut(job.error_message, 2000)));
+    if (node && (node.error_type || node.error_message)) {
+      panel.append(el("div", { class: "error-box" }, el("strong", { text: node.error_type || "error" }), ": ", cut(node.error_message, 2000)));
     }
     if (job.traceback) {
       panel.append(el("details", { class: "traceback", open: "" }, el("summary", { text: "traceback" }), el("pre", { class: "traceback-text", text: job.traceback })));
@@ -342,7 +366,8 @@
           el("td", { text: (a.host || "") + (a.pid ? "/" + a.pid : "") }),
           el("td", {}, a.details ? el("details", {}, el("summary", { text: "details" }), el("pre", { text: pretty(a.details) })) : ""))))));
     }
-    panel.append(el("h3", { text: "events" + (job.event_rows.length < job.events ? " (first " + job.event_rows.length + " of " + job.events + ")" : "") }),
+    const total = node ? node.events : job.event_rows.length;
+    panel.append(el("h3", { text: "events" + (job.event_rows.length < total ? " (first " + job.event_rows.length + " of " + total + ")" : "") }),
       eventTable(job.event_rows, {}));
   }
 
