@@ -569,8 +569,20 @@ def runs(
     filters: list[sql.Composable] = []
     conditions: list[sql.Composable] = [sql.SQL("true")]
     if failed:
-        filters.append(failures.format(jobs=jobs, log=log, root=sql.SQL("named.root")))
-        conditions.append(sql.SQL("failures.failed > 0"))
+        # The same rule as the count below, as a test that stops at the first failed job:
+        # it runs for every run of the window, the count for the runs shown only.
+        conditions.append(
+            sql.SQL(
+                """(EXISTS (SELECT FROM {jobs} WHERE root_job_id = named.root
+                            AND status = 'failed')
+                    OR EXISTS (SELECT FROM {log} failed
+                               WHERE failed.root_job_id = named.root
+                                 AND failed.category = 'FAILED'
+                                 AND NOT EXISTS (SELECT FROM {jobs} ended
+                                                 WHERE ended.job_id = failed.job_id
+                                                   AND ended.status <> 'retried')))"""
+            ).format(jobs=jobs, log=log)
+        )
     if status is not None:
         filters.append(
             sql.SQL(
