@@ -38,7 +38,10 @@ def _node(job: JobNode) -> dict[str, Any]:
         "status": status,
         "start": _ms(attempts[0].started_at if attempts else job.first_at),
         "end": _ms(last.ended_at) if finished and last is not None else None,
-        "last": _ms(max(job.last_at, last.ended_at) if last is not None else job.last_at),
+        # Where an unfinished job's bar ends: its last event or record so far.
+        "last": None
+        if finished
+        else _ms(max(job.last_at, last.ended_at) if last is not None else job.last_at),
         "seconds": None if finished else job.seconds,
         "attempts": len(attempts),
         "retried": any(attempt.status == "retried" for attempt in attempts),
@@ -48,7 +51,6 @@ def _node(job: JobNode) -> dict[str, Any]:
         "counts": job.counts,
         "error_type": last.error_type if last is not None else None,
         "error_message": last.error_message if last is not None else None,
-        "parent": job.parent_job_id,
         "children": [],
     }
 
