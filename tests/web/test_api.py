@@ -209,3 +209,12 @@ def test_bad_parameters_are_refused_with_400_naming_them(
     response = client.get(url)
     assert response.status_code == 400
     assert said in response.json()["error"]
+
+
+def test_an_unmigrated_schema_is_503_saying_to_migrate(dsn: str, schema_name: str) -> None:
+    from llamalogger.web import create_app
+
+    with TestClient(create_app(dsn, schema=schema_name), base_url="http://127.0.0.1") as fresh:
+        response = fresh.get("/api/runs")
+    assert response.status_code == 503
+    assert "run `llamalog migrate` first" in response.json()["error"]
