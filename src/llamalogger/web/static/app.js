@@ -264,23 +264,34 @@
       return el("div", { class: "job more-row" }, button);
     }
 
+    // Rows are built off the page in slices of ROWS_PER_SLICE, one slice per frame, and
+    // swapped in at once: thousands of rows never block the page for long, and the old rows
+    // stay (with the scroll position) until the new ones are ready.
+    const ROWS_PER_SLICE = 400;
+    let generation = 0;
     function render() {
+      const mine = ++generation;
       const fragment = document.createDocumentFragment();
       // A stack rather than recursion: a tree thousands of levels deep draws as well.
       const todo = [{ job: root, depth: 0 }];
-      while (todo.length) {
-        const item = todo.pop();
-        if (item.more) { fragment.append(moreRow(item.more, item.rest, item.depth)); continue; }
-        const job = item.job;
-        fragment.append(row(job, item.depth));
-        if (!open.has(job.id)) continue;
-        const limit = shown.get(job.id) || CHUNK;
-        if (job.children.length > limit) todo.push({ more: job, rest: job.children.length - limit, depth: item.depth + 1 });
-        const count = Math.min(limit, job.children.length);
-        for (let i = count - 1; i >= 0; i--) todo.push({ job: job.children[i], depth: item.depth + 1 });
+      function slice() {
+        if (mine !== generation) return; // a newer render started: this one is stale
+        for (let drawn = 0; todo.length && drawn < ROWS_PER_SLICE; drawn++) {
+          const item = todo.pop();
+          if (item.more) { fragment.append(moreRow(item.more, item.rest, item.depth)); continue; }
+          const job = item.job;
+          fragment.append(row(job, item.depth));
+          if (!open.has(job.id)) continue;
+          const limit = shown.get(job.id) || CHUNK;
+          if (job.children.length > limit) todo.push({ more: job, rest: job.children.length - limit, depth: item.depth + 1 });
+          const count = Math.min(limit, job.children.length);
+          for (let i = count - 1; i >= 0; i--) todo.push({ job: job.children[i], depth: item.depth + 1 });
+        }
+        if (todo.length) { requestAnimationFrame(slice); return; }
+        clear(rows);
+        rows.append(fragment);
       }
-      clear(rows);
-      rows.append(fragment);
+      slice();
     }
 
     async function select(id) {
@@ -302,7 +313,7 @@
     // One level deeper for every drawn branch, but never more than LEVEL_ROWS new rows at
     // once: a 50,000-job tree opens level by level without freezing the page.
     function expandLevel() {
-      const LEVEL_ROWS = 2000;
+      const LEVEL_ROWS = 1000;
       let added = 0;
       const frontier = [];
       const todo = [root];
