@@ -2,6 +2,7 @@
 headless Chromium (the demo's 7,000 jobs, and 50,000 jobs opened collapsed).
 
     python benchmarks/bench_web.py [--dsn DSN] [--roots 10000] [--chromium /usr/bin/chromium]
+                                   [--only runs|trees]
 
 1. **Runs page, server time.** 10,000 imports (a root and 4 child jobs each, 10 events
    each, 1 % with a failed child) are loaded with COPY; then ``GET /api/runs`` is timed in
@@ -338,12 +339,16 @@ def main() -> None:
     parser.add_argument("--dsn")
     parser.add_argument("--roots", type=int, default=10_000)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--only", choices=("runs", "trees"), help="one of the two parts")
     args = parser.parse_args()
-    with scratch_schema(args.dsn) as (dsn, schema, version):
-        print(f"PostgreSQL {version}")
-        time_runs_page(dsn, schema, args.roots)
-    with scratch_schema(args.dsn) as (dsn, schema, _):
-        time_trees(dsn, schema, args.chromium)
+    if args.only != "trees":
+        with scratch_schema(args.dsn) as (dsn, schema, version):
+            print(f"PostgreSQL {version}")
+            time_runs_page(dsn, schema, args.roots)
+    if args.only != "runs":
+        with scratch_schema(args.dsn) as (dsn, schema, version):
+            print(f"PostgreSQL {version}")
+            time_trees(dsn, schema, args.chromium)
 
 
 if __name__ == "__main__":
