@@ -4,8 +4,10 @@ what runs() (``llamalog runs``) costs for windows of growing size.
     python benchmarks/bench_queries.py [--dsn DSN] [--imports 10000] [--rows-per-import 100]
 
 Loads imports x rows-per-import rows (default 1,000,000 across 10,000 imports, each a
-3-level tree of 17 jobs, rows of all imports interleaved as concurrent workers would
-write them) into a fresh schema, then times, for the same randomly chosen roots:
+3-level tree of 17 jobs, in time order with the rows of 100 concurrent imports interleaved
+as workers would write them) and the imports' job records (every 10th import with a failed
+job, every 100th still running: no records) into a fresh schema, then times, for the same
+randomly chosen roots:
 
 - ``job_tree(root)``: one query on the ``root_job_id`` index;
 - the way before root ids existed: a recursive CTE that walks ``parent_job_id`` down from
@@ -45,8 +47,15 @@ COLUMNS = (
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # import number n logs from START + n seconds
 
 
-def import_rows(number: int, per_import: int, start: dt.datetime) -> tuple[str, list[tuple]]:
-    """One import: a root job, 8 track jobs, each with one enrich job (17 jobs)."""
+JOB_COLUMNS = "job_id, parent_job_id, root_job_id, job_name, status, started_at, ended_at"
+
+
+def import_rows(
+    number: int, per_import: int, start: dt.datetime
+) -> tuple[str, list[tuple], list[tuple]]:
+    """One import: a root job, 8 track jobs, each with one enrich job (17 jobs); its events
+    and its job records. Every 10th import has a failed enrich job (a FAILED event and a
+    failed record); every 100th is still running (no records)."""
     root = str(uuid.uuid4())
     jobs: list[tuple[str, str | None, str]] = [(root, None, "import-album")]
     for _ in range(8):
@@ -59,28 +68,54 @@ def import_rows(number: int, per_import: int, start: dt.datetime) -> tuple[str, 
         when = start + dt.timedelta(seconds=number, microseconds=index)
         rows.append((when, "CREATED", "info", "event", job_id, parent, root, name, "track",
                      f"{number}-{index}"))  # fmt: skip
-    return root, rows
+    failed = jobs[2][0] if number % 10 == 5 else None
+    if failed is not None:
+        when = start + dt.timedelta(seconds=number, microseconds=per_import)
+        rows.append((when, "FAILED", "error", "boom", failed, jobs[2][1], root, jobs[2][2],
+                     None, None))  # fmt: skip
+    records = []
+    if number % 100 != 99:
+        begun = start + dt.timedelta(seconds=number)
+        ended = begun + dt.timedelta(microseconds=per_import + 1)
+        for job_id, parent, name in jobs:
+            status = "failed" if job_id == failed else "succeeded"
+            records.append((job_id, parent, root, name, status, begun, ended))
+    return root, rows, records
 
 
-def load(dsn: str, table: sql.Composed, imports: int, per_import: int) -> list[str]:
-    start = START
+CONCURRENT = 100  # imports running at once: their rows interleave on disk
+
+
+def load(dsn: str, schema: str, imports: int, per_import: int) -> list[str]:
     roots: list[str] = []
-    rows: list[tuple] = []
+    ordered: list[tuple] = []
+    records: list[tuple] = []
     for number in range(imports):
-        root, batch = import_rows(number, per_import, start)
+        root, batch, ended = import_rows(number, per_import, START)
         roots.append(root)
-        rows.extend(batch)
-    random.Random(7).shuffle(rows)  # concurrent imports interleave on disk
+        ordered.extend(batch)
+        records.extend(ended)
+    # Rows reach the table roughly in time order, those of concurrent imports interleaved:
+    # shuffled within runs of CONCURRENT imports' rows.
+    shuffle, chunk = random.Random(7).shuffle, CONCURRENT * per_import
+    rows: list[tuple] = []
+    for at in range(0, len(ordered), chunk):
+        part = ordered[at : at + chunk]
+        shuffle(part)
+        rows.extend(part)
+    log = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
+    jobs = sql.SQL("{}.llama_job").format(sql.Identifier(schema))
     with psycopg.connect(dsn) as conn:
-        with (
-            conn.cursor() as cur,
-            cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(COLUMNS))) as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
+        with conn.cursor() as cur:
+            for table, columns, values in ((log, COLUMNS, rows), (jobs, JOB_COLUMNS, records)):
+                statement = sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(columns))
+                with cur.copy(statement) as copy:
+                    for row in values:
+                        copy.write_row(row)
         conn.commit()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(log))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs))
     return roots
 
 
@@ -136,7 +171,7 @@ def main() -> None:
     with scratch_schema(args.dsn) as (dsn, schema, version):
         table = sql.SQL("{}.llama_log").format(sql.Identifier(schema))
         started = time.perf_counter()
-        roots = load(dsn, table, args.imports, args.rows_per_import)
+        roots = load(dsn, schema, args.imports, args.rows_per_import)
         total = args.imports * args.rows_per_import
         print(f"PostgreSQL {version}: loaded {total:,} rows in "
               f"{args.imports:,} imports in {time.perf_counter() - started:.1f} s")  # fmt: skip
@@ -191,19 +226,23 @@ def main() -> None:
 
 
 def time_runs(conn: psycopg.Connection[Any], schema: str, imports: int) -> None:
-    """``runs()`` finds and orders every run of its window, then counts the totals of the
-    20 it shows; ``failed=True`` counts the failures of every run in the window."""
-    for share in (0.01, 0.1, 1.0):
-        since = START + dt.timedelta(seconds=imports * (1 - share))
+    """``runs()`` for the newest 20 runs of windows holding 1 %, 10 % and all of the imports,
+    and with no window at all; each with and without ``failed=True``."""
+    windows: list[tuple[str, dt.datetime | None]] = [
+        (f"window of {share:4.0%} of the imports (~{int(imports * share):,} runs)",
+         START + dt.timedelta(seconds=imports * (1 - share)))
+        for share in (0.01, 0.1, 1.0)
+    ]  # fmt: skip
+    windows.append((f"no window ({imports:,} runs)", None))
+    for label, since in windows:
         for failed in (False, True):
 
-            def newest(_: object, since: dt.datetime = since, failed: bool = failed) -> Any:
+            def newest(_: object, since: dt.datetime | None = since, failed: bool = failed) -> Any:
                 return runs(conn, since=since, failed=failed, limit=20, schema=schema)
 
-            seconds, found = timed(newest, [None] * 3)
+            seconds, found = timed(newest, [None] * 5)
             print(
-                f"runs(since=..., failed={failed!s:5}), window of {share:4.0%} of the imports "
-                f"(~{int(imports * share):,} runs): {seconds * 1000:8.1f} ms, "
+                f"runs(failed={failed!s:5}), {label}: {seconds * 1000:8.1f} ms, "
                 f"{len(found[0])} shown"
             )
 

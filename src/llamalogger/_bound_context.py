@@ -18,6 +18,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
+from ._records import NOT_DETAILS
+
 __all__ = ["merged", "registry"]
 
 # (registry size when read, the (detail key, ContextVar) pairs worth reading): the registry
@@ -45,8 +47,6 @@ def registry(enabled: bool) -> dict[str, ContextVar[Any]]:
 def _read_pairs(registry: dict[str, ContextVar[Any]]) -> tuple[tuple[str, ContextVar[Any]], ...]:
     """The (detail key, ContextVar) pairs of ``registry`` worth reading, kept for next time."""
     global _pairs_seen  # noqa: PLW0603 - one cache for the one registry of the process
-    from .integrations.structlog import NOT_DETAILS  # here: that module imports structlog
-
     prefix = len("structlog_")  # structlog.contextvars.STRUCTLOG_KEY_PREFIX
     # copy(): another thread may bind a new key while this one reads the registry.
     current = registry.copy()

@@ -23,6 +23,7 @@ __all__ = [
     "LEVELS",
     "MAX_ENTITY_ID_LENGTH",
     "MAX_ENTITY_TYPE_LENGTH",
+    "NOT_DETAILS",
     "PG_EPOCH_US",
     "Category",
     "Entity",
@@ -66,6 +67,32 @@ class Category(enum.StrEnum):
 
 
 LEVELS = frozenset({"debug", "info", "warning", "error"})
+
+# Keys of a structlog event dict (and of structlog's bound contextvars) that are not details:
+# defined here, where no structlog import is needed, so that the facade's merging of bound
+# values (_bound_context) and the structlog processor leave out the same keys.
+NOT_DETAILS: frozenset[str] = frozenset(
+    {
+        # stored in their own columns, or taken from the job context by LlamaLogger
+        "category",
+        "entity",
+        "related",
+        "event",
+        "level",
+        "job_id",
+        "parent_job_id",
+        "root_job_id",
+        "job_name",
+        # the row's logged_at is the caller's clock already
+        "timestamp",
+        # turned into "exception" (traceback text) instead of being stored raw
+        "exc_info",
+        # structlog.stdlib.ProcessorFormatter bookkeeping: a LogRecord and a flag
+        "_record",
+        "_from_structlog",
+    }
+)
+"""Event dict keys that ``PersistToLlamaLog`` does not copy into ``details``."""
 
 MAX_ENTITY_TYPE_LENGTH = 100
 MAX_ENTITY_ID_LENGTH = 255

@@ -540,149 +540,179 @@ def runs(
     only runs whose root has that status (``succeeded``, ``failed``, ``cancelled`` or
     :data:`UNFINISHED`). ``name``: only roots of that name; ``root``: only that root.
     Roots that logged events but have no record yet are listed as :data:`UNFINISHED`,
-    placed by their first event within the window.
+    placed by their first event within the window. A run starts when its first attempt
+    started.
 
-    Two stages, so that the totals of a tree (its events, its failures) are counted for the
-    runs shown only: the window's runs are found and ordered from the indexes on
-    ``logged_at`` and on the job records; ``failed`` counts failures for each of them.
+    Three statements, so that the totals of a tree (its events, its failures) are counted
+    for the runs shown only, and each lookup is planned with its real bounds. First the
+    ``limit`` newest runs with a record, from the root records (``llama_job_roots_idx``);
+    then those without one (still running, or killed), from the events logged since the
+    oldest run picked so far (by the index on ``logged_at``: a run that logged before then
+    started before it, and is no newer than those picked); then the totals of the newest
+    ``limit`` of both. ``failed`` picks among the roots of the failed jobs, read first.
     """
     jobs, log = _job_table(schema), _table(schema)
-    window: sql.Composable = sql.SQL("" if since is None else " AND ended_at >= %(since)s")
-    event_window: sql.Composable = sql.SQL("" if since is None else " AND logged_at >= %(since)s")
-    if root is not None:
-        window += sql.SQL(" AND job_id = %(root)s")
-        event_window += sql.SQL(" AND root_job_id = %(root)s")
-    failures = sql.SQL(
-        """
-        LEFT JOIN LATERAL (  -- failed as JobNode.failed says: by record, else by event
-            SELECT count(*) AS failed FROM (
-                SELECT job_id FROM {jobs} WHERE root_job_id = {root} AND status = 'failed'
-                UNION
-                SELECT failed.job_id FROM {log} failed
-                WHERE failed.root_job_id = {root} AND failed.category = 'FAILED'
-                  AND NOT EXISTS (SELECT FROM {jobs} ended WHERE ended.job_id = failed.job_id
-                                  AND ended.status <> 'retried')
-            ) jobs
-        ) failures ON true
-        """
-    )
-    filters: list[sql.Composable] = []
-    conditions: list[sql.Composable] = [sql.SQL("true")]
-    if failed:
-        # The same rule as the count below, as a test that stops at the first failed job:
-        # it runs for every run of the window, the count for the runs shown only.
-        conditions.append(
-            sql.SQL(
-                """(EXISTS (SELECT FROM {jobs} WHERE root_job_id = named.root
-                            AND status = 'failed')
-                    OR EXISTS (SELECT FROM {log} failed
-                               WHERE failed.root_job_id = named.root
-                                 AND failed.category = 'FAILED'
-                                 AND NOT EXISTS (SELECT FROM {jobs} ended
-                                                 WHERE ended.job_id = failed.job_id
-                                                   AND ended.status <> 'retried')))"""
-            ).format(jobs=jobs, log=log)
-        )
-    if status is not None:
-        filters.append(
-            sql.SQL(
-                "LEFT JOIN LATERAL (SELECT status FROM {jobs} WHERE job_id = named.root"
-                " ORDER BY attempt DESC, id DESC LIMIT 1) root_record ON true"
-            ).format(jobs=jobs)
-        )
-        # A root whose last record says "retried" runs again: unfinished, as Run says.
-        conditions.append(
-            sql.SQL(
-                "coalesce(nullif(root_record.status, 'retried'), {unfinished}) = %(status)s"
-            ).format(unfinished=sql.Literal(UNFINISHED))
-        )
-    # A root's name: its last record's, else its events'. Looked up for the runs shown only,
-    # unless the name is a filter (then for every run of the window).
-    names = sql.SQL(
-        """
-        LEFT JOIN LATERAL (
-            SELECT job_name FROM {jobs} WHERE job_id = {root}
-            ORDER BY attempt DESC, id DESC LIMIT 1
-        ) record ON true
-        LEFT JOIN LATERAL (
-            SELECT job_name FROM {log} WHERE job_id = {root} AND job_name IS NOT NULL LIMIT 1
-        ) event ON true
-        """
-    )
-    by_name: sql.Composable = sql.SQL("")
-    name_condition: sql.Composable = sql.SQL("")
-    if name is not None:
-        by_name = names.format(jobs=jobs, log=log, root=sql.SQL("candidates.root"))
-        name_condition = sql.SQL("AND coalesce(record.job_name, event.job_name) = %(name)s")
-    only_failed = (
-        sql.SQL(" ").join(filters) + sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
-    )
-    query = sql.SQL(
-        """
-        WITH candidates AS (
-            SELECT root, min(started) AS started FROM (
-                SELECT job_id AS root, started_at AS started FROM {jobs}
-                WHERE parent_job_id IS NULL{window}
-                UNION ALL
-                SELECT root_job_id, logged_at FROM {log}
-                WHERE root_job_id IS NOT NULL{event_window}
-            ) found GROUP BY root
-        ), named AS (
-            SELECT candidates.root, candidates.started FROM candidates {by_name}
-            WHERE (%(until)s::timestamptz IS NULL OR candidates.started <= %(until)s)
-              {name_condition}
-        ), picked AS (
-            SELECT named.* FROM named {only_failed}
-            ORDER BY named.started DESC, named.root DESC LIMIT %(limit)s OFFSET %(offset)s
-        )
-        SELECT picked.root, coalesce(record.job_name, event.job_name), last.status,
-               last.ended_at, first.started_at, first.attempts, ev.events, ev.first_at,
-               ev.last_at, failures.failed, tree.last_ended
-        FROM picked {picked_names}
-        LEFT JOIN LATERAL (
-            SELECT status, ended_at FROM {jobs} WHERE job_id = picked.root
-            ORDER BY attempt DESC, id DESC LIMIT 1
-        ) last ON true
-        LEFT JOIN LATERAL (
-            SELECT min(started_at) AS started_at, count(*) AS attempts
-            FROM {jobs} WHERE job_id = picked.root
-        ) first ON true
-        LEFT JOIN LATERAL (
-            SELECT count(*) AS events, min(logged_at) AS first_at, max(logged_at) AS last_at
-            FROM {log} WHERE root_job_id = picked.root
-        ) ev ON true
-        LEFT JOIN LATERAL (
-            SELECT max(ended_at) AS last_ended FROM {jobs} WHERE root_job_id = picked.root
-        ) tree ON true
-        {failures}
-        ORDER BY picked.started DESC, picked.root DESC
-        """
-    ).format(
-        jobs=jobs,
-        log=log,
-        window=window,
-        event_window=event_window,
-        only_failed=only_failed,
-        by_name=by_name,
-        name_condition=name_condition,
-        picked_names=names.format(jobs=jobs, log=log, root=sql.SQL("picked.root")),
-        failures=failures.format(jobs=jobs, log=log, root=sql.SQL("picked.root")),
-    )
-    params = {
+    params: dict[str, Any] = {
         "since": since,
         "until": until,
         "name": name,
         "status": status,
         "root": root,
-        "limit": limit,
-        "offset": offset,
+        "limit": limit + offset,
+        "failing": None,
+        "unfinished": UNFINISHED,
     }
     with _connection(source) as conn, conn.transaction():
         # The planner's estimate for the per-run lookups passes jit_above_cost, and
         # compiling them took 1.5-2.7 s for a query that runs in 30 ms (bench_queries.py).
         conn.execute("SET LOCAL jit = off")
-        found = conn.execute(query, params).fetchall()
-    return [_run(*row) for row in found]
+        if failed:
+            found = conn.execute(_FAILING_ROOTS.format(jobs=jobs, log=log)).fetchall()
+            params["failing"] = [root for (root,) in found]
+        recorded = conn.execute(_RECORDED_RUNS.format(jobs=jobs), params).fetchall()
+        horizon = recorded[-1][1] if len(recorded) >= limit + offset else None
+        unrecorded = []
+        if status in (None, UNFINISHED):  # a run without a record is unfinished
+            if root is not None:
+                recent: sql.Composable = _ONE_ROOT
+            elif failed and horizon is None and since is None:
+                recent = _FAILING
+            else:
+                recent = _RECENT_ROOTS.format(log=log)
+            unrecorded = conn.execute(
+                _UNRECORDED_RUNS.format(jobs=jobs, log=log, recent=recent),
+                {**params, "horizon": horizon},
+            ).fetchall()
+        newest = sorted(recorded + unrecorded, key=lambda run: (run[1], run[0]), reverse=True)
+        picked = newest[offset : offset + limit]
+        if not picked:
+            return []
+        totals = conn.execute(
+            _RUN_TOTALS.format(jobs=jobs, log=log),
+            {"roots": [root for root, _ in picked], "starts": [start for _, start in picked]},
+        ).fetchall()
+    return [_run(*row) for row in totals]
+
+
+# Roots of a failed job, as JobNode.failed says: a failed record, or a FAILED event of a job
+# without a final record.
+_FAILING_ROOTS = sql.SQL(
+    """
+    SELECT root_job_id FROM {jobs} WHERE status = 'failed'
+    UNION
+    SELECT failed.root_job_id FROM {log} failed
+    WHERE failed.category = 'FAILED' AND failed.root_job_id IS NOT NULL
+      AND NOT EXISTS (SELECT FROM {jobs} ended WHERE ended.job_id = failed.job_id
+                      AND ended.status <> 'retried')
+    """
+)
+
+# The newest runs with a record, each once, at its first attempt's start; a root whose last
+# record says "retried" runs again: unfinished, as Run says.
+_RECORDED_RUNS = sql.SQL(
+    """
+    SELECT job_id, min(started_at) AS started FROM {jobs}
+    WHERE parent_job_id IS NULL
+      AND (%(name)s::text IS NULL OR job_name = %(name)s)
+      AND (%(root)s::text IS NULL OR job_id = %(root)s)
+      AND (%(failing)s::text[] IS NULL OR job_id IN (SELECT unnest(%(failing)s::text[])))
+    GROUP BY job_id
+    HAVING (%(since)s::timestamptz IS NULL OR max(ended_at) >= %(since)s)
+       AND (%(until)s::timestamptz IS NULL OR min(started_at) <= %(until)s)
+       AND (%(status)s::text IS NULL OR coalesce(nullif(
+                (array_agg(status ORDER BY attempt DESC, id DESC))[1], 'retried'),
+                %(unfinished)s) = %(status)s)
+    ORDER BY started DESC, job_id DESC LIMIT %(limit)s
+    """
+)
+
+# Runs without a record (in the window): placed by their first event there. ``{recent}``
+# names the roots to look at: those that logged since the horizon (the oldest start the
+# recorded runs left among the newest) and the window's start, or, with neither bound,
+# the failing roots when only those are asked for.
+_UNRECORDED_RUNS = sql.SQL(
+    """
+    SELECT root, started FROM (
+        SELECT candidate.root, (
+            -- FILTER, not WHERE: a second condition here made the planner AND two indexes
+            SELECT min(logged_at) FILTER (
+                WHERE logged_at >= coalesce(%(since)s::timestamptz, '-infinity'))
+            FROM {log} events WHERE events.root_job_id = candidate.root
+        ) AS started
+        FROM (
+            SELECT recent.root FROM ({recent}) recent
+            WHERE NOT EXISTS (
+                    SELECT FROM {jobs} record
+                    WHERE record.job_id = recent.root AND record.parent_job_id IS NULL
+                      AND (%(since)s::timestamptz IS NULL OR record.ended_at >= %(since)s))
+              AND (%(failing)s::text[] IS NULL
+                   OR recent.root IN (SELECT unnest(%(failing)s::text[])))
+              AND (%(name)s::text IS NULL OR (
+                    SELECT job_name FROM {log} named
+                    WHERE named.job_id = recent.root AND named.job_name IS NOT NULL
+                    LIMIT 1) = %(name)s)
+            OFFSET 0  -- a fence: the start below is looked up for the roots left only
+        ) candidate
+    ) placed
+    WHERE started >= coalesce(%(horizon)s::timestamptz, '-infinity')
+      AND started <= coalesce(%(until)s::timestamptz, 'infinity')
+    """
+)
+_RECENT_ROOTS = sql.SQL(
+    """
+    SELECT DISTINCT root_job_id AS root FROM {log}
+    WHERE root_job_id IS NOT NULL
+      AND logged_at >= coalesce(
+          greatest(%(horizon)s::timestamptz, %(since)s::timestamptz), '-infinity')
+    OFFSET 0  -- a fence: the failing roots filter the few found, not the index scan
+    """
+)
+_FAILING = sql.SQL("SELECT unnest(%(failing)s::text[]) AS root")
+_ONE_ROOT = sql.SQL("SELECT %(root)s::text AS root")
+
+# The totals of the runs picked, in the order given.
+_RUN_TOTALS = sql.SQL(
+    """
+    SELECT picked.root, coalesce(record.job_name, event.job_name), last.status, last.ended_at,
+           first.started_at, first.attempts, ev.events, ev.first_at, ev.last_at,
+           failures.failed, tree.last_ended
+    FROM unnest(%(roots)s::text[], %(starts)s::timestamptz[]) WITH ORDINALITY
+         AS picked (root, started, position)
+    LEFT JOIN LATERAL (
+        SELECT job_name FROM {jobs} WHERE job_id = picked.root
+        ORDER BY attempt DESC, id DESC LIMIT 1
+    ) record ON true
+    LEFT JOIN LATERAL (
+        SELECT job_name FROM {log} WHERE job_id = picked.root AND job_name IS NOT NULL LIMIT 1
+    ) event ON true
+    LEFT JOIN LATERAL (
+        SELECT status, ended_at FROM {jobs} WHERE job_id = picked.root
+        ORDER BY attempt DESC, id DESC LIMIT 1
+    ) last ON true
+    LEFT JOIN LATERAL (
+        SELECT min(started_at) AS started_at, count(*) AS attempts
+        FROM {jobs} WHERE job_id = picked.root
+    ) first ON true
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS events, min(logged_at) AS first_at, max(logged_at) AS last_at
+        FROM {log} WHERE root_job_id = picked.root
+    ) ev ON true
+    LEFT JOIN LATERAL (
+        SELECT max(ended_at) AS last_ended FROM {jobs} WHERE root_job_id = picked.root
+    ) tree ON true
+    LEFT JOIN LATERAL (  -- failed as JobNode.failed says: by record, else by event
+        SELECT count(*) AS failed FROM (
+            SELECT job_id FROM {jobs} WHERE root_job_id = picked.root AND status = 'failed'
+            UNION
+            SELECT failed.job_id FROM {log} failed
+            WHERE failed.root_job_id = picked.root AND failed.category = 'FAILED'
+              AND NOT EXISTS (SELECT FROM {jobs} ended WHERE ended.job_id = failed.job_id
+                              AND ended.status <> 'retried')
+        ) jobs
+    ) failures ON true
+    ORDER BY picked.position
+    """
+)
 
 
 def _run(  # noqa: PLR0917 - one row of the runs query

@@ -35,11 +35,12 @@ def test_migrate_prints_what_it_applied_then_is_a_no_op(
         "applied 0004 root_job_id_trigger",
         "applied 0005 root_rule",
         "applied 0006 jobs",
+        "applied 0007 failure_indexes",
         "backfill: 0 filled, 0 orphans, 0 unresolved, 0 total",
     ]
     assert main(["migrate", "--dsn", dsn, "--schema", schema_name]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"schema {schema_name} is up to date (version 0006)"
+        f"schema {schema_name} is up to date (version 0007)"
     ]
 
 
@@ -247,7 +248,7 @@ def test_status_shows_version_counts_and_last_events(
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))  # no other test's spill files
     assert main(["status", "--dsn", dsn, "--schema", schema, "-n", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"schema {schema}: version 0006 (this llamalog: 0006)"
+    assert lines[0] == f"schema {schema}: version 0007 (this llamalog: 0007)"
     assert lines[1].startswith(f"events: {_demo_events(6)} (")
     assert lines[2] == "root jobs: 1 (list them: llamalog runs)"
     assert lines[3] == "spill files: none waiting"

@@ -20,6 +20,9 @@ from llamalogger.schema import (
     migrate,
 )
 
+# Every shipped version, in order (TestAvailableMigrations checks the files against it).
+ALL_VERSIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+
 
 def _has_column(conn: psycopg.Connection, schema: str, column: str) -> bool:
     row = conn.execute(
@@ -63,6 +66,7 @@ class TestAvailableMigrations:
             ("0004", "root_job_id_trigger"),
             ("0005", "root_rule"),
             ("0006", "jobs"),
+            ("0007", "failure_indexes"),
         ]
         assert migrations[-1].version == LATEST_VERSION
         assert all(m.sql.strip() for m in migrations)
@@ -76,23 +80,16 @@ class TestMigrate:
         assert current_version(conn, schema_name) is None
 
         first = migrate(conn, schema=schema_name)
-        assert [m.version for m in first.applied] == [
-            "0001",
-            "0002",
-            "0003",
-            "0004",
-            "0005",
-            "0006",
-        ]
-        assert first.version == LATEST_VERSION == "0006"
+        assert [m.version for m in first.applied] == ALL_VERSIONS
+        assert first.version == LATEST_VERSION == "0007"
         assert str(first.backfill) == "backfill: 0 filled, 0 orphans, 0 unresolved, 0 total"
 
         second = migrate(conn, schema=schema_name)
         assert second.applied == ()
-        assert second.version == "0006"
+        assert second.version == "0007"
         assert second.backfill is None
-        assert current_version(conn, schema_name) == "0006"
-        assert _recorded(conn, schema_name) == ["0001", "0002", "0003", "0004", "0005", "0006"]
+        assert current_version(conn, schema_name) == "0007"
+        assert _recorded(conn, schema_name) == ALL_VERSIONS
 
     def test_target_0001_is_the_schema_before_the_dual_hierarchy(
         self, conn: psycopg.Connection, schema_name: str
@@ -107,7 +104,7 @@ class TestMigrate:
         assert "LINKED" not in _categories(conn, schema_name)
 
         result = migrate(conn, schema=schema_name)
-        assert [m.version for m in result.applied] == ["0002", "0003", "0004", "0005", "0006"]
+        assert [m.version for m in result.applied] == ALL_VERSIONS[1:]
         assert result.backfill is not None
         assert _has_column(conn, schema_name, "root_job_id")
         assert _categories(conn, schema_name) == [
@@ -146,9 +143,9 @@ class TestMigrate:
         """A connection outside autocommit still gets committed migrations and keeps its mode."""
         with psycopg.connect(dsn) as other:
             result = migrate(other, schema=schema_name)
-            assert result.version == "0006"
+            assert result.version == "0007"
             assert other.autocommit is False
-        assert current_version(conn, schema_name) == "0006"
+        assert current_version(conn, schema_name) == "0007"
 
     def test_connection_with_an_open_transaction_is_refused(
         self, dsn: str, schema_name: str
@@ -165,8 +162,8 @@ class TestMigrate:
         name = f'Llama "log" {uuid.uuid4().hex[:8]}'
         try:
             result = migrate(conn, schema=name)
-            assert result.version == "0006"
-            assert current_version(conn, name) == "0006"
+            assert result.version == "0007"
+            assert current_version(conn, name) == "0007"
             assert _has_column(conn, name, "root_job_id")
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
@@ -253,8 +250,8 @@ class TestConcurrency:
         errors = [err for (_, err), child in zip(outcomes, children) if child.returncode != 0]
         assert errors == []
         applied = sorted(version for out, _ in outcomes for version in out.split())
-        assert applied == ["0001", "0002", "0003", "0004", "0005", "0006"]
-        assert _recorded(conn, schema_name) == ["0001", "0002", "0003", "0004", "0005", "0006"]
+        assert applied == ALL_VERSIONS
+        assert _recorded(conn, schema_name) == ALL_VERSIONS
 
 
 class TestRefusals:
@@ -263,7 +260,7 @@ class TestRefusals:
     ) -> None:
         """Asking for a version the package does not ship fails before touching the database."""
         with pytest.raises(
-            MigrationError, match="known versions: 0001, 0002, 0003, 0004, 0005, 0006"
+            MigrationError, match="known versions: 0001, 0002, 0003, 0004, 0005, 0006, 0007"
         ):
             migrate(conn, schema=schema_name, target="0999")
         assert current_version(conn, schema_name) is None
@@ -302,6 +299,6 @@ class TestRefusals:
         """The longest name PostgreSQL keeps without truncating is fine."""
         name = schema_name + "x" * (63 - len(schema_name))
         try:
-            assert migrate(conn, schema=name).version == "0006"
+            assert migrate(conn, schema=name).version == "0007"
         finally:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

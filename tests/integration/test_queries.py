@@ -342,6 +342,108 @@ class TestJobRecords:
         assert [e["related_type"] for e in linked] == ["track"]
 
 
+def _event(
+    conn: psycopg.Connection, schema: str, at: float, job: str, root: str, **values: object
+) -> None:
+    """One llama_log row at T0 + ``at`` seconds, inserted with parameterised SQL."""
+    values = {"category": "CREATED", "level": "info", "message": "m", "job_name": job, **values}
+    columns = ["logged_at", "job_id", "root_job_id", *values]
+    conn.execute(
+        sql.SQL("INSERT INTO {}.llama_log ({}) VALUES ({})").format(
+            sql.Identifier(schema),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        ),
+        [_at(at), job, root, *values.values()],
+    )
+
+
+class TestRunsPicksTheNewest:
+    """runs() picks the newest runs with a record from the records, and those without one
+    from the events since the oldest run picked (the horizon): a run without a record that
+    started before the horizon is no newer than those picked, however late it logged."""
+
+    @pytest.fixture
+    def mixed(self, conn: psycopg.Connection, schema: str) -> None:
+        # A (0 s) and C (20 s) ended; B started at 10 s and still runs (events until 50 s);
+        # Z started at -30 s and still runs (events until 60 s); D (40 s) ended, failed.
+        _record(conn, schema, job_id="A", root_job_id="A", job_name="imp",
+                started_at=_at(0), ended_at=_at(5))  # fmt: skip
+        _event(conn, schema, 1, "A", "A")
+        _record(conn, schema, job_id="C", root_job_id="C", job_name="imp",
+                started_at=_at(20), ended_at=_at(25))  # fmt: skip
+        _record(conn, schema, job_id="D", root_job_id="D", job_name="other", status="failed",
+                started_at=_at(40), ended_at=_at(45))  # fmt: skip
+        for at in (10, 30, 50):
+            _event(conn, schema, at, "B", "B")
+        _event(conn, schema, 12, "B1", "B", category="FAILED", level="error")
+        for at in (-30, 60):
+            _event(conn, schema, at, "Z", "Z")
+
+    @pytest.mark.usefixtures("mixed")
+    def test_runs_without_a_record_are_placed_by_their_first_event(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        found = runs(conn, schema=schema)
+        assert [(run.job_id, run.status) for run in found] == [
+            ("D", "failed"), ("C", "succeeded"), ("B", UNFINISHED), ("A", "succeeded"),
+            ("Z", UNFINISHED),
+        ]  # fmt: skip
+        assert found[2].started_at == _at(10)
+        # the horizon (C, 20 s) excludes B, which logged since but started before it
+        assert [run.job_id for run in runs(conn, limit=2, schema=schema)] == ["D", "C"]
+        assert [run.job_id for run in runs(conn, limit=3, schema=schema)] == ["D", "C", "B"]
+        # Z logged at 60 s, later than anything, yet started first: it is last
+        assert [run.job_id for run in runs(conn, limit=5, schema=schema)][-1] == "Z"
+
+    @pytest.mark.usefixtures("mixed")
+    def test_failed_runs_are_found_with_and_without_a_record_and_a_window(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        assert [run.job_id for run in runs(conn, failed=True, schema=schema)] == ["D", "B"]
+        assert [run.job_id for run in runs(conn, failed=True, limit=1, schema=schema)] == ["D"]
+        since = runs(conn, failed=True, since=_at(46), schema=schema)
+        assert [(run.job_id, run.failures) for run in since] == [("B", 1)]  # D ended at 45 s
+        assert [run.job_id for run in runs(conn, name="imp", schema=schema)] == ["C", "A"]
+        assert runs(conn, name="imp", failed=True, schema=schema) == []
+
+    @pytest.mark.usefixtures("mixed")
+    def test_until_status_root_and_offset(self, conn: psycopg.Connection, schema: str) -> None:
+        def ids(**filters: object) -> list[str]:
+            return [run.job_id for run in runs(conn, schema=schema, **filters)]  # type: ignore[arg-type]
+
+        assert ids(until=_at(15)) == ["B", "A", "Z"]
+        assert ids(status="failed") == ["D"]
+        assert ids(status=UNFINISHED) == ["B", "Z"]
+        assert ids(status="succeeded") == ["C", "A"]
+        assert ids(root="B") == ["B"]
+        assert ids(root="C") == ["C"]
+        assert ids(root="B", failed=True) == ["B"]
+        assert ids(root="A", failed=True) == []
+        assert ids(limit=2, offset=1) == ["C", "B"]
+        assert ids(limit=5, offset=3) == ["A", "Z"]
+        assert ids(limit=2, offset=5) == []
+
+    def test_many_runs_come_newest_first_whatever_the_limit(
+        self, conn: psycopg.Connection, schema: str
+    ) -> None:
+        """Against the order a full sort of every run gives."""
+        for number in range(30):
+            root = f"R{number:02}"
+            if number % 3:
+                _record(conn, schema, job_id=root, root_job_id=root, job_name="imp",
+                        started_at=_at(number), ended_at=_at(number + 0.5),
+                        status="failed" if number % 4 == 0 else "succeeded")  # fmt: skip
+            _event(conn, schema, number + 0.25, root, root)
+        newest = [f"R{number:02}" for number in reversed(range(30))]
+        failing = [root for root in newest if int(root[1:]) % 3 and int(root[1:]) % 4 == 0]
+        for limit in (1, 5, 10, 29, 30, 40):
+            assert [run.job_id for run in runs(conn, limit=limit, schema=schema)] == newest[:limit]
+            assert [
+                run.job_id for run in runs(conn, failed=True, limit=limit, schema=schema)
+            ] == failing[:limit]
+
+
 def test_trees_and_roots_of_a_schema_from_before_the_job_table_read_the_events(
     dsn: str, conn: psycopg.Connection, schema_name: str
 ) -> None:

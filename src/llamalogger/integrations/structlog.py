@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from structlog.typing import EventDict, WrappedLogger
 
 from llamalogger import Category, LlamaLogger, current_job
+from llamalogger._records import NOT_DETAILS
 
 from . import _default_category, _is_private
 
@@ -49,29 +50,6 @@ _LEVEL_BY_METHOD: Mapping[str, str] = {
     "critical": "error",
     "fatal": "error",
 }
-
-NOT_DETAILS: frozenset[str] = frozenset(
-    {
-        # stored in their own columns, or taken from the job context by LlamaLogger
-        "category",
-        "entity",
-        "related",
-        "event",
-        "level",
-        "job_id",
-        "parent_job_id",
-        "root_job_id",
-        "job_name",
-        # the row's logged_at is the caller's clock already
-        "timestamp",
-        # turned into "exception" (traceback text) instead of being stored raw
-        "exc_info",
-        # structlog.stdlib.ProcessorFormatter bookkeeping: a LogRecord and a flag
-        "_record",
-        "_from_structlog",
-    }
-)
-"""Event dict keys that ``PersistToLlamaLog`` does not copy into ``details``."""
 
 # The keys of an event dict, in order, to those of them that go to details. The events of
 # one call site have the same keys in the same order, so a worker has a few dozen shapes;

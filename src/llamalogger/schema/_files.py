@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: The newest schema version this package ships (a test keeps it equal to the last file).
-LATEST_VERSION = "0006"
+LATEST_VERSION = "0007"
 
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _STEP_LINE = re.compile(
