@@ -119,6 +119,12 @@ class TestServeCommand:
         assert status == 1
         assert "give a token with --token or $LLAMALOG_WEB_TOKEN" in capsys.readouterr().err
 
+    def test_an_unmigrated_schema_is_refused_before_listening(
+        self, dsn: str, schema_name: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["serve", "--dsn", dsn, "--schema", schema_name]) == 1
+        assert "llamalog migrate" in capsys.readouterr().err
+
     def test_bad_ports_are_usage_errors(self, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             main(["serve", "--port", "70000"])
