@@ -1,6 +1,8 @@
-"""What the Celery integration costs per task, and what a SIGKILLed task loses.
+"""What the Celery integration costs per task, what a SIGKILLed task loses, and whether
+recycled pool processes lose anything.
 
     python benchmarks/bench_celery.py [--dsn DSN] [--tasks 2000] [--rounds 3] [--kill-runs 3]
+        [--recycled 1000] [--only overhead|kills|recycled]
 
 Overhead: the same real ``celery worker`` (Redis broker, or kombu's filesystem transport
 when Redis does not answer) runs the same empty task with and without ``instrument()``,
@@ -14,6 +16,13 @@ Kills: a prefork task logs at a steady rate and is ended either by SIGKILL (what
 killer or ``kill -9`` do) or by its hard ``time_limit`` (billiard sends SIGTERM, then
 SIGKILL 0.1 s later if the process still lives); the rows that reached the table are
 counted against the events logged, which the task records in a shared file as it goes.
+
+Recycled: a prefork pool of 4 with ``--max-tasks-per-child=1`` (every task in a fresh
+process that ends with ``os._exit``) runs N tasks that log one event each; the benchmark
+waits for each result in turn and reads that task's row at once (issue 18's "179 of 180":
+Celery stores a result before ``task_postrun``), then counts every event and job record
+once the worker has stopped. ``tests/integration/test_celery_recycled.py`` does the same
+with 200 tasks.
 
 This module is also the Celery app the worker imports (``-A bench_celery``).
 """
@@ -42,7 +51,7 @@ from llamalogger import LlamaLogger
 from llamalogger.integrations.celery import instrument
 
 HERE = Path(__file__).resolve().parent
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")  # a database of its own
 
 
 def _configure(app: Celery, broker: str, backend: str, queue: str, folder: str) -> None:
@@ -89,6 +98,12 @@ def empty() -> None:
 @app.task
 def stamp() -> float:
     return time.time()
+
+
+@app.task
+def logged(run: str) -> None:
+    """One event, in the task's job."""
+    llama.logger.created(("track", 1), run=run)
 
 
 @app.task(bind=True)
@@ -270,6 +285,38 @@ def kill_window(env: dict[str, str], client: Celery, args: argparse.Namespace, l
         _stop(worker)
 
 
+def recycled(env: dict[str, str], client: Celery, args: argparse.Namespace, log: Path) -> None:
+    import psycopg
+    from psycopg import sql
+
+    run = uuid.uuid4().hex
+    schema = sql.Identifier(env["LLAMALOG_SCHEMA"])
+    of_job = sql.SQL("SELECT count(*) FROM {}.llama_log WHERE job_id = %s").format(schema)
+    started = time.perf_counter()
+    worker = _worker(["-P", "prefork", "-c", "4", "--max-tasks-per-child=1"], True, env, log)
+    late = 0
+    try:
+        sent = [client.send_task("bench_celery.logged", (run,)) for _ in range(args.recycled)]
+        with psycopg.connect(env["LLAMALOG_DSN"], autocommit=True) as conn:
+            for result in sent:
+                result.get(timeout=300)
+                row = conn.execute(of_job, (result.id,)).fetchone()
+                late += not row or row[0] != 1
+    finally:
+        _stop(worker)
+    seconds = time.perf_counter() - started
+    stored = _stored(env, run)
+    with psycopg.connect(env["LLAMALOG_DSN"]) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.llama_job WHERE job_id = ANY(%s)").format(schema),
+            ([result.id for result in sent],),
+        ).fetchone()
+    jobs = row[0] if row else 0
+    print(f"  {args.recycled} tasks in {seconds:.0f} s: {late} read before their event was "
+          f"stored; after the worker stopped: {stored} events and {jobs} job records of "
+          f"{args.recycled}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn")
@@ -277,6 +324,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=int, default=2000, help="events/s of the killed task")
     parser.add_argument("--kill-runs", type=int, default=3)
+    parser.add_argument("--recycled", type=int, default=1000, help="tasks on recycled processes")
+    parser.add_argument("--only", choices=("overhead", "kills", "recycled"))
     args = parser.parse_args()
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
@@ -298,11 +347,18 @@ def main() -> None:
         log = Path(folder) / "worker.log"
         print(f"PostgreSQL {version}, broker {broker.split(':')[0]}, "
               f"{args.tasks} empty tasks per round, {args.rounds} rounds, medians")  # fmt: skip
-        in_process(dsn, schema, 2000, 15)
-        overhead(env, client, args, log)
-        print(f"a prefork task logging {args.rate:,} events/s, ended by SIGKILL (as the OOM "
-              f"killer does) or by its hard time_limit, {args.kill_runs} runs each")  # fmt: skip
-        kill_window(env, client, args, log)
+        if args.only in (None, "overhead"):
+            in_process(dsn, schema, 2000, 15)
+            overhead(env, client, args, log)
+        if args.only in (None, "kills"):
+            print(f"a prefork task logging {args.rate:,} events/s, ended by SIGKILL (as "
+                  f"the OOM killer does) or by its hard time_limit, {args.kill_runs} runs "
+                  "each")  # fmt: skip
+            kill_window(env, client, args, log)
+        if args.only in (None, "recycled") and args.recycled:
+            print("prefork -c 4 --max-tasks-per-child=1, one event per task, each task's row "
+                  "read as its result arrives")  # fmt: skip
+            recycled(env, client, args, log)
     print("command: .venv/bin/python benchmarks/bench_celery.py " + " ".join(sys.argv[1:]))
 
 

@@ -399,6 +399,46 @@ def child_close_down(
     }
 
 
+def child_spill_files(
+    probe: Probe, dsn: str, schema: str, run: str, events: int, rate: int, ready: Any, down: Any
+) -> dict[str, Any]:
+    """``events`` logged in jobs of five while the server is down (``rate`` a second, 0: as
+    fast as a loop can): how many spill files hold them?"""
+    logger = LlamaLogger(dsn, schema=schema)
+    before = logger.flush(15)
+    ready.set()
+    down.wait(60)
+
+    def log_one(number: int) -> None:
+        if number % 5 == 0:
+            with logger.job("album"):
+                for n in range(number, min(number + 5, events)):
+                    logger.created(("track", n), run=run, p="down", n=n)
+
+    begun = time.monotonic()
+    if rate:
+        paced(log_one, rate, events / rate)
+    else:
+        for number in range(0, events, 5):
+            log_one(number)
+    log_seconds = time.monotonic() - begun
+    flushed = logger.flush(60)
+    # Waiting files, also the one a replay attempt may hold claimed at this moment.
+    files = sum(
+        not path.name.endswith(".partial")
+        for path in Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl*")
+    )
+    stats = logger.stats()
+    logger.close(15)
+    return {
+        "flush_before": before,
+        "flushed": flushed,
+        "log_seconds": log_seconds,
+        "files": files,
+        "stats": stats,
+    }
+
+
 def child_recover(
     probe: Probe, dsn: str, schema: str, options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -933,6 +973,47 @@ class Bench:
                 "the writer is stopped, the counters add up, nothing lost unreported",
             )
 
+    # 9b -----------------------------------------------------------------------------------
+
+    def spill_files(self) -> None:
+        name = "spill-files"
+        events = 30_000
+        title = f"{name}: {events:,} events logged in jobs of 5 while the server is down"
+        if not self.can_restart(name, title):
+            return
+        measured = []
+        ok = True
+        for rate in (0, 5_000):
+            pace = f"{rate:,} events/s" if rate else "as fast as a loop can"
+            with self.row(f"{title}, {pace}") as (schema, run):
+                ready, down = SPAWN.Event(), SPAWN.Event()
+                child = Child(
+                    child_spill_files, self.server.dsn, schema, run, events, rate, ready, down
+                )
+                ready.wait(60)
+                self.server.stop()
+                down.set()
+                result = child.report(180)
+                self.server.start()
+                if self.failed_child(name, result, verdict=False):
+                    ok = False
+                    continue
+                recovered = Child(child_recover, self.server.dsn, schema).report(120)
+                _, lost, dups = self.lost(schema, run, events, p="down")
+                files = result["files"]
+                print(
+                    f"  logged in {result['log_seconds']:.1f} s; flush() {result['flushed']}; "
+                    f"{files} spill files ({(events * 6 // 5) // max(files, 1):,} records each)"
+                )
+                print(f"  {counters(result['stats'])}")
+                print(
+                    f"  after a new logger replayed them (flush() {recovered.get('flushed')}): "
+                    f"lost {lost:,}, duplicates {dups:,}"
+                )
+                measured.append(f"{pace}: {files} files, lost {lost:,}")
+                ok = ok and files <= 50 and lost == 0 and dups == 0
+        self.verdict(name, ok, "; ".join(measured), "tens of files at most, nothing lost")
+
     # 10 -----------------------------------------------------------------------------------
 
     def bad_option(self) -> None:
@@ -1050,6 +1131,7 @@ SCENARIOS = {
     "fork-in-job": Bench.fork_in_job,
     "fork-in-outage": Bench.fork_in_outage,
     "close-down": Bench.close_down,
+    "spill-files": Bench.spill_files,
     "batch-size-0": Bench.bad_option,
     "refused-rows": Bench.refused,
 }

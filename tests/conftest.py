@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-pytest_plugins = ["fixtures.database", "fixtures.restartable"]
+pytest_plugins = ["fixtures.database", "fixtures.restartable", "fixtures.pgbouncer"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

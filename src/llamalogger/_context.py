@@ -201,7 +201,9 @@ class JobContext:
 
         ``TypeError`` unless ``headers`` is a mapping; ``ValueError`` when the job id header
         is missing, an id or the name is invalid (as at the API: not a str, too long, NUL),
-        or the job would be its own parent. A parent without a root is taken as the root.
+        the job would be its own parent, or a root other than the job itself is named
+        without a parent (``to_headers()`` never writes that: a job under a root has a
+        parent). A parent without a root is taken as the root.
         """
         if not isinstance(headers, Mapping):
             raise TypeError(f"headers must be a mapping, not {type(headers).__name__}")
@@ -220,14 +222,21 @@ class JobContext:
         )
 
     @classmethod
-    def from_untrusted_headers(cls, headers: object) -> JobContext | None:
+    def from_untrusted_headers(
+        cls, headers: object, *, on_refused: Callable[[str], object] | None = None
+    ) -> JobContext | None:
         """The job carried by headers that another process wrote, or ``None``; never raises.
 
         For task-queue integrations: a message's headers or options come from whoever
         could publish to the queue. Only the four ``HEADERS`` are read (case-insensitively);
-        ``None`` when ``headers`` is not a mapping, carries no job id, or carries an id
-        that is no valid job id. A job name longer than the limit is cut, since it is only
-        a label; the task then still runs under its parent rather than as a root.
+        ``None`` when ``headers`` is not a mapping, carries no job id, or carries what
+        ``from_headers`` refuses (an invalid id, a job that is its own parent, a root
+        without a parent). A job name longer than the limit is cut, since it is only a
+        label; the task then still runs under its parent rather than as a root.
+
+        ``on_refused`` is called with the reason when headers that carry a job id are
+        refused, so that an integration can say why a task lost the parent its message
+        named (the integrations warn once per such message).
         """
         if not isinstance(headers, Mapping):
             return None
@@ -253,7 +262,9 @@ class JobContext:
             return _from_header_values(
                 job_id, name, found.get(HEADER_PARENT_JOB_ID), found.get(HEADER_ROOT_JOB_ID)
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as exc:
+            if on_refused is not None:
+                on_refused(str(exc))
             return None
 
 
@@ -262,7 +273,16 @@ def _from_header_values(job_id: Any, name: str | None, parent: Any, root: Any) -
     decides it (the parent, else the job itself)."""
     if root is None:
         return JobContext(job_id=job_id, name=name, parent_job_id=parent)
-    return JobContext(job_id=job_id, name=name, parent_job_id=parent, root_job_id=root)
+    context = JobContext(job_id=job_id, name=name, parent_job_id=parent, root_job_id=root)
+    if parent is None and root != job_id:
+        # A job under a root has a parent; headers that hide it would place the job's
+        # children under a job whose own place nobody can check (to_headers() always
+        # writes the parent of a job that is not a root).
+        raise ValueError(
+            f"headers name root {root!r:.110} but no parent for job {job_id!r:.110}: "
+            "a job that is not the root needs its parent"
+        )
+    return context
 
 
 _new_instance = object.__new__

@@ -8,6 +8,7 @@ import os
 import socket
 import traceback
 import warnings
+from collections.abc import Mapping
 from time import time_ns as _time_ns
 from types import TracebackType
 from typing import Any, Self
@@ -27,9 +28,11 @@ from ._context import (
 from ._errors import ConfigurationError
 from ._pipeline import (
     DEFAULT,
+    OWNED_CONNECT_OPTIONS,
     FullPolicy,
     Settings,
     Sink,
+    checked_connect_options,
     deliver_all,
     diagnostics,
     open_writer,
@@ -91,19 +94,32 @@ def _message_text(message: object) -> str:
     return text if type(text) is str else str.__str__(text)
 
 
-def _connect_kwargs(pool_kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    """Connection options from the deprecated ``pool_kwargs``: only its ``kwargs`` entry
-    still means something, now that the logger keeps one connection of its own."""
+def _connect_options(
+    connect_options: object, pool_kwargs: dict[str, Any] | None, pool: object
+) -> dict[str, Any]:
+    """The writer's connection options: ``connect_options``, or those of the deprecated
+    ``pool_kwargs`` (its ``kwargs`` entry, without the options the logger sets itself)."""
     if pool_kwargs is None:
-        return {}
+        if connect_options is not None and pool is not None:
+            raise ConfigurationError(
+                "connect_options: with pool= the connections are the pool's; configure them there"
+            )
+        return checked_connect_options(connect_options)
+    if connect_options is not None:
+        raise ConfigurationError("pass connect_options only: pool_kwargs is deprecated")
+    given = dict(pool_kwargs.get("kwargs") or {})
+    ignored = sorted(set(pool_kwargs) - {"kwargs"}) + sorted(
+        key for key in given if key in OWNED_CONNECT_OPTIONS
+    )
     warnings.warn(
-        "pool_kwargs is deprecated and will be removed in llamalogger 0.3: the logger no longer "
-        "owns a pool; its 'kwargs' entry is still passed to the connection, other keys are "
-        f"ignored ({sorted(set(pool_kwargs) - {'kwargs'})})",
+        "pool_kwargs is deprecated and will be removed in llamalogger 0.3: pass the "
+        "connection's options as connect_options={...} instead; only the options in "
+        f"pool_kwargs['kwargs'] that the logger does not set itself are used (ignored: {ignored})",
         DeprecationWarning,
         stacklevel=3,
     )
-    return dict(pool_kwargs.get("kwargs") or {})
+    kept = {key: value for key, value in given.items() if key not in ignored}
+    return checked_connect_options(kept, "pool_kwargs['kwargs']")
 
 
 class LlamaLogger:
@@ -142,6 +158,7 @@ class LlamaLogger:
         spill_max_bytes: int = DEFAULT.spill_max_bytes,
         flush_on_outer_job_exit: bool | None = DEFAULT.flush_on_outer_job_exit,
         log_failed_jobs: bool = DEFAULT.log_failed_jobs,
+        connect_options: Mapping[str, Any] | None = None,
         pool_kwargs: dict[str, Any] | None = None,
         structlog_context: bool = True,
     ) -> None:
@@ -172,7 +189,7 @@ class LlamaLogger:
             dsn=dsn,
             pool=pool,
             schema=schema_from_env(schema),
-            connect_kwargs=_connect_kwargs(pool_kwargs),
+            connect_options=_connect_options(connect_options, pool_kwargs, pool),
         )
         self._start(sink, settings, structlog_context=structlog_context)
 
@@ -555,9 +572,10 @@ class LlamaLogger:
     def close(self, timeout: float | None = None) -> bool:
         """Flush, stop the writer and close its connection. Safe to call twice.
 
-        With the database unreachable, queued events go to the spill directory; without
-        one, retrying stops after ``timeout`` seconds (default ``exit_timeout``) and what
-        was left is counted once as dropped. Returns ``True`` when nothing was lost.
+        Returns within ``timeout`` seconds (default ``exit_timeout``). With the database
+        unreachable, queued events go to the spill directory until then; without one,
+        retrying stops then. What was left is counted once as dropped. Returns ``True``
+        when nothing was lost.
         """
         return self._writer.close(timeout)
 

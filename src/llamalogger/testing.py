@@ -201,14 +201,15 @@ class _MemorySink:
             self._events.extend(events)
             self._jobs.extend(jobs)
 
-    def write_replay(self, spill_id: str, rows: Sequence[Sequence[object]]) -> bool:
+    def write_replays(self, files: Sequence[tuple[str, Sequence[Sequence[object]]]]) -> set[str]:
         # Never called while spilling is off; kept exact for the protocol's sake.
         with self._lock:
-            if spill_id in self._replayed:
-                return False
-            self._replayed.add(spill_id)
-        self.write(rows)
-        return True
+            stored_before = {spill_id for spill_id, _ in files if spill_id in self._replayed}
+        fresh = [row for spill_id, rows in files if spill_id not in stored_before for row in rows]
+        self.write(fresh)
+        with self._lock:
+            self._replayed.update(spill_id for spill_id, _ in files)
+        return stored_before
 
     def cancel(self, timeout: float = 0.0) -> None:
         """Nothing to cancel: a write in memory never hangs."""

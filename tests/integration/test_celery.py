@@ -74,6 +74,7 @@ class Outcome:
     broker: str
     prefork: bool  # time limits need the prefork pool
     jobs: list[dict[str, Any]] = attrs.field(factory=list)  # the job records
+    log: str = ""  # the worker's whole output
 
     def attempts(self, job_id: str) -> list[tuple[int, str, str | None]]:
         return harness.attempts(self.jobs, job_id)
@@ -161,6 +162,7 @@ def outcome(
             lane.broker,
             "prefork" in lane.args,
             job_rows(dsn, schema),
+            worker.log.read_text(errors="replace"),
         )
 
 
@@ -185,13 +187,23 @@ def _publish_and_wait(
     with logger.job("import-album") as outer:
         logger.log("CREATED", "album import started", entity=("album", 1))
         sent["nested"] = app.send_task("celery_app.start_tree", ("b",)).id
-    ids: dict[str, Any] = {"outer": outer.job_id, **sent}
+        with logger.job("import-disc") as disc:  # a retried task two levels down
+            sent["deep-flaky"] = app.send_task("celery_app.flaky", ("g", 1)).id
+    for key in harness.HOSTILE:
+        task_id, headers = harness.hostile(key)
+        sent[f"hostile-{key}"] = app.send_task(
+            "celery_app.leaf", ("h", 0), task_id=task_id, headers=headers
+        ).id
+    ids: dict[str, Any] = {"outer": outer.job_id, "disc": disc.job_id, **sent}
     for tree in ("tree", "nested"):
         published = get(sent[tree])
         ids[f"{tree}-published"] = published
         for task_id in (published["chain"], *published["group"], published["chord"]):
             get(task_id)
     assert get(sent["flaky"]) == 2
+    assert get(sent["deep-flaky"]) == 1
+    for key in harness.HOSTILE:
+        get(sent[f"hostile-{key}"])
     for name in ("doomed", "reports", "overrun", "killed"):
         if name in sent:
             assert isinstance(get(sent[name], propagate=False), Exception)
@@ -217,8 +229,10 @@ def test_every_event_arrives(outcome: Outcome) -> None:
     assert tags["f"] == 3  # one per attempt
     assert tags["d"] == 3
     assert tags["r"] == 1
+    assert tags["g"] == 2  # deep-flaky: one per attempt
+    assert tags["h"] == len(harness.HOSTILE)
     categories = Counter(row["category"] for row in outcome.rows)
-    assert categories["SKIPPED"] == 4  # two retries of flaky, two of doomed
+    assert categories["SKIPPED"] == 5  # two retries of flaky, two of doomed, one of deep-flaky
     # doomed's (by the integration), reports' own; overrun's and killed's from the main process
     dead = 2 if outcome.prefork else 0
     assert categories["FAILED"] == 2 + dead, [
@@ -227,7 +241,7 @@ def test_every_event_arrives(outcome: Outcome) -> None:
     assert categories["CREATED"] == 1  # the plain job's event
     # what overrun and killed logged may or may not have left their process before the kill
     others = len(outcome.rows) - tags["t"] - tags["k"]
-    assert others == 2 * TREE + 3 + 3 + 1 + 4 + 2 + 1 + dead
+    assert others == 2 * TREE + 3 + 3 + 1 + 5 + 2 + 1 + dead + 2 + len(harness.HOSTILE)
 
 
 def test_rows_match_celerys_own_ids(outcome: Outcome) -> None:
@@ -370,3 +384,21 @@ def test_each_attempt_leaves_a_record_in_the_queues_words(outcome: Outcome) -> N
             assert [r for r in records if r != (1, "failed", error)] in ([], own)
     assert outcome.attempts(outcome.outer_job_id) == [(1, "succeeded", None)]
     harness.assert_records_agree_with_events(outcome.jobs, outcome.rows)
+
+
+def test_hostile_headers_never_make_a_task_its_own_parent(outcome: Outcome) -> None:
+    """Refused headers count as none, with one warning each: the task becomes a root
+    (it has no Celery parent); headers naming the task itself leave it a root too. No row
+    has parent_job_id == job_id."""
+    harness.assert_hostile_tasks_are_roots(outcome.rows, outcome.ids, outcome.log)
+    assert outcome.attempts(outcome.ids["hostile-itself"]) == [(1, "succeeded", None)]
+
+
+def test_a_retried_task_deep_in_a_tree_keeps_its_place(outcome: Outcome) -> None:
+    """Each attempt of a task two levels down (a plain job, a job, the task) carries the
+    same parent and root: the retry's headers are the task's own, which the worker accepts."""
+    rows = outcome.of_job(outcome.ids["deep-flaky"])
+    assert len(rows) == 2 + 1  # two attempts' oracle events and one SKIPPED
+    assert {(row["parent_job_id"], row["root_job_id"]) for row in rows} == {
+        (outcome.ids["disc"], outcome.outer_job_id)
+    }

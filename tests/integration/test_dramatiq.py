@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from redis import Redis
 from fixtures.database import job_rows, migrated_schema, rows
 from fixtures.waiting import wait_until
 from llamalogger import LlamaLogger
-from llamalogger.integrations.dramatiq import instrument
+from llamalogger.integrations.dramatiq import OPTION_KEY, instrument
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,8 +54,10 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
     name = harness.run_id()
     broker = RedisBroker(url=harness.REDIS, namespace=name)
 
-    def send(actor: str, *args: object) -> str:
-        message = broker.enqueue(Message(name, actor, args, {}, {}))
+    def send(actor: str, *args: object, **fields: Any) -> str:
+        message = broker.enqueue(
+            Message(name, actor, args, {}, fields.pop("options", {}), **fields)
+        )
         return message.message_id
 
     with migrated_schema(dsn) as schema:
@@ -85,6 +88,11 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                 }
                 for n in range(BURSTS):
                     ids[f"burst{n}"] = send("burst", "burst", BURST_EVENTS)
+                for key in harness.HOSTILE:
+                    message_id, headers = harness.hostile(key)
+                    ids[f"hostile-{key}"] = send(
+                        "link_artist", "h", 0, message_id=message_id, options={OPTION_KEY: headers}
+                    )
                 with logger.job("import-catalogue") as outer:
                     logger.log("CREATED", "catalogue import started")
                     ids["nested"] = send("import_album", "b", ARTISTS)
@@ -92,7 +100,8 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                 assert logger.flush(10)
             broker.join(name, timeout=WAIT_MS)
             assert worker.stop() == 0, worker.output()
-            yield Outcome(rows(dsn, schema), ids, job_rows(dsn, schema))
+            log = worker.log.read_text(errors="replace")
+            yield Outcome(rows(dsn, schema), ids, job_rows(dsn, schema), log)
         finally:
             if worker.process.poll() is None:
                 worker.kill()
@@ -119,7 +128,7 @@ def test_every_event_of_every_worker_process_arrives(outcome: Outcome) -> None:
 def test_job_id_is_the_message_id(outcome: Outcome) -> None:
     """Every row logged while a message ran carries Dramatiq's message id as its job id."""
     oracle = [row for row in outcome.rows if "message_id" in (row["details"] or {})]
-    assert len(oracle) == 2 * (1 + ARTISTS) + 3 + 2 + 1 + BURSTS
+    assert len(oracle) == 2 * (1 + ARTISTS) + 3 + 2 + 1 + BURSTS + len(harness.HOSTILE)
     assert all(row["job_id"] == row["details"]["message_id"] for row in oracle)
     for n in range(BURSTS):
         assert len(outcome.of_job(outcome.ids[f"burst{n}"])) == 1 + BURST_EVENTS
@@ -174,3 +183,9 @@ def test_each_attempt_leaves_a_record_in_the_queues_words(outcome: Outcome) -> N
         assert outcome.attempts(ids[f"burst{n}"]) == [(1, "succeeded", None)]
     assert outcome.attempts(ids["outer"]) == [(1, "succeeded", None)]
     harness.assert_records_agree_with_events(outcome.jobs, outcome.rows)
+
+
+def test_hostile_options_never_make_a_message_its_own_parent(outcome: Outcome) -> None:
+    """Options that from_headers refuses count as none, with one warning each: the message
+    is a root; options naming the message itself leave it a root too."""
+    harness.assert_hostile_tasks_are_roots(outcome.rows, outcome.ids, outcome.log)

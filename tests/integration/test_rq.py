@@ -64,6 +64,16 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                         "rq_jobs.overrun", "t", job_timeout=1, failure_ttl=300
                     ).id,
                 }
+                for key in harness.HOSTILE:
+                    job_id, headers = harness.hostile(key)
+                    ids[f"hostile-{key}"] = queue.enqueue(
+                        "rq_jobs.link_artist",
+                        "h",
+                        0,
+                        job_id=job_id,
+                        meta={META_KEY: headers},
+                        failure_ttl=300,
+                    ).id
                 with logger.job("import-catalogue") as outer:
                     logger.log("CREATED", "catalogue import started")
                     ids["nested"] = queue.enqueue(
@@ -99,7 +109,8 @@ def outcome(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outc
                 if worker.process.poll() is None:
                     worker.kill()
             assert code == 0, worker.output()
-            yield Outcome(rows(dsn, schema), ids, job_rows(dsn, schema))
+            log = (folder / "worker.log").read_text(errors="replace")
+            yield Outcome(rows(dsn, schema), ids, job_rows(dsn, schema), log)
         finally:
             queue.delete(delete_jobs=True)
 
@@ -185,3 +196,9 @@ def test_each_attempt_leaves_a_record_in_the_queues_words(outcome: Outcome) -> N
     assert outcome.attempts(ids["album"]) == [(1, "succeeded", None)]
     assert outcome.attempts(ids["outer"]) == [(1, "succeeded", None)]
     harness.assert_records_agree_with_events(outcome.jobs, outcome.rows)
+
+
+def test_hostile_meta_never_makes_a_job_its_own_parent(outcome: Outcome) -> None:
+    """Meta that from_headers refuses counts as none, with one warning each: the job is a
+    root; meta naming the job itself leaves it a root too."""
+    harness.assert_hostile_tasks_are_roots(outcome.rows, outcome.ids, outcome.log)

@@ -194,10 +194,10 @@ def test_a_replay_writes_its_rows_and_its_mark_together_or_not_at_all(
     )
     try:
         with pytest.raises(psycopg.errors.DataError):
-            sink.write_replay("refused-file", [good, bad])
+            sink.write_replays([("refused-file", [good, bad])])
         assert replay_marks(dsn, schema) == []
-        assert sink.write_replay("accepted-file", [good]) is True
-        assert sink.write_replay("accepted-file", [good]) is False  # already replayed
+        assert sink.write_replays([("accepted-file", [good])]) == set()
+        assert sink.write_replays([("accepted-file", [good])]) == {"accepted-file"}  # replayed
     finally:
         sink.close()
         if borrowed is not None:

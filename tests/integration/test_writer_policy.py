@@ -214,6 +214,16 @@ def test_fork_inside_a_job_then_os_exit_delivers_the_childs_events(dsn: str, sch
     )
 
 
+def _sessions_named(dsn: str, application: str) -> int:
+    """How many sessions of the server have ``application`` as their application_name."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application]
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_deprecated_pool_kwargs_still_reach_the_connection(dsn: str, schema: str) -> None:
     """``pool_kwargs={"kwargs": {...}}`` keeps working (with a warning), even when it
     repeats an option the writer sets itself."""
@@ -227,12 +237,22 @@ def test_deprecated_pool_kwargs_still_reach_the_connection(dsn: str, schema: str
     with logger:
         logger.created(("track", 1))
         assert logger.flush(timeout=10)
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application]
-            ).fetchone()
-        assert row == (1,)
+        assert _sessions_named(dsn, application) == 1
     assert (logger.stats()["written"], logger.stats()["rejected"]) == (1, 0)
+
+
+def test_connect_options_reach_the_writers_connection(dsn: str, schema: str) -> None:
+    """``connect_options`` are the supported way to set the writer's connection options;
+    the deprecated ``pool_kwargs`` now points to it."""
+    application = f"llamalog_options_{os.getpid()}"
+    with LlamaLogger(
+        dsn, schema=schema, connect_options={"application_name": application}
+    ) as logger:
+        logger.created(("track", 1))
+        assert logger.flush(timeout=10)
+        assert _sessions_named(dsn, application) == 1
+    with pytest.warns(DeprecationWarning, match="connect_options"):
+        LlamaLogger(dsn, schema=schema, pool_kwargs={"kwargs": {}}).close()
 
 
 def test_what_the_dsn_says_wins_over_the_writers_connection_defaults(dsn: str, schema: str) -> None:

@@ -114,37 +114,170 @@ def test_without_a_spill_directory_kept_events_are_dropped_and_counted(
 def test_a_disk_that_refuses_claims_and_removals_is_trouble_reported_not_a_bug(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """EROFS when claiming a file, then EIO when removing a replayed one: each is reported as
-    the disk's trouble (no exception reaches the writer), the files stay, and once the disk
-    behaves every event is written, exactly once."""
+    """EROFS when claiming a file, EIO when removing a replayed one: each is reported as the
+    disk's trouble (no exception reaches the writer). A file that cannot be claimed is
+    replayed where it is (the replay mark keeps it exactly once), so that the database gets
+    its events although the disk is read-only; a file that cannot be removed stays, and a
+    later replay of it writes nothing twice and removes it once the disk lets it."""
     sink = MemorySink()
     backlog = make_backlog(tmp_path, sink)
     kept = Outcome()
     backlog.keep([record(n) for n in range(3)], 1, kept)
     backlog.keep([record(n) for n in range(3, 5)], 2, kept)
 
-    def read_only(self: SpillDir, file: object) -> None:
+    def read_only(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system")
 
     with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="llamalogger"):
-        patch.setattr(SpillDir, "claim", read_only)
-        _, due_at = backlog.step(final=True)
-        assert backlog.spilling
-        assert sink.rows == []
+        patch.setattr(Path, "rename", read_only)  # claiming a file
+        patch.setattr(Path, "unlink", read_only)  # removing it
+        outcome, _ = backlog.step(final=True)
         assert "cannot claim spill file" in caplog.text
-        assert "Read-only" in caplog.text
-
-    def failing_unlink(self: SpillDir, file: object) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="llamalogger"):
-        patch.setattr(SpillDir, "remove", failing_unlink)
-        wait_until(due_at)
-        outcome, due_at = backlog.step(final=True)
         assert "cannot remove spill file" in caplog.text
+        assert "Read-only" in caplog.text
     assert numbers(sink.rows) == list(range(5))
     assert (outcome.written, outcome.on_disk) == (5, -5)  # counted once, as the files stored
-    backlog.step(final=True)  # the files are still there: replayed again, written nothing twice
-    assert numbers(sink.rows) == list(range(5))
+    assert not backlog.spilling  # what waits in memory goes straight to the database
+    assert len(list((tmp_path / "spill").glob("*.jsonl"))) == 2  # still on the disk
+    writes = sink.writes
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", failing)
+        outcome, _ = backlog.step(final=True)
+    assert outcome == Outcome()
+    assert sink.writes == writes  # stored already: only their removal is tried, not a replay
+    assert len(list((tmp_path / "spill").glob("*.jsonl"))) == 2
+    backlog.step(final=True)  # the disk behaves: the files go
+    assert (sink.writes, numbers(sink.rows)) == (writes, list(range(5)))
     assert list((tmp_path / "spill").iterdir()) == []
     assert not backlog.spilling
+
+
+def test_a_batch_the_disk_refuses_is_held_and_the_disk_tried_again_after_the_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC writing a spill file: nothing is counted (the records are handed back to the
+    writer's queue, not settled), no batch is taken until the next attempt is due, and then
+    the disk is tried again."""
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    batch = [record(n) for n in range(3)]
+
+    def full(self: SpillDir, rows: object, taken_ns: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SpillDir, "write", full)
+        outcome = Outcome()
+        backlog.keep(batch, 1, outcome, first_pass=True)
+        assert outcome == Outcome()
+        assert backlog.holding
+        assert backlog.take_held() == batch
+        assert not backlog.holding
+        assert not backlog.takes_batch(100, 10, asked=True)  # nowhere to put it yet
+        _, due_at = backlog.step()
+        assert time.monotonic() < due_at <= time.monotonic() + FIRST_RETRY_DELAY
+        backlog.keep(batch, 2, outcome)  # before the backoff: held without trying the disk
+        assert backlog.take_held() == batch
+    wait_until(due_at)
+    assert backlog.takes_batch(100, 10, asked=False)
+    backlog.keep(batch, 3, outcome)
+    assert (outcome.on_disk, outcome.spilled, outcome.dropped) == (3, 3, 0)
+    assert not backlog.holding
+
+
+def test_a_disk_still_refusing_when_closing_has_no_time_left_drops_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = MemorySink()
+    deadline = Deadline()
+    backlog = make_backlog(tmp_path, sink, deadline)
+
+    def read_only(self: SpillDir, rows: object, taken_ns: int) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(SpillDir, "write", read_only)
+    backlog.keep([record(1)], 1, Outcome())
+    assert backlog.take_held() == [record(1)]
+    deadline.set(time.monotonic())  # close() has no time left: one more attempt, then dropped
+    outcome = Outcome()
+    with caplog.at_level(logging.ERROR, logger="llamalogger"):
+        backlog.keep([record(1), record(2)], 2, outcome)
+    assert (outcome.dropped, backlog.holding) == (2, False)
+    assert "while closing (" in caplog.text
+
+
+def test_while_spilling_events_gather_until_a_batch_is_full_time_passed_or_a_flush_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that a spill file holds thousands of events, not the handful that came in while
+    the last one was written."""
+    monkeypatch.setattr("llamalogger._pipeline.backlog._GATHER_INTERVAL", 0.2)
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    assert backlog.takes_batch(1, 100, asked=False)  # not spilling: every batch at once
+    backlog.keep([record(1)], 1, Outcome())
+    written = time.monotonic()
+    assert backlog.spilling
+    assert not backlog.takes_batch(5, 100, asked=False)
+    assert backlog.takes_batch(5, 100, asked=True)  # flush() or close() waits
+    assert backlog.takes_batch(100, 100, asked=False)  # a whole batch
+    wait_until(written + 0.2)
+    assert backlog.takes_batch(5, 100, asked=False)
+
+
+def test_a_disk_that_refused_a_file_asks_for_no_step_once_its_next_try_is_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk failed, then the database took the batch: the backlog asks the writer to
+    wake for the disk's next try, and then for nothing (a moment in the past would make the
+    writer loop without waiting)."""
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+
+    def read_only(self: SpillDir, rows: object, taken_ns: int) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(SpillDir, "write", read_only)
+    backlog.keep([record(1)], 1, Outcome())
+    backlog.take_held()  # the writer's part: back to its queue, then to the database
+    _, due_at = backlog.step()
+    assert due_at > time.monotonic()
+    wait_until(due_at)
+    assert backlog.step() == (Outcome(), math.inf)
+
+
+def test_a_disk_with_less_room_than_a_batch_takes_what_fits_in_smaller_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC for a whole batch: it is written in halves, down to the smallest part, in
+    order; what still does not fit is held in memory, the rest is on disk and counted."""
+    monkeypatch.setattr("llamalogger._pipeline.backlog._SMALLEST_PART", 2)
+    sink = MemorySink()
+    backlog = make_backlog(tmp_path, sink)
+    real_write = SpillDir.write
+    room = [6]  # rows the disk still takes
+
+    def small_disk(self: SpillDir, rows: list[tuple[object, ...]], taken_ns: int) -> object:
+        if len(rows) > min(room[0], 3):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        room[0] -= len(rows)
+        return real_write(self, rows, taken_ns)
+
+    monkeypatch.setattr(SpillDir, "write", small_disk)
+    batch = [record(n) for n in range(10)]
+    outcome = Outcome()
+    backlog.keep(batch, 1, outcome)
+    assert (outcome.on_disk, outcome.spilled, outcome.dropped) == (6, 6, 0)
+    assert backlog.take_held() == batch[6:]
+    assert len(list((tmp_path / "spill").glob("*.jsonl"))) == 2
+    monkeypatch.undo()
+    _, due_at = backlog.step()
+    wait_until(due_at)  # the disk's next try
+    backlog.keep(batch[6:], 2, outcome)
+    assert (outcome.on_disk, backlog.holding) == (10, False)
+    backlog.step(final=True)
+    assert numbers(sink.rows) == list(range(10))

@@ -6,6 +6,7 @@ captures the headers each message is published with.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from celery import Celery, signals
 
 from llamalogger import JobContext, LlamaLogger
 from llamalogger._context import JobScope
-from llamalogger.integrations.celery import instrument
+from llamalogger.integrations.celery import _parent_of, instrument
 from llamalogger.testing import capture_events
 
 
@@ -81,20 +82,50 @@ def test_headers_the_caller_set_are_never_overwritten(
     assert ours(published[-1]) == chosen
 
 
-def test_a_republish_of_the_running_job_carries_its_parent_not_itself(
+def test_a_republish_of_the_running_job_carries_the_job_whole(
     app: Celery, published: list[dict[str, Any]]
 ) -> None:
-    """retry() and replace() publish the running task's id again: it stays the same job."""
-    with JobScope("outer", None, None) as outer, JobScope("task", "task-id", None) as task:
-        assert task.parent_job_id == outer.job_id
+    """retry() and replace() publish the running task's id again: the message carries that
+    job with its parent and root, headers from_headers takes (its parent alone, deep in a
+    tree, would name a root without a parent); the worker reads them as the job's place."""
+    with (
+        JobScope("outer", None, None) as outer,
+        JobScope("album", None, None) as album,
+        JobScope("task", "task-id", None) as task,
+    ):
+        assert (task.parent_job_id, task.root_job_id) == (album.job_id, outer.job_id)
         app.send_task("covers.fetch", (1,), task_id="task-id")
-    assert ours(published[-1]) == {
-        "llamalog-job-id": outer.job_id,
-        "llamalog-root-job-id": outer.root_job_id,
-    }
-    with JobScope("root-task", "root-id", None):
+    headers = ours(published[-1])
+    assert headers == task.to_headers()
+    assert JobContext.from_headers(headers) == task
+    request = {"id": "task-id", **headers}
+    assert _parent_of(request) == JobContext(job_id=album.job_id, root_job_id=outer.job_id)
+    with JobScope("root-task", "root-id", None) as root:
         app.send_task("covers.fetch", (1,), task_id="root-id")
-    assert ours(published[-1]) == {}
+    assert ours(published[-1]) == root.to_headers()
+    assert _parent_of({"id": "root-id", **ours(published[-1])}) is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"llamalog-job-id": "P", "llamalog-parent-job-id": "P"},  # its own parent
+        {"llamalog-job-id": "P", "llamalog-root-job-id": "R"},  # a root without a parent
+        {"llamalog-job-id": "x" * 101},  # no valid job id
+    ],
+    ids=["own-parent", "root-without-parent", "long-id"],
+)
+def test_refused_headers_count_as_none_with_one_warning(
+    headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task keeps Celery's own parent (or becomes a root); one warning says why."""
+    request = {"id": "T", "parent_id": "C", "root_id": "CR", **headers}
+    with caplog.at_level(logging.WARNING, logger="llamalogger.integrations.celery"):
+        assert _parent_of(request) == JobContext(job_id="C", root_job_id="CR")
+        assert _parent_of({"id": "T", **headers}) is None
+    warnings = [r for r in caplog.records if r.name == "llamalogger.integrations.celery"]
+    assert len(warnings) == 2  # one per message
+    assert all("'T'" in r.getMessage() and "refused" in r.getMessage() for r in warnings)
 
 
 def test_instrument_is_idempotent(app: Celery, logger: LlamaLogger) -> None:

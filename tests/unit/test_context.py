@@ -448,8 +448,10 @@ class TestHeaders:
         assert JobContext.from_headers(headers) == ctx
 
     def test_headers_are_matched_case_insensitively(self) -> None:
-        ctx = JobContext.from_headers({"LLAMALOG-JOB-ID": "a", "Llamalog-Root-Job-Id": "r"})
-        assert (ctx.job_id, ctx.root_job_id, ctx.parent_job_id) == ("a", "r", None)
+        ctx = JobContext.from_headers(
+            {"LLAMALOG-JOB-ID": "a", "Llamalog-Parent-Job-Id": "p", "Llamalog-Root-Job-Id": "r"}
+        )
+        assert (ctx.job_id, ctx.root_job_id, ctx.parent_job_id) == ("a", "r", "p")
 
     def test_headers_without_job_id_or_with_bad_id_raise(self) -> None:
         with pytest.raises(ValueError, match="llamalog-job-id"):

@@ -142,6 +142,40 @@ class TestPropagationIsUntrusted:
         assert (context.parent_job_id, context.root_job_id) == ("P", "P")
         assert JobContext(job_id="J", parent_job_id="P").root_job_id == "P"
 
+    def test_a_root_without_a_parent_is_refused_unless_it_is_the_job_itself(self) -> None:
+        """Headers naming a root but no parent hide the job's place: from_headers refuses
+        them; from_untrusted_headers gives None and says why to ``on_refused``."""
+        rootless = {"llamalog-job-id": "J", "llamalog-root-job-id": "R"}
+        with pytest.raises(ValueError, match="no parent"):
+            JobContext.from_headers(rootless)
+        reasons: list[str] = []
+        assert JobContext.from_untrusted_headers(rootless, on_refused=reasons.append) is None
+        assert len(reasons) == 1
+        assert "no parent" in reasons[0]
+        root = JobContext.from_headers({"llamalog-job-id": "R", "llamalog-root-job-id": "R"})
+        assert (root.parent_job_id, root.root_job_id) == (None, "R")
+
+    def test_what_to_headers_writes_from_headers_takes(self) -> None:
+        """Every job a scope makes, root or nested at any depth, round-trips its headers."""
+        with (
+            JobScope("a", None, None) as a,
+            JobScope("b", None, None) as b,
+            JobScope("c", None, None) as c,
+        ):
+            for context in (a, b, c):
+                assert JobContext.from_headers(context.to_headers()) == context
+
+    def test_refusals_are_reported_only_for_headers_that_carry_a_job(self) -> None:
+        reasons: list[str] = []
+        for headers in (None, {}, {"other": "x"}, {"llamalog-job-id": "J"}):
+            JobContext.from_untrusted_headers(headers, on_refused=reasons.append)
+        assert reasons == []
+        JobContext.from_untrusted_headers(
+            {"llamalog-job-id": "J", "llamalog-parent-job-id": "J"}, on_refused=reasons.append
+        )
+        assert len(reasons) == 1
+        assert "own parent" in reasons[0]
+
     def test_a_job_id_equal_to_its_parents_is_refused_at_the_api(self) -> None:
         with capture_events() as capture:
             logger = capture.logger

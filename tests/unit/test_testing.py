@@ -77,6 +77,7 @@ class TestWhatIsCaptured:
         parent = JobContext.from_headers(
             {
                 "llamalog-job-id": "task-2",
+                "llamalog-parent-job-id": "task-1",
                 "llamalog-root-job-id": "root-1",
             }
         )

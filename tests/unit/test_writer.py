@@ -69,14 +69,20 @@ class MemorySink:
         self.rows.extend(rows)
         self.written.set()
 
-    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool:
+    def write_replays(self, files: Sequence[tuple[str, Sequence[tuple[object, ...]]]]) -> set[str]:
+        # All or nothing, as one transaction: every row is taken before any is kept.
+        rows = [row for _, file_rows in files for row in file_rows]
         self._check(rows)
-        if spill_id in self.replays:
-            return False
-        self.replays.add(spill_id)
-        self.rows.extend(rows)
+        stored_before = {spill_id for spill_id, _ in files if spill_id in self.replays}
+        self.replays.update(spill_id for spill_id, _ in files)
+        self.rows.extend(
+            row
+            for spill_id, file_rows in files
+            if spill_id not in stored_before
+            for row in file_rows
+        )
         self.written.set()
-        return True
+        return stored_before
 
     def cancel(self, timeout: float = 2.0) -> None:
         self.cancelled.set()

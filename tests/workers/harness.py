@@ -42,6 +42,40 @@ def run_id() -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+# Job headers a hostile or confused publisher could send ("SELF": the task's own id). The
+# first three are refused (one warning each: the task becomes a root, or keeps its queue's
+# own parent); the last names the task itself, as a Celery retry does: it keeps its place.
+HOSTILE = {
+    "own-parent": {"llamalog-job-id": "H", "llamalog-parent-job-id": "H"},
+    "root-without-parent": {"llamalog-job-id": "H", "llamalog-root-job-id": "R"},
+    "long-id": {"llamalog-job-id": "x" * 101},
+    "itself": {"llamalog-job-id": "SELF"},
+}
+REFUSED = ("own-parent", "root-without-parent", "long-id")
+
+
+def hostile(key: str) -> tuple[str, dict[str, str]]:
+    """A task id of its own and the hostile headers ``key`` names, for that task."""
+    task_id = f"hostile-{key}-{uuid.uuid4().hex[:8]}"
+    headers = {name: task_id if value == "SELF" else value for name, value in HOSTILE[key].items()}
+    return task_id, headers
+
+
+def assert_hostile_tasks_are_roots(
+    rows: list[dict[str, Any]], ids: dict[str, Any], log: str
+) -> None:
+    """Each task sent with ``hostile(key)`` headers (its id in ``ids["hostile-<key>"]``) is
+    a root with one row; the refused ones are warned about in ``log``; and no row of the
+    run is its own parent."""
+    assert all(row["parent_job_id"] != row["job_id"] for row in rows)
+    for key in HOSTILE:
+        task_id = ids[f"hostile-{key}"]
+        places = [(r["parent_job_id"], r["root_job_id"]) for r in rows if r["job_id"] == task_id]
+        assert places == [(None, task_id)], key
+    warned = [key for key in REFUSED if f"{ids[f'hostile-{key}']!r} were refused" in log]
+    assert warned == list(REFUSED), log[-3000:]
+
+
 @attrs.frozen
 class Outcome:
     """What a worker test's run stored, and the ids the test learnt while sending."""
@@ -49,6 +83,7 @@ class Outcome:
     rows: list[dict[str, Any]]
     ids: dict[str, str]
     jobs: list[dict[str, Any]] = attrs.field(factory=list)  # the job records, in insert order
+    log: str = ""  # the worker's whole output
 
     def tagged(self, tag: str) -> list[dict[str, Any]]:
         return [row for row in self.rows if (row["details"] or {}).get("tag") == tag]

@@ -21,6 +21,8 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from .connect_options import OWNED as OWNED_CONNECT_OPTIONS
+from .connect_options import checked_connect_options
 from .diagnostics import diagnostics
 from .process import deliver_all
 from .settings import DEFAULT, FullPolicy, Settings, Spill
@@ -30,12 +32,14 @@ from .writer import Writer
 
 __all__ = [
     "DEFAULT",
+    "OWNED_CONNECT_OPTIONS",
     "BatchSink",
     "FullPolicy",
     "Settings",
     "Sink",
     "Spill",
     "Writer",
+    "checked_connect_options",
     "default_spill_root",
     "deliver_all",
     "diagnostics",
@@ -50,11 +54,12 @@ def postgres_sink(
     dsn: str | None,
     pool: ConnectionPool[Any] | None,
     schema: str,
-    connect_kwargs: dict[str, Any] | None = None,
+    connect_options: dict[str, Any] | None = None,
 ) -> BatchSink:
     """The COPY sink into ``{schema}.llama_log``: through a connection of its own to
-    ``dsn``, or borrowed from ``pool`` (exactly one of them). Connects to nothing yet."""
-    return BatchSink(conninfo=dsn, pool=pool, schema=schema, connect_kwargs=connect_kwargs)
+    ``dsn`` (with ``connect_options``, checked by ``checked_connect_options``), or borrowed
+    from ``pool`` (exactly one of them). Connects to nothing yet."""
+    return BatchSink(conninfo=dsn, pool=pool, schema=schema, connect_options=connect_options)
 
 
 def sink_label(sink: Sink) -> str:

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg.errors
 
@@ -23,7 +23,8 @@ from .diagnostics import Reporter
 from .ledger import Outcome
 from .retry import FIRST_RETRY_DELAY, MAX_RETRY_DELAY, Deadline, Outage, failure
 from .sanitise import MAX_TEXT_LENGTH, clean, described, encode
-from .sink import Failure, Sink, explain
+from .sink import Failure, ServerLimit, Sink, explain
+from .write_size import WriteSize
 
 __all__ = ["Delivery"]
 
@@ -91,6 +92,7 @@ class _Attempt(enum.Enum):
     WRITTEN = "written"
     UNREACHABLE = "unreachable"  # not taken, and there is a spill directory to keep it
     GIVEN_UP = "given up"  # close() ran out of time while the server was unreachable
+    TOO_BIG = "too big"  # a limit of the server's cancelled it: write it in halves
 
 
 class Delivery:
@@ -112,6 +114,7 @@ class Delivery:
         self._reporter = reporter
         self._outage = outage
         self._deadline = deadline
+        self._size = WriteSize()
 
     # --- batches -----------------------------------------------------------------
 
@@ -121,13 +124,24 @@ class Delivery:
         if self._backlog.spilling:  # behind older events on disk: only the file is needed
             self._backlog.keep(batch, taken_ns, outcome, first_pass=True)
             return outcome
-        rows = _EncodedRows(batch)
-        refused = self._write_or_keep(rows, batch, taken_ns, outcome)
+        for part in self._size.parts(batch):
+            self._deliver_part(part, taken_ns, outcome)
+        return outcome
+
+    def _deliver_part(self, records: Sequence[Record], taken_ns: int, outcome: Outcome) -> None:
+        rows = _EncodedRows(records)
+        refused = self._write_or_keep(rows, records, taken_ns, outcome)
+        if refused is _Attempt.TOO_BIG:  # each half counts what cleaning changed in it
+            middle = len(records) // 2
+            self._deliver_part(records[:middle], taken_ns, outcome)
+            self._deliver_part(records[middle:], taken_ns, outcome)
+            return
+        if self._backlog.holding:  # kept in memory, to be delivered again: counted then
+            return
         sanitised_already = rows.sanitised()  # all of them, whatever the write did
         outcome.sanitised += len(sanitised_already)
         if refused is not None:
-            self._write_cleaned(batch, taken_ns, sanitised_already, outcome)
-        return outcome
+            self._write_cleaned(records, taken_ns, sanitised_already, outcome)
 
     def set_aside(self, batch: Sequence[Record], taken_ns: int) -> Outcome:
         """Keep ``batch`` on disk without trying the database (its connection is held by a
@@ -163,7 +177,7 @@ class Delivery:
         refused = self._write_or_keep(rows, records, taken_ns, outcome)
         if refused is None:
             return
-        if len(rows) == 1:
+        if isinstance(refused, Exception) and len(rows) == 1:
             outcome.rejected += 1
             self._dead_letter(records[0], refused)
         else:
@@ -177,9 +191,10 @@ class Delivery:
         records: Sequence[Record],
         taken_ns: int,
         outcome: Outcome,
-    ) -> Exception | None:
+    ) -> Exception | Literal[_Attempt.TOO_BIG] | None:
         """Write ``rows`` (to a spill file while spilling) and count what became of them;
-        returns the server's refusal, if it refused them."""
+        returns the server's refusal, if it refused them, or ``TOO_BIG`` if a limit of the
+        server's cancelled them (never for one row)."""
         result = (
             _Attempt.UNREACHABLE
             if self._backlog.spilling
@@ -192,7 +207,7 @@ class Delivery:
         elif result is _Attempt.UNREACHABLE:
             self._backlog.keep(records, taken_ns, outcome)
         else:
-            return result
+            return result  # refused, or too big
         return None
 
     def _write_with_retry(
@@ -209,12 +224,18 @@ class Delivery:
         attempts = 0
         while True:
             if self._deadline.passed() and (attempts or self._outage.failing):
-                return _Attempt.GIVEN_UP
+                # Closing has no time left for the database: to disk, if there is one.
+                return _Attempt.UNREACHABLE if self._backlog.enabled else _Attempt.GIVEN_UP
             try:
                 self._sink.write(rows)
             except Exception as exc:
-                if failure(exc) is Failure.REJECT:
+                kind = failure(exc)
+                if kind is Failure.REJECT:
                     return exc
+                if kind is Failure.SHRINK and len(rows) > 1:
+                    outcome.retried += 1
+                    self._shrink(exc, len(rows))
+                    return _Attempt.TOO_BIG
                 attempts += 1
                 outcome.retried += 1
                 self._outage.failed(exc)
@@ -227,7 +248,24 @@ class Delivery:
                 delay = min(delay * 2, MAX_RETRY_DELAY)
             else:
                 self._outage.succeeded()
+                self._size.fitted(len(rows))
                 return _Attempt.WRITTEN
+
+    def _shrink(self, exc: Exception, rows: int) -> None:
+        """A limit of the server's cancelled a write of ``rows``: smaller writes from now
+        on, and one warning per limit naming it."""
+        most = self._size.too_big(rows)
+        setting = exc.setting if isinstance(exc, ServerLimit) else type(exc).__name__
+        self._reporter.once(
+            ("server limit", setting),
+            logging.WARNING,
+            "llamalogger: %s cancelled a write of %d rows (the writer lifts its own "
+            "statement, lock and idle timeouts where the server allows it); it goes on with "
+            "smaller writes, at most %d rows each, and keeps every event",
+            setting,
+            rows,
+            most,
+        )
 
     # --- refused events ----------------------------------------------------------
 

@@ -110,6 +110,7 @@ class Intake:
         self._stuck = False
         self._abandoned = False  # close() gave up on a write that never returned
         self._writer_ident: int | None = None
+        self._flushes = 0  # flush() calls waiting: the writer does not let events gather
 
     @property
     def closing(self) -> bool:
@@ -204,8 +205,12 @@ class Intake:
         with self._lock:
             ledger = self._ledger
             mark = ledger.flush_mark(len(self._queue) // 2)
+            self._flushes += 1
             self._wake.set()
-            return self._lock.wait_for(lambda: ledger.flushed(mark), timeout)
+            try:
+                return self._lock.wait_for(lambda: ledger.flushed(mark), timeout)
+            finally:
+                self._flushes -= 1
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -224,6 +229,16 @@ class Intake:
         """Until a batch is queued, a flush or close asks, or ``timeout`` seconds pass."""
         self._wake.wait(max(timeout, 0.0))
         self._wake.clear()
+
+    @property
+    def depth(self) -> int:
+        """Events in the queue."""
+        return len(self._queue) // 2
+
+    @property
+    def asked(self) -> bool:
+        """Whether flush() or close() waits for the queued events."""
+        return self._closing or self._flushes > 0
 
     def take(self) -> _Batch:
         """Up to ``batch_size`` events off the queue, in order."""

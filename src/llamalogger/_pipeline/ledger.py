@@ -36,6 +36,11 @@ class Outcome:
     replayed: int = 0  # rows written from spill files, this writer's or anyone's
     errors: int = 0  # unexpected errors the writer survived
 
+    def add(self, other: Outcome) -> None:
+        """Count ``other`` in this one too."""
+        for name in _FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 _FIELDS = tuple(field.name for field in attrs.fields(Outcome))
 

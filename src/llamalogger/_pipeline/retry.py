@@ -12,7 +12,7 @@ import time
 import psycopg
 
 from .diagnostics import diagnostics
-from .sink import Failure, classify, explain, needs_fix
+from .sink import Failure, classify, explain, needs_fix, reason
 
 __all__ = ["FIRST_RETRY_DELAY", "MAX_RETRY_DELAY", "Deadline", "Outage", "failure"]
 
@@ -69,15 +69,20 @@ class Deadline:
 
 
 class Outage:
-    """Whether writes are failing: one warning when they start to, one when they work again,
-    and one ERROR per outage for a cause that waiting will not cure (``needs_fix``)."""
+    """Whether writes are failing: one warning when they start to, one when the reason
+    changes (to one not reported yet in this outage: a server that comes back read-only or
+    full), one when they work again, and one ERROR per outage for a cause that waiting will
+    not cure (``needs_fix``)."""
 
-    __slots__ = ("_kept", "_misconfigured", "_since")
+    __slots__ = ("_kept", "_misconfigured", "_reasons", "_since")
 
     def __init__(self, kept: str) -> None:
         self._kept = kept  # where events wait meanwhile, for the warning
         self._since: float | None = None
         self._misconfigured = False  # reported at ERROR in this outage
+        # Reported in this outage: a reason that comes back is not reported again, so a
+        # failure that alternates between two (lost, refused, lost ...) warns twice only.
+        self._reasons: set[str] = set()
 
     @property
     def failing(self) -> bool:
@@ -85,11 +90,26 @@ class Outage:
 
     def failed(self, exc: Exception) -> None:
         fix = needs_fix(exc)
+        why = reason(exc)
         if self._since is None:
             self._since = time.monotonic()
+            self._reasons.add(why)
             if fix is None:
                 diagnostics.warning(
-                    "llamalogger cannot write to the database, retrying (events are kept %s): %s",
+                    "llamalogger cannot write to the database (%s), retrying (events are kept "
+                    "%s): %s",
+                    why,
+                    self._kept,
+                    explain(exc),
+                )
+        elif why not in self._reasons:
+            self._reasons.add(why)
+            if fix is None:
+                diagnostics.warning(
+                    "llamalogger still cannot write to the database, now because %s "
+                    "(after %.1fs; events are kept %s): %s",
+                    why,
+                    time.monotonic() - self._since,
                     self._kept,
                     explain(exc),
                 )
@@ -114,8 +134,10 @@ class Outage:
             )
             self._since = None
             self._misconfigured = False
+            self._reasons.clear()
 
     def forget(self) -> None:
         """A forked child starts without the parent's outage."""
         self._since = None
         self._misconfigured = False
+        self._reasons.clear()

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -22,21 +23,24 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, scrub, validate_schema
 from .._errors import ConfigurationError
 from .._records import COLUMNS, COPY_TYPES, JOB, JOB_COLUMNS, JOB_COPY_TYPES
+from .connect_options import CONNECT_TIMEOUT, writer_options
 
 __all__ = [
     "SCHEMA_MISSING",
     "BatchSink",
     "Failure",
+    "ServerLimit",
     "Sink",
+    "SpilledRows",
     "classify",
     "explain",
     "needs_fix",
+    "reason",
 ]
 
 # Waiting longer for a connection than this only delays the retry loop's own backoff
 # and the reaction to close(). 2 s is libpq's smallest connect_timeout.
 _GETCONN_TIMEOUT = 2.0
-_CONNECT_TIMEOUT = 2
 _CANCEL_TIMEOUT = 2.0
 
 
@@ -49,6 +53,10 @@ SCHEMA_MISSING = (
 )
 
 
+# A spill file's id and its rows (which may be parsed only as they are taken).
+SpilledRows = tuple[str, Sequence[tuple[object, ...]]]
+
+
 class Sink(Protocol):
     """Where batches go; ``BatchSink`` writes them to PostgreSQL. Plain Python methods
     only, so that an in-memory sink can stand in for it.
@@ -56,13 +64,14 @@ class Sink(Protocol):
     A batch holds the rows of events (13 fields) and of job records (16: ``JOB`` at index
     1, see ``_records.JobRecord``); a sink stores all of a batch or none of it.
 
-    ``write`` and ``write_replay`` raise what went wrong (see ``classify``);
-    ``write_replay`` returns ``False`` for a spill id it has stored already. ``target``
+    ``write`` and ``write_replays`` raise what went wrong (see ``classify``);
+    ``write_replays`` stores the rows of several spill files (id, rows) all or none, and
+    returns the ids it had stored already (their rows are not stored again). ``target``
     names where rows go (host, port, dbname, schema; never a password)."""
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None: ...
 
-    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool: ...
+    def write_replays(self, files: Sequence[SpilledRows]) -> set[str]: ...
 
     def cancel(self, timeout: float = ...) -> None: ...
 
@@ -78,6 +87,52 @@ class Failure(enum.Enum):
 
     RETRY = "retry"  # the server or the network: keep the batch, try again later
     REJECT = "reject"  # the data: some row of the batch can never be written
+    SHRINK = "shrink"  # a limit of the server's cancelled it: write fewer rows at a time
+
+
+class ServerLimit(psycopg.OperationalError):
+    """The server cancelled a write by a limit of its own (``setting``), not because the
+    writer asked: a ``statement_timeout``, ``lock_timeout`` or idle timeout the server
+    applies anyway, or another session's ``pg_cancel_backend``."""
+
+    def __init__(self, setting: str, cause: psycopg.Error) -> None:
+        lines = str(cause).strip().splitlines()
+        super().__init__(f"{setting} cancelled the write ({lines[0] if lines else cause!r})")
+        self.setting = setting
+
+
+def _limit_of(exc: psycopg.Error) -> str:
+    """Which limit of the server's cancelled a write (``exc``, one of ``_LIMITS``)."""
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return "lock_timeout"
+    if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
+        return "idle_in_transaction_session_timeout"
+    if isinstance(exc, psycopg.errors.TransactionTimeout):
+        return "transaction_timeout"
+    # The message tells a timeout from another session's request (in English, the
+    # server's default; anything else is taken for a request).
+    if "statement timeout" in (exc.diag.message_primary or ""):
+        return "statement_timeout"
+    return "a cancel request from another session (pg_cancel_backend)"
+
+
+# What the server raises when one of its limits ends a write.
+_LIMITS = (
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+    psycopg.errors.TransactionTimeout,
+)
+
+# The writer's own limits for its transaction: a statement, lock or idle timeout meant
+# for the application's sessions (set for the role or the database) must not cancel a
+# COPY that is making progress; telling a hung write is the writer's job. SET LOCAL ends
+# with the transaction, so a connection a pooler shares keeps nothing of it.
+_OWN_LIMITS = (
+    "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0;"
+    " SET LOCAL idle_in_transaction_session_timeout = 0"
+)
+_OWN_LIMITS_17 = _OWN_LIMITS + "; SET LOCAL transaction_timeout = 0"  # new in PostgreSQL 17
 
 
 def classify(exc: BaseException) -> Failure:
@@ -88,6 +143,8 @@ def classify(exc: BaseException) -> Failure:
         return Failure.REJECT
     if isinstance(exc, UnicodeEncodeError | ValueError | TypeError):
         return Failure.REJECT  # raised by the adapters while dumping one row
+    if isinstance(exc, ServerLimit):
+        return Failure.SHRINK
     return Failure.RETRY
 
 
@@ -98,6 +155,71 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, SCHEMA_MISSING) and "llamalog migrate" not in text:
         text += " (is the schema migrated? run `llamalog migrate`)"
     return text
+
+
+# Why writes fail, for the outage's warnings: by class, then by the text of a failed
+# connection (libpq's and the server's words, which carry no SQLSTATE). Checked in order.
+# A server that stops, restarts or cannot be reached is one reason, whatever the stage
+# (connection lost, refused, starting up): a restart is one warning, not three.
+_UNREACHABLE = "the server cannot be reached"
+_REASON_BY_CLASS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (psycopg.errors.ReadOnlySqlTransaction, "the database is read-only"),
+    (psycopg.errors.TooManyConnections, "the server has too many clients"),
+    (
+        (psycopg.errors.InvalidAuthorizationSpecification, psycopg.errors.InvalidPassword),
+        "authentication failed",
+    ),
+    (psycopg.errors.InsufficientPrivilege, "the logger's role lacks a privilege"),
+    (SCHEMA_MISSING, "the schema is not migrated"),
+    (
+        (
+            psycopg.errors.CannotConnectNow,
+            psycopg.errors.AdminShutdown,
+            psycopg.errors.CrashShutdown,
+        ),
+        _UNREACHABLE,
+    ),
+)
+_REASON_BY_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"too many clients|remaining connection slots"), "the server has too many clients"),
+    (
+        re.compile(r'authentication failed|no pg_hba\.conf entry|role "[^"]*" does not exist'),
+        "authentication failed",
+    ),
+    (re.compile(r"read-only"), "the database is read-only"),
+)
+
+
+def reason(exc: BaseException) -> str:
+    """Why a write failed, in a few words: what the outage warnings compare, so that a
+    change (a server that came back read-only, or full) is reported."""
+    if isinstance(exc, ServerLimit):
+        return f"{exc.setting} cancels writes"
+    if isinstance(exc, _LIMITS):
+        return "the write was cancelled"
+    words = _look_up(exc, _REASON_BY_CLASS, _REASON_BY_TEXT)
+    if words is not None:
+        return words
+    if isinstance(exc, psycopg.OperationalError):
+        return _UNREACHABLE  # lost, refused, timed out, starting up, shutting down
+    return type(exc).__name__
+
+
+def _look_up(
+    exc: BaseException,
+    by_class: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...],
+    by_text: tuple[tuple[re.Pattern[str], str], ...],
+) -> str | None:
+    """The words for ``exc``: by its class, else (a failed connection) by its text."""
+    for kinds, words in by_class:
+        if isinstance(exc, kinds):
+            return words
+    if isinstance(exc, psycopg.OperationalError):
+        text = str(exc).lower()
+        for pattern, words in by_text:
+            if pattern.search(text):
+                return words
+    return None
 
 
 def _holds_jobs(rows: Sequence[tuple[object, ...]]) -> bool:
@@ -140,15 +262,7 @@ def needs_fix(exc: BaseException) -> str | None:
     """What someone must do about a write that failed with ``exc``, when waiting will not
     cure it (a host that does not resolve, a refused login, a missing database or
     schema); ``None`` for what may heal by itself (a server down or restarting)."""
-    for kinds, fix in _FIX_BY_CLASS:
-        if isinstance(exc, kinds):
-            return fix
-    if isinstance(exc, psycopg.OperationalError):
-        text = str(exc).lower()
-        for pattern, fix in _FIX_BY_TEXT:
-            if pattern.search(text):
-                return fix
-    return None
+    return _look_up(exc, _FIX_BY_CLASS, _FIX_BY_TEXT)
 
 
 class BatchSink:
@@ -172,17 +286,18 @@ class BatchSink:
         conninfo: str | None = None,
         pool: ConnectionPool[Any] | None = None,
         schema: str = DEFAULT_SCHEMA,
-        connect_kwargs: dict[str, Any] | None = None,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         if (conninfo is None) == (pool is None):
             raise ConfigurationError("give either a DSN or a pool")
         if conninfo is not None:
             check_conninfo(conninfo)
         self._conninfo = conninfo
-        self._connect_kwargs = dict(connect_kwargs or {})
+        self._connect_options = dict(connect_options or {})  # checked by the caller
         self._pool: ConnectionPool[Any] | None = pool
         self._own: psycopg.Connection[Any] | None = None
         self._active: psycopg.Connection[Any] | None = None  # the one a write is using
+        self._cancel_asked = False  # cancel() was called during the write in progress
         self._pool_checked = False  # the pool's schema was checked since its last failure
         self._pid = os.getpid()
         self.schema = validate_schema(schema)
@@ -191,6 +306,10 @@ class BatchSink:
         self._mark_replay = sql.SQL(
             "INSERT INTO {}.llama_log_spill_replays (spill_id, events) VALUES (%s, %s)"
             " ON CONFLICT DO NOTHING"
+        ).format(sql.Identifier(schema))
+        self._mark_replays = sql.SQL(
+            "INSERT INTO {}.llama_log_spill_replays (spill_id, events)"
+            " SELECT * FROM unnest(%s::text[], %s::integer[]) ON CONFLICT DO NOTHING"
         ).format(sql.Identifier(schema))
 
     def target(self) -> dict[str, str]:
@@ -212,21 +331,7 @@ class BatchSink:
         return conninfo if isinstance(conninfo, str) else ""
 
     def _connect(self) -> psycopg.Connection[Any]:
-        defaults: dict[str, Any] = {
-            "application_name": "llamalogger",
-            "connect_timeout": _CONNECT_TIMEOUT,
-            # A peer that vanishes without closing is noticed in seconds, not hours.
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 2,
-            "keepalives_count": 3,
-            # A COPY in autocommit is its own transaction: no COMMIT round trip per batch.
-            "autocommit": True,
-        }
-        # What the DSN itself says (an application_name, a connect_timeout) wins.
-        given = conninfo_to_dict(self._conninfo or "")
-        options = {key: value for key, value in defaults.items() if key not in given}
-        options.update(self._connect_kwargs)
+        options = writer_options(self._conninfo or "", self._connect_options)
         try:
             return psycopg.connect(self._conninfo or "", **options)
         except psycopg.Error:
@@ -318,31 +423,62 @@ class BatchSink:
                     for row in jobs:
                         copy.write_row(row[:1] + row[2:])  # without the marker
 
+    @contextmanager
+    def _write_transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection in a transaction under the writer's own limits (``_OWN_LIMITS``);
+        a limit of the server's that cancels it anyway raises ``ServerLimit``."""
+        self._cancel_asked = False
+        try:
+            with self._connection() as conn, conn.transaction():
+                limits = _OWN_LIMITS_17 if conn.info.server_version >= 170000 else _OWN_LIMITS
+                conn.execute(limits)
+                yield conn
+        except _LIMITS as exc:
+            if self._cancel_asked:
+                raise  # ours: the write hung
+            raise ServerLimit(_limit_of(exc), exc) from exc
+
     def write(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Write ``rows`` in one transaction; raises what the server said.
 
-        Events alone are one COPY, which on the owned autocommit connection is its own
-        transaction (no BEGIN or COMMIT round trip); with job records among them, the two
-        COPYs share a transaction."""
-        with self._connection() as conn:
-            if not _holds_jobs(rows):
-                self._copy_rows(conn, rows)
-                return
-            with conn.transaction():
+        Events go into one COPY, job records among them into a second one in the same
+        transaction."""
+        with self._write_transaction() as conn:
+            if _holds_jobs(rows):
                 self._copy_mixed(conn, rows)
+            else:
+                self._copy_rows(conn, rows)
 
-    def write_replay(self, spill_id: str, rows: Sequence[tuple[object, ...]]) -> bool:
-        """Write the rows of one spill file, exactly once.
+    def write_replays(self, files: Sequence[SpilledRows]) -> set[str]:
+        """Write the rows of spill files, in their order, in one transaction, exactly once.
 
-        The file's id goes into ``llama_log_spill_replays`` in the same transaction as its
-        rows; returns ``False`` without writing if that id is already there (an earlier
-        replay committed but its file was not deleted).
+        Each file's id goes into ``llama_log_spill_replays`` in the same transaction as its
+        rows; a file whose id is there already (an earlier replay committed, then its file
+        was not removed) is not written again, and its id is returned. The rows of all the
+        files stream into one COPY (their job records into a second) as they are taken.
         """
-        with self._connection() as conn, conn.transaction():
-            if conn.execute(self._mark_replay, (spill_id, len(rows))).rowcount == 0:
-                return False
-            self._copy_mixed(conn, rows)
-        return True
+        ids = [spill_id for spill_id, _ in files]
+        counts = [len(rows) for _, rows in files]
+        # The marks are never prepared: a statement must not outlive a pooler's transaction.
+        with self._write_transaction() as conn:
+            # One statement marks them all; it marks fewer only after a crash between a
+            # replay's commit and the removal of its files.
+            marked = conn.execute(self._mark_replays, (ids, counts), prepare=False)
+            if marked.rowcount == len(files):
+                self._copy_mixed(conn, itertools.chain.from_iterable(r for _, r in files))
+                return set()
+            raise psycopg.Rollback  # then mark them one by one, to know which
+        stored_before: set[str] = set()
+        with self._write_transaction() as conn:
+            fresh = []
+            for spill_id, rows in files:
+                marked = conn.execute(self._mark_replay, (spill_id, len(rows)), prepare=False)
+                if marked.rowcount:
+                    fresh.append(rows)
+                else:
+                    stored_before.add(spill_id)
+            self._copy_mixed(conn, itertools.chain.from_iterable(fresh))
+        return stored_before
 
     @contextmanager
     def separate_connection(self, timeout: float) -> Iterator[psycopg.Connection[Any]]:
@@ -353,12 +489,12 @@ class BatchSink:
             with self._pool.connection(timeout=timeout) as conn:
                 yield conn
             return
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"prepare_threshold": None}  # a pooler's connection too
         if "application_name" not in conninfo_to_dict(self._conninfo or ""):  # the DSN wins
             options["application_name"] = "llamalogger-check"
-        options.update(self._connect_kwargs)
+        options.update(self._connect_options)
         # The caller's bound, whatever the DSN says: it is what the caller asked for.
-        options["connect_timeout"] = max(_CONNECT_TIMEOUT, math.ceil(timeout))
+        options["connect_timeout"] = max(CONNECT_TIMEOUT, math.ceil(timeout))
         with psycopg.connect(self._conninfo or "", **options) as conn:
             yield conn
 
@@ -375,6 +511,7 @@ class BatchSink:
     def cancel(self, timeout: float = _CANCEL_TIMEOUT) -> None:
         """Ask the server to cancel the write in progress (from another thread)."""
         conn = self._active
+        self._cancel_asked = True  # what the write raises next is our doing, not a limit
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.cancel_safe(timeout=timeout)

@@ -24,6 +24,15 @@ from .spill import SpillDir
 
 __all__ = ["Writer"]
 
+# The share of close()'s time (at most 1 s) kept after the writer stops waiting for the
+# database: for it to settle its batch, or for cancelling a write that does not return,
+# and for putting what is left on disk, so that close() returns within its timeout.
+_CLOSE_RESERVE_SHARE = 0.25
+_CLOSE_RESERVE_MAX = 1.0
+# Events put on disk (or written) at a time by close() itself: between two, it looks at
+# its deadline, so a slow disk cannot hold it much past its timeout.
+_LEFTOVER_CHUNK = 5_000
+
 
 class Writer:
     """Queues records and writes them in batches from one background thread."""
@@ -33,6 +42,12 @@ class Writer:
         in memory only). ``open_writer`` builds one from ``Settings`` alone."""
         self._sink = sink
         self._flush_interval = settings.flush_interval
+        # A full batch, for the backlog's gathering: never more than the queue can hold, or
+        # callers would wait for room while the writer waits for more events.
+        self._batch_size = min(settings.batch_size, settings.queue_size)
+        # Records the disk refused (a full or read-only spill disk): unsettled, in hand, and
+        # delivered again before anything queued once the backlog says (takes_batch).
+        self._held: Sequence[Record] = []
         # The bounds of the end of a task (process.deliver_all) and of close().
         self.block_timeout = settings.block_timeout
         self.exit_timeout = settings.exit_timeout
@@ -81,8 +96,9 @@ class Writer:
     def close(self, timeout: float | None = None) -> bool:
         """Write what is queued, stop the thread and close the sink. Safe to call twice.
 
-        With the database unreachable, events go to the spill directory (if any), and
-        retrying stops after ``timeout`` seconds (default ``exit_timeout``). Returns
+        Returns within ``timeout`` seconds (default ``exit_timeout``), give or take one
+        chunk of disk work. With the database unreachable, events go to the spill directory
+        (if any) until then, or are retried until then (without one). Returns
         ``True`` when nothing was lost; what was lost is counted in ``dropped`` and
         reported, what waits on disk is reported too.
         """
@@ -91,14 +107,21 @@ class Writer:
         if self._intake.closing:  # twice: the same answer
             return self._close_result
         # Set before closing begins, so that the writer thread never sees one without it.
-        self._deadline.set(time.monotonic() + timeout)
+        closes_at = time.monotonic() + timeout
+        reserve = min(_CLOSE_RESERVE_MAX, timeout * _CLOSE_RESERVE_SHARE)
+        # The writer stops waiting for the database a reserve before close() must return.
+        self._deadline.set(closes_at - reserve)
         dropped_before = self._intake.close()
         if dropped_before is None:  # another thread's close() came first
             return self._close_result
-        stuck = self._stop_thread(timeout)
+        stuck = self._stop_thread(timeout, reserve)
         leftover, abandoned = self._intake.drain(stuck=stuck)
-        kept = self._deliver_leftover(leftover, stuck)
-        final = self._intake.finish(len(leftover), kept, abandoned)
+        # What the disk refused goes first (a stuck writer's is in the batch given up on).
+        held = [] if stuck else self._held
+        self._held = []
+        records: Sequence[Record] = [*held, *leftover] if held else leftover
+        kept = self._deliver_leftover(records, stuck, closes_at)
+        final = self._intake.finish(len(records), kept, abandoned)
         lost = final["dropped"] - dropped_before
         self._close_result = lost == 0
         if lost:
@@ -115,30 +138,46 @@ class Writer:
         process.unregister(self)
         return self._close_result
 
-    def _stop_thread(self, timeout: float) -> bool:
-        """Let the writer finish within ``timeout``; True if it is stuck in a write."""
+    def _stop_thread(self, timeout: float, reserve: float) -> bool:
+        """Let the writer finish within ``timeout`` less part of ``reserve`` (its deadline
+        for the database is ``reserve`` before the end); True if it is stuck in a write."""
         self._intake.wake()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return False
-        thread.join(timeout)
+        # Half the reserve for the writer to settle its batch once its deadline has passed.
+        thread.join(timeout - reserve / 2)
         if thread.is_alive():  # in a write that does not return: a lock, a stalled network
-            self._sink.cancel(timeout=1.0)
-            thread.join(1.0)
+            self._sink.cancel(timeout=reserve / 4)
+            thread.join(reserve / 4)
         return thread.is_alive()
 
-    def _deliver_leftover(self, leftover: Sequence[Record], stuck: bool) -> Outcome:
-        """Events logged while the writer finished: one attempt, else to disk."""
+    def _deliver_leftover(
+        self, leftover: Sequence[Record], stuck: bool, closes_at: float
+    ) -> Outcome:
+        """Events logged while the writer finished: one attempt, else to disk, a chunk at
+        a time until ``closes_at``; what is left then is dropped (counted)."""
+        kept = Outcome()
         if not leftover:
-            return Outcome()
+            return kept
         self._deadline.set(time.monotonic())  # no more waiting for the database
-        if stuck:  # its connection is in use: straight to disk
-            return self._delivery.set_aside(leftover, time.time_ns())
-        try:
-            return self._delivery.deliver(leftover, time.time_ns())
-        except BaseException as exc:
-            self._unexpected(exc)
-            return Outcome(dropped=len(leftover))
+        taken_ns = time.time_ns()
+        for start in range(0, len(leftover), _LEFTOVER_CHUNK):
+            if start and time.monotonic() >= closes_at:  # the first chunk in any case
+                kept.dropped += len(leftover) - start
+                break
+            chunk = leftover[start : start + _LEFTOVER_CHUNK]
+            try:
+                if stuck:  # its connection is in use: straight to disk
+                    kept.add(self._delivery.set_aside(chunk, taken_ns))
+                else:
+                    kept.add(self._delivery.deliver(chunk, taken_ns))
+            except BaseException as exc:
+                self._unexpected(exc)
+                kept.dropped += len(chunk)
+        # With no time left the backlog holds nothing back; should it, nothing goes uncounted.
+        kept.dropped += len(self._backlog.take_held())
+        return kept
 
     def stats(self) -> dict[str, int]:
         """Counters: see ``LlamaLogger.stats()`` for their meaning."""
@@ -169,20 +208,38 @@ class Writer:
         # files are faster to write (one fsync each) and to replay (one commit each).
         intake.wait(min(self._flush_interval, self._replay_due_at - time.monotonic()))
         self._step_backlog()
-        while batch := intake.take():
-            try:
-                outcome = self._delivery.deliver(batch, time.time_ns())
-            except BaseException as exc:
-                self._unexpected(exc)
-                outcome = Outcome(dropped=len(batch))
-            outcome.batches += 1
-            if not intake.settle(len(batch), outcome):
+        while self._takes_batch() and (batch := self._held or intake.take()):
+            if not self._write_batch(batch):
                 return True  # close() has counted this batch already
+            if self._held:
+                break  # until the disk's next try
             self._step_backlog()
         if intake.closing:
             self._step_backlog(final=True)
             return True
         return False
+
+    def _write_batch(self, batch: Sequence[Record]) -> bool:
+        """Deliver ``batch`` and settle it, but for what the disk refused: that stays in
+        hand (``_held``), unsettled. False if close() has counted the batch already."""
+        try:
+            outcome = self._delivery.deliver(batch, time.time_ns())
+        except BaseException as exc:
+            self._unexpected(exc)
+            outcome = Outcome(dropped=len(batch))
+            self._backlog.take_held()  # counted as dropped with the rest
+        self._held = self._backlog.take_held()
+        settled = len(batch) - len(self._held)
+        if not settled:  # all refused again: its retries are counted, nothing has moved
+            self._intake.record(outcome)
+            return True
+        outcome.batches += not self._held
+        return self._intake.settle(settled, outcome)
+
+    def _takes_batch(self) -> bool:
+        intake = self._intake
+        queued = intake.depth + len(self._held)
+        return self._backlog.takes_batch(queued, self._batch_size, asked=intake.asked)
 
     def _step_backlog(self, *, final: bool = False) -> None:
         outcome, self._replay_due_at = self._backlog.step(final=final)
@@ -206,6 +263,7 @@ class Writer:
         # The parent's queued records belong to the parent's writer: writing them here
         # too would store them twice. The child starts empty with a connection of its own.
         self._intake.reset()
+        self._held = []
         self._outage.forget()
         self._backlog.after_fork_in_child()
         self._sink.after_fork_in_child()

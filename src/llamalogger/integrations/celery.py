@@ -11,12 +11,15 @@ What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
 
 * ``before_task_publish``: a message published inside a job carries that job in its headers
   (``JobContext.to_headers``), unless the caller set them. A re-publish of the running task
-  (``retry()``, ``replace()``) carries the running job's own parent, never the job itself.
+  (``retry()``, ``replace()``) carries the running job itself, whole (id, parent, root):
+  headers naming the task itself say where that job already stands.
 * ``task_prerun`` / ``task_postrun``: the task runs in a job named after the task, with the
-  task id as job id. Its parent is the job in the headers, else Celery's ``parent_id`` /
-  ``root_id``. The job is entered before the body and left after ``task_postrun``'s
-  turn comes, so a chain's next task, which Celery publishes after the body returns, is a
-  child of this task. The job lives on the request (``task.request``), not in a module dict.
+  task id as job id. Its parent is the job in the headers (their parent, when they name the
+  task itself), else Celery's ``parent_id`` / ``root_id``; headers ``from_headers`` refuses
+  count as none, with one warning. The job is entered before the body and left after
+  ``task_postrun``'s turn comes, so a chain's next task, which Celery publishes after the
+  body returns, is a child of this task. The job lives on the request (``task.request``),
+  not in a module dict.
 * ``task_failure``: one ``FAILED`` event in the task's job, unless the task logged one. When
   the pool process is gone (hard time limit, lost worker), the worker's main process records
   it, from the request it received (``task_received``).
@@ -29,15 +32,19 @@ What each signal does (Celery 5, ``celery/app/trace.py`` for the order):
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
+from collections.abc import Callable
 from typing import Any
 
+from celery import Task as CeleryTask
 from celery import signals
 
 from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job, get_logger
 
 from ._process_logger import LoggerSource, ProcessLogger
+from ._untrusted_parent import parent_from
 
 __all__ = ["CeleryInstrumentation", "instrument"]
 
@@ -47,6 +54,8 @@ _HEADERS = JobContext.HEADERS
 _REQUEST_ATTRIBUTE = "_llamalogger_job"
 _ATTRIBUTE_ON_APP = "_llamalogger_instrumentation"
 _FAILED_ATTRIBUTE = "_llamalogger_failed"  # on a received request: its FAILED event is logged
+_reporter = logging.getLogger(__name__)
+_WRAPPED = "_llamalogger_delivers"  # on the __call__ that delivers when the body returns
 
 
 def instrument(
@@ -97,31 +106,63 @@ def _add_job_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
     job = current_job()
     if job is None or any(key in headers for key in _HEADERS):
         return  # outside any job, or the caller chose the parent: never overwrite
-    if headers.get("id") == job.job_id:
-        # The running task publishes itself again (retry, replace): the message is the
-        # same job, so it gets that job's parent. Pointing at the job would make the task
-        # its own parent.
-        if job.parent_job_id is not None:
-            parent = JobContext(job_id=job.parent_job_id, root_job_id=job.root_job_id)
-            headers.update(parent.to_headers())
-        return
+    # The running task publishing itself again (retry, replace) gets its own headers
+    # too: the worker reads headers that name the task itself as that job's place. Its
+    # parent alone would name a root without a parent, which from_headers refuses.
     headers.update(job.to_headers())
 
 
 def _parent_of(request: Any) -> JobContext | None:
     """The job a task belongs under: our headers, else Celery's own parent and root."""
+    task_id = request.get("id")
     headers = {key: value for key in _HEADERS if (value := request.get(key)) is not None}
-    if headers:
-        # From whoever could publish: invalid ones make the task a root, still recorded.
-        return JobContext.from_untrusted_headers(headers)
+    # From whoever could publish: refused ones count as none (one warning).
+    carried = parent_from(headers, task_id, _reporter) if headers else None
+    if carried is not None and carried.job_id == task_id:
+        # The task itself (a retry or a replace re-published it): its parent is that
+        # job's parent, and a job that had none stays a root.
+        if carried.parent_job_id is None:
+            return None
+        return JobContext(job_id=carried.parent_job_id, root_job_id=carried.root_job_id)
+    if carried is not None:
+        return carried
     parent_id = request.get("parent_id")
     # Celery makes a retried root task the parent of its own retry: a root it stays.
-    if parent_id and parent_id != request.get("id"):
+    if parent_id and parent_id != task_id:
         try:
             return JobContext(job_id=parent_id, root_job_id=request.get("root_id") or parent_id)
         except (ValueError, TypeError):
             return None  # ids from a foreign producer that cannot be job ids: a root
     return None
+
+
+def _deliver_when_the_body_returns(app: Any, body_returned: Callable[[Any], None]) -> None:
+    """Call ``body_returned(task)`` when a task body of ``app`` returns or raises, before
+    Celery stores the outcome.
+
+    Celery stores a task's result (so whoever waits for it learns that the task is over)
+    before ``task_postrun`` (``celery/app/trace.py``): delivering only there let a reader
+    who saw the result miss the events the task had logged, as in issue 18. The tracer
+    calls ``task.run`` itself unless the task class has its own ``__call__``; this gives
+    the app's base class one that calls what the tracer would have called, then
+    ``body_returned``. Calls outside a worker (``task(...)``) are left as they were.
+    """
+    base = app.Task
+    inner = base.__call__
+    if getattr(inner, _WRAPPED, False):
+        return
+    plain = inner is CeleryTask.__call__  # the tracer would have called task.run
+
+    def __call__(task: Any, *args: Any, **kwargs: Any) -> Any:
+        if task.request.called_directly:
+            return inner(task, *args, **kwargs)
+        try:
+            return task.run(*args, **kwargs) if plain else inner(task, *args, **kwargs)
+        finally:
+            body_returned(task)
+
+    setattr(__call__, _WRAPPED, True)
+    base.__call__ = __call__
 
 
 # Final states of a task that did not run to its end (celery.states).
@@ -167,6 +208,7 @@ class CeleryInstrumentation:
         return self._process_logger.get()
 
     def connect(self) -> None:
+        _deliver_when_the_body_returns(self.app, self._body_returned)
         uid = f"llamalogger.celery.{id(self.app)}"
         signals.before_task_publish.connect(
             _add_job_headers, weak=False, dispatch_uid="llamalogger.celery.publish"
@@ -216,6 +258,12 @@ class CeleryInstrumentation:
         scope.__exit__(None, None, None)
         if current_job() is None and self._flushes_after_task():
             logger.task_ended()
+
+    def _body_returned(self, task: Any) -> None:
+        """The body of ``task`` returned or raised; Celery is about to store its outcome."""
+        entry = getattr(task.request, _REQUEST_ATTRIBUTE, None)
+        if entry is not None and self._flushes_after_task():
+            entry[1].task_ended()
 
     def _flushes_after_task(self) -> bool:
         if self._flush_after_task is not None:

@@ -29,6 +29,7 @@ alone (``LlamaLogger.task_job``, ``task_ended``, ``failed_logged``,
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -38,12 +39,14 @@ from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Retries
 
-from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job, get_logger
+from llamalogger import Category, JobScope, LlamaLogger, current_job, get_logger
 
 from ._process_logger import LoggerSource, ProcessLogger
+from ._untrusted_parent import parent_from
 
 __all__ = ["OPTION_KEY", "LlamaMiddleware", "instrument"]
 
+_reporter = logging.getLogger(__name__)
 OPTION_KEY = "llamalogger"  # message.options[OPTION_KEY]: the sending job's headers
 
 
@@ -151,7 +154,7 @@ class LlamaMiddleware(Middleware):
         scope = logger.task_job(
             str(message.actor_name),
             job_id=message.message_id,
-            parent=JobContext.from_untrusted_headers(message.options.get(OPTION_KEY)),
+            parent=parent_from(message.options.get(OPTION_KEY), message.message_id, _reporter),
             attempt=retries + 1,
         )
         scope.__enter__()

@@ -20,6 +20,7 @@ job modules use too; a job module with a logger of its own is delivered as well.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -30,9 +31,11 @@ from rq.job import Job
 from llamalogger import Category, JobContext, JobScope, LlamaLogger, current_job, get_logger
 
 from ._process_logger import resolved
+from ._untrusted_parent import parent_from
 
 __all__ = ["META_KEY", "LlamaQueue", "LlamaWorker", "job_meta"]
 
+_reporter = logging.getLogger(__name__)
 META_KEY = "llamalogger"  # job.meta[META_KEY]: the enqueuing job's headers
 # job.meta[ATTEMPT_KEY]: the attempt a retried job runs next. RQ counts retries only for
 # jobs that return a Retry (number_of_retries); for a raised exception it only counts down
@@ -58,8 +61,9 @@ class LlamaQueue(Queue):
 
 
 def _parent_of(job: Job) -> JobContext | None:
-    # Meta written by something else, or not valid job ids: the job becomes a root.
-    return JobContext.from_untrusted_headers((job.meta or {}).get(META_KEY))
+    # Meta written by something else, or headers from_headers refuses: the job becomes a
+    # root (with one warning for refused ones).
+    return parent_from((job.meta or {}).get(META_KEY), job.id, _reporter)
 
 
 def _attempt(job: Job) -> int:
