@@ -397,10 +397,18 @@
 
   function runPage() {
     const id = pathPart("/jobs/").join("/");
+    const jobUrl = (jobId) => "/api/jobs/" + encodeURIComponent(jobId);
+    // The named job's panel is asked for beside its tree, not after it.
+    let first = getJSON(jobUrl(id));
+    first.catch(() => {}); // its error is shown where it is used
     getJSON("/api/tree/" + encodeURIComponent(id)).then((data) => {
       document.title = (data.root.name || "run") + " · llamalog";
       drawRun(data, {
-        loadJob: (jobId) => getJSON("/api/jobs/" + encodeURIComponent(jobId)),
+        loadJob: (jobId) => {
+          const ready = jobId === id && first ? first : getJSON(jobUrl(jobId));
+          first = null;
+          return ready;
+        },
         // The address names the selected job, so it can be shared.
         onSelect: (jobId) => { if (jobId !== id || location.pathname !== jobHref(jobId)) history.replaceState(null, "", jobHref(jobId)); },
       });
