@@ -108,7 +108,7 @@ class TestTree:
 
 
 class TestJob:
-    def test_a_failed_job_has_its_error_traceback_entities_parent_and_root(
+    def test_a_failed_job_has_its_attempts_traceback_entities_and_root(
         self, client: TestClient, album: Album
     ) -> None:
         job = _get(client, f"/api/jobs/{album.failed}")
