@@ -38,6 +38,7 @@ __all__ = [
     "entity_history",
     "job_chain",
     "job_events",
+    "job_records",
     "job_tree",
     "logs_for_root",
     "recent_events",
@@ -412,6 +413,20 @@ def job_tree(
         if _has_job_table(conn, schema):
             found = cur.execute(records, (root_job_id,)).fetchall()
     return _tree_from_rows(rows, root_job_id, found)
+
+
+def job_records(
+    source: Connectable, job_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> list[JobAttempt]:
+    """The records of one job in attempt order (none while it is unfinished): one indexed
+    query, for a view that has the job's tree already and wants its attempts' details."""
+    query = sql.SQL("SELECT {} FROM {} WHERE job_id = %s ORDER BY attempt, id").format(
+        _RECORD_COLUMNS, _job_table(schema)
+    )
+    with _connection(source) as conn:
+        if not _has_job_table(conn, schema):
+            return []
+        return [_attempt(record) for record in conn.execute(query, (job_id,)).fetchall()]
 
 
 TreeRow = tuple[str, str | None, str | None, str, int, dt.datetime, dt.datetime]

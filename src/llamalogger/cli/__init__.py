@@ -1,4 +1,5 @@
-"""The ``llamalog`` command: migrate, backfill, status, runs, tree, show, history, tail, demo.
+"""The ``llamalog`` command: migrate, backfill, status, runs, tree, show, history, tail, demo
+and serve.
 
 Every command takes ``--dsn`` (default ``$LLAMALOG_DSN``); without either it starts the
 embedded PostgreSQL in its own data directory and says so. The errors a user can cause or

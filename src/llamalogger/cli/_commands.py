@@ -25,6 +25,7 @@ from .._conninfo import masked_conninfo, schema_from_env
 from .._errors import LlamaLogError, SchemaNotMigrated
 from ._escape import json_text, visible
 from ._render import render_event, render_job, render_runs, render_tree, status_text
+from ._serve import serve_command, write_tree_html
 from ._spill_report import SpillTarget, waiting_spill_files
 
 __all__ = ["COMMANDS", "NothingFound"]
@@ -227,6 +228,9 @@ def tree_command(args: argparse.Namespace, dsn: str) -> int:
         tree = None if root is None else queries.job_tree(conn, root, schema=args.schema)
     if tree is None:
         raise _unknown_job(args.job_id, args.schema)
+    if args.html:
+        write_tree_html(tree, args.job_id, args.html)
+        return 0
     if args.json:
         print(
             json_text(_tree_dict(tree, asked=args.job_id, only_failed=args.failed), indented=True)
@@ -398,4 +402,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], int]] = {
     "history": history_command,
     "tail": tail_command,
     "demo": demo_command,
+    "serve": serve_command,
 }

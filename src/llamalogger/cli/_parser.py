@@ -11,6 +11,7 @@ from collections.abc import Callable
 from .. import __version__
 from .._conninfo import schema_from_env
 from ._demo import DEFAULT_TRACKS
+from ._serve import add_serve_arguments
 
 __all__ = ["build_parser"]
 
@@ -162,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="siblings shown before summarising (20)",
     )
+    tree.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the run's timeline and tree as one self-contained HTML file (-: stdout)",
+    )
 
     show = add("show", "one job: its record, parent and root, attempts, events and its traceback")
     show.add_argument("job_id", metavar="JOB_ID")
@@ -181,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("-n", "--last", type=_COUNT, default=10, help="events to show first (10)")
     tail.add_argument("--no-follow", action="store_true", help="print and exit")
     tail.add_argument("--interval", type=_seconds, default=0.5, help="seconds between polls (0.5)")
+
+    add_serve_arguments(add("serve", "a read-only web view of runs, trees, entities and the tail"))
 
     demo = add(
         "demo",
