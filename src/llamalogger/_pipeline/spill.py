@@ -14,6 +14,7 @@ Files are 0600 in 0700 directories: events may hold personal data.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -34,12 +35,17 @@ __all__ = [
     "SpillRows",
     "SpillUnreadable",
     "default_spill_root",
+    "set_aside_files",
+    "taken_at",
     "target_dirname",
+    "waiting_files",
 ]
 
 _SUFFIX = ".jsonl"
 _CLAIMED = ".claimed-"
 _PARTIAL = ".partial"
+# What set_aside() appends: a file a person has to look at, never replayed.
+_SET_ASIDE = (".rejected", ".unreadable")
 _FORMAT = 1
 
 
@@ -154,16 +160,11 @@ class SpillDir:
     def pending(self) -> list[SpillFile]:
         """Files this process may replay, oldest first: unclaimed ones, its own claims, and
         claims of processes that no longer exist."""
-        found = []
-        for path in self.path.iterdir():
-            name = path.name
-            if name.endswith(_SUFFIX):
-                if name.removesuffix(_SUFFIX) not in self._foreign:
-                    found.append(SpillFile(path, name.removesuffix(_SUFFIX)))
-                continue
-            base, claimed, claimant = name.rpartition(_CLAIMED)
-            if claimed and base.endswith(_SUFFIX) and self._may_take(claimant):
-                found.append(SpillFile(path, base.removesuffix(_SUFFIX)))
+        found = [
+            file
+            for file, claimant in waiting_files(self.path)
+            if (self._may_take(claimant) if claimant else file.spill_id not in self._foreign)
+        ]
         return sorted(found, key=lambda file: file.spill_id)
 
     def _may_take(self, claimant: str) -> bool:
@@ -240,11 +241,38 @@ class SpillDir:
     def state(self, spill_id: str) -> str:
         """``pending`` (still to replay), ``rejected`` (set aside) or ``gone`` (replayed)."""
         for path in self.path.glob(f"{spill_id}{_SUFFIX}*"):
-            if path.name.endswith((".rejected", ".unreadable")):
+            if path.name.endswith(_SET_ASIDE):
                 return "rejected"
             if not path.name.endswith(_PARTIAL):
                 return "pending"
         return "gone"
+
+
+def waiting_files(directory: Path) -> Iterator[tuple[SpillFile, str]]:
+    """The files of ``directory`` that wait to be replayed, each with the process that
+    claimed it (``""``: none): ``ID.jsonl`` and ``ID.jsonl.claimed-WHO``."""
+    for path in directory.iterdir():
+        name = path.name
+        if name.endswith(_SUFFIX):
+            yield SpillFile(path, name.removesuffix(_SUFFIX)), ""
+            continue
+        base, claimed, claimant = name.rpartition(_CLAIMED)
+        if claimed and base.endswith(_SUFFIX):
+            yield SpillFile(path, base.removesuffix(_SUFFIX)), claimant
+
+
+def set_aside_files(directory: Path) -> list[Path]:
+    """The files of ``directory`` set aside as unreadable or refused, for a person."""
+    return [path for path in directory.iterdir() if path.name.endswith(_SET_ASIDE)]
+
+
+def taken_at(spill_id: str) -> dt.datetime | None:
+    """When the batch of spill file ``spill_id`` was taken from its queue: its name starts
+    with that time, in nanoseconds. ``None`` for a name that does not."""
+    stamp = spill_id.partition("-")[0]
+    if not stamp.isdigit():
+        return None
+    return dt.datetime.fromtimestamp(int(stamp) / 1e9, tz=dt.UTC)
 
 
 def _size(path: Path) -> int:

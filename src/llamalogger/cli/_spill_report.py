@@ -13,16 +13,15 @@ import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 
 from .._pipeline import default_spill_root
+from .._pipeline.spill import SpillFile, set_aside_files, taken_at, waiting_files
 
 __all__ = ["SpillTarget", "waiting_spill_files"]
 
-_SUFFIX = ".jsonl"
 # A job record's line: its end time, then the marker where an event has its category.
 _JOB_LINE = re.compile(r'\[-?\d+, ?"JOB"')
 
@@ -68,33 +67,19 @@ def waiting_spill_files(root: Path | None = None) -> list[SpillTarget]:
     return sorted(found, key=lambda summary: (summary.oldest or far_future, summary.label()))
 
 
-def _waiting(directory: Path) -> Iterator[tuple[Path, str]]:
-    """Waiting files and their spill ids: ``ID.jsonl`` and ``ID.jsonl.claimed-WHO``."""
-    for path in directory.iterdir():
-        name = path.name
-        if name.endswith(_SUFFIX):
-            yield path, name.removesuffix(_SUFFIX)
-            continue
-        base, claimed, _ = name.rpartition(".claimed-")
-        if claimed and base.endswith(_SUFFIX):
-            yield path, base.removesuffix(_SUFFIX)
-
-
 def _summary(directory: Path) -> SpillTarget | None:
     try:
-        waiting = sorted(_waiting(directory), key=lambda item: item[1])
-        set_aside = [
-            path for path in directory.iterdir() if path.name.endswith((".rejected", ".unreadable"))
-        ]
+        waiting = sorted((spilled for spilled, _ in waiting_files(directory)), key=_spill_id)
+        set_aside = set_aside_files(directory)
     except OSError:
         return None
     if not waiting and not set_aside:
         return None
     events = jobs = 0
     target: dict[str, str] = {}
-    for path, _ in waiting:
+    for spilled in waiting:
         try:
-            file_events, file_jobs, header = _count(path)
+            file_events, file_jobs, header = _count(spilled.path)
         except OSError:
             continue  # replayed and removed while we looked
         events += file_events
@@ -103,8 +88,12 @@ def _summary(directory: Path) -> SpillTarget | None:
     for path in set_aside[:1] if not target else ():  # their first line names it too
         with contextlib.suppress(OSError), path.open(encoding="utf-8", errors="replace") as file:
             target = _target(file.readline())
-    oldest = _taken_at(waiting[0][1]) if waiting else None
+    oldest = taken_at(waiting[0].spill_id) if waiting else None
     return SpillTarget(directory, target, len(waiting), events, jobs, oldest, len(set_aside))
+
+
+def _spill_id(spilled: SpillFile) -> str:
+    return spilled.spill_id
 
 
 def _count(path: Path) -> tuple[int, int, dict[str, str]]:
@@ -129,10 +118,3 @@ def _target(line: str) -> dict[str, str]:
         return {}
     target = header.get("target") if isinstance(header, dict) else None
     return {str(k): str(v) for k, v in target.items()} if isinstance(target, dict) else {}
-
-
-def _taken_at(spill_id: str) -> dt.datetime | None:
-    stamp = spill_id.partition("-")[0]
-    if not stamp.isdigit():
-        return None
-    return dt.datetime.fromtimestamp(int(stamp) / 1e9, tz=dt.UTC)
