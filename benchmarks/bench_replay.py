@@ -17,9 +17,9 @@ details each, a job of 20 events with its job record), two ways, alternating run
 
 Every measured run starts from emptied tables (TRUNCATE and CHECKPOINT); the ratio is
 replay over live, pair by pair. With ``--against SRC`` (the ``src`` directory of another
-checkout, e.g. the code before a change), each run also replays one backlog twice, in child
-processes, alternating which goes first: with this tree's llamalogger and with SRC's; the
-ratio is this one over that one, pair by pair. A third figure, with ``--resume`` (needs
+checkout, e.g. the code before a change), as many runs follow, each replaying one backlog
+twice in child processes, alternating which goes first: with this tree's llamalogger and with
+SRC's; the ratio is this one over that one, pair by pair. A third figure, with ``--resume`` (needs
 CREATEROLE): a logger whose role may not log in spills the events; the role is then let in,
 and the figure is the time from then until its first replayed rows are committed and until
 all are.
@@ -219,6 +219,14 @@ def resume(dsn: str, schema: str, events: int) -> tuple[float, float]:
             conn.execute(sql.SQL("DROP ROLE {role}").format(**names))
 
 
+def rates(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} events/s {spread(values, 1, ',.0f')}"
+
+
+def seconds(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} s {spread(values, 1, '.3f')}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn")
@@ -245,12 +253,10 @@ def main() -> None:
             firsts.append(first)
             backlog.append((files, size))
         files, size = backlog[0]
-        print(f"  live: {statistics.median(lives):,.0f} events/s {spread(lives, 1, ',.0f')}")
+        print(f"  live: {rates(lives)}")
         print(
             f"  replay of a backlog of {files} spill files ({size / 2**20:.1f} MiB): "
-            f"{statistics.median(replays):,.0f} events/s {spread(replays, 1, ',.0f')}; first "
-            f"rows committed {statistics.median(firsts):.3f} s after the start "
-            f"{spread(firsts, 1, '.3f')}"
+            f"{rates(replays)}; first rows committed {seconds(firsts)} after the start"
         )
         print(
             "  " + ratio_line("replay / live", [r / w for r, w in zip(replays, lives, strict=True)])
@@ -261,10 +267,8 @@ def main() -> None:
             ours = [mine for mine, _ in pairs]
             theirs = [other for _, other in pairs]
             print(
-                f"  replay in a child process, one backlog each run: this tree "
-                f"{statistics.median(ours):,.0f} events/s {spread(ours, 1, ',.0f')}, "
-                f"{args.against} {statistics.median(theirs):,.0f} events/s "
-                f"{spread(theirs, 1, ',.0f')}; "
+                f"  replay in a child process, one backlog each run: this tree {rates(ours)}, "
+                f"{args.against} {rates(theirs)}; "
                 + ratio_line("this / that", [mine / other for mine, other in pairs])
             )
         if args.resume:
@@ -273,8 +277,7 @@ def main() -> None:
             alls = [done for _, done in resumed]
             print(
                 f"  after an outage, from the moment the database lets the writer in: first "
-                f"rows committed {statistics.median(firsts):.3f} s {spread(firsts, 1, '.3f')}, "
-                f"all {statistics.median(alls):.2f} s {spread(alls)}"
+                f"rows committed {seconds(firsts)}, all {seconds(alls)}"
             )
 
 
