@@ -1,6 +1,7 @@
-"""Replay against live writing: a backlog of spill files written at the pace of the logger.
+"""Spill replay against live writing: the same events, written live and replayed from disk.
 
     python benchmarks/bench_replay.py [--dsn DSN] [--events 300000] [--repeat 5]
+                                      [--against OTHER/src] [--resume]
 
 The same realistic events as ``bench_writer.py`` (four kinds in turn, a message and 2-3
 details each, a job of 20 events with its job record), two ways, alternating run by run:
@@ -15,9 +16,13 @@ details each, a job of 20 events with its job record), two ways, alternating run
    soon its first rows were committed, and the spill files' count and size.
 
 Every measured run starts from emptied tables (TRUNCATE and CHECKPOINT); the ratio is
-replay over live, pair by pair. A third figure, with ``--resume`` (needs CREATEROLE): a
-logger whose role may not log in spills the events; the role is then let in, and the figure
-is the time from then until its first replayed rows are committed and until all are.
+replay over live, pair by pair. With ``--against SRC`` (the ``src`` directory of another
+checkout, e.g. the code before a change), as many runs follow, each replaying one backlog
+twice in child processes, alternating which goes first: with this tree's llamalogger and with
+SRC's; the ratio is this one over that one, pair by pair. A third figure, with ``--resume`` (needs
+CREATEROLE): a logger whose role may not log in spills the events; the role is then let in,
+and the figure is the time from then until its first replayed rows are committed and until
+all are.
 
 Without --dsn / LLAMALOG_DSN it starts the embedded PostgreSQL. Prints measured numbers
 only; nothing here is asserted. Figures are medians of the runs, with the range.
@@ -28,8 +33,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shlex
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -144,6 +152,44 @@ def replay(dsn: str, schema: str, events: int) -> tuple[float, float, int, int]:
     return events / done, first, files, size
 
 
+# A replay in a child process, with the settings of open_logger(); prints its seconds.
+_CHILD_REPLAY = """
+import sys, time
+from llamalogger import LlamaLogger
+dsn, schema, spill, rows = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+started = time.perf_counter()
+with LlamaLogger(dsn, schema=schema, spill_dir=spill, queue_size=rows + 1) as logger:
+    while logger.stats()["replayed"] < rows:
+        time.sleep(0.002)
+    print(time.perf_counter() - started)
+"""
+
+
+def replay_in_child(dsn: str, schema: str, spill: Path, events: int, source: str | None) -> float:
+    """Events/s of replaying ``spill`` in a child process, with the llamalogger of
+    ``source`` (a ``src`` directory), or this tree's."""
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = source
+    fresh_tables(dsn, schema)
+    command = [sys.executable, "-c", _CHILD_REPLAY, dsn, schema, str(spill), str(rows_of(events))]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return events / float(done.stdout)
+
+
+def against(dsn: str, schema: str, events: int, source: str, turn: int) -> tuple[float, float]:
+    """Events/s replaying one backlog with this tree and with ``source``, in turn."""
+    with tempfile.TemporaryDirectory() as directory:
+        backlog = Path(directory) / "backlog"
+        make_backlog(dsn, schema, events, backlog)
+        rates: dict[str | None, float] = {}
+        for name in (None, source) if turn % 2 == 0 else (source, None):
+            copy = Path(directory) / ("theirs" if name else "ours")
+            shutil.copytree(backlog, copy)
+            rates[name] = replay_in_child(dsn, schema, copy, events, name)
+        return rates[None], rates[source]
+
+
 def resume(dsn: str, schema: str, events: int) -> tuple[float, float]:
     """Seconds from letting a spilling logger's role in until its first replayed rows are
     committed, and until all are."""
@@ -173,12 +219,21 @@ def resume(dsn: str, schema: str, events: int) -> tuple[float, float]:
             conn.execute(sql.SQL("DROP ROLE {role}").format(**names))
 
 
+def rates(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} events/s {spread(values, 1, ',.0f')}"
+
+
+def seconds(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} s {spread(values, 1, '.3f')}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn")
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--resume", action="store_true", help="also the resume figure")
+    parser.add_argument("--against", metavar="SRC", help="also replay with SRC's llamalogger")
     args = parser.parse_args()
     shown = [arg if arg != args.dsn else shlex.quote(arg) for arg in sys.argv[1:]]
     print("command:", shlex.join(["python", "benchmarks/bench_replay.py", *shown]))
@@ -198,24 +253,31 @@ def main() -> None:
             firsts.append(first)
             backlog.append((files, size))
         files, size = backlog[0]
-        print(f"  live: {statistics.median(lives):,.0f} events/s {spread(lives, 1, ',.0f')}")
+        print(f"  live: {rates(lives)}")
         print(
             f"  replay of a backlog of {files} spill files ({size / 2**20:.1f} MiB): "
-            f"{statistics.median(replays):,.0f} events/s {spread(replays, 1, ',.0f')}; first "
-            f"rows committed {statistics.median(firsts):.3f} s after the start "
-            f"{spread(firsts, 1, '.3f')}"
+            f"{rates(replays)}; first rows committed {seconds(firsts)} after the start"
         )
         print(
             "  " + ratio_line("replay / live", [r / w for r, w in zip(replays, lives, strict=True)])
         )
+        if args.against:
+            pairs = [against(dsn, schema, args.events, args.against, turn)
+                     for turn in range(args.repeat)]  # fmt: skip
+            ours = [mine for mine, _ in pairs]
+            theirs = [other for _, other in pairs]
+            print(
+                f"  replay in a child process, one backlog each run: this tree {rates(ours)}, "
+                f"{args.against} {rates(theirs)}; "
+                + ratio_line("this / that", [mine / other for mine, other in pairs])
+            )
         if args.resume:
             resumed = [resume(dsn, schema, args.events) for _ in range(args.repeat)]
             firsts = [first for first, _ in resumed]
             alls = [done for _, done in resumed]
             print(
                 f"  after an outage, from the moment the database lets the writer in: first "
-                f"rows committed {statistics.median(firsts):.3f} s {spread(firsts, 1, '.3f')}, "
-                f"all {statistics.median(alls):.2f} s {spread(alls)}"
+                f"rows committed {seconds(firsts)}, all {seconds(alls)}"
             )
 
 
