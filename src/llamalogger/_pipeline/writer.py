@@ -24,6 +24,12 @@ from .spill import SpillDir
 
 __all__ = ["Writer"]
 
+# What close() keeps of its timeout (a quarter of it at most) to cancel a write still in
+# progress and put what is left on disk: writing 100,000 events to disk takes well under
+# a second.
+_CLOSE_RESERVE = 2.0
+_CANCEL_AGAIN = 0.1
+
 
 class Writer:
     """Queues records and writes them in batches from one background thread."""
@@ -49,7 +55,9 @@ class Writer:
             outage=self._outage,
             deadline=self._deadline,
         )
-        self._intake = Intake(settings, self._reporter, sink.cancel if spill is not None else None)
+        self._intake = Intake(
+            settings, self._reporter, sink.cancel if spill is not None else None, sink.progress
+        )
         self.put_apart = self._intake.put_apart  # the hot path, with no call in between
         self._close_result = True
         self._thread: threading.Thread | None = None
@@ -116,15 +124,24 @@ class Writer:
         return self._close_result
 
     def _stop_thread(self, timeout: float) -> bool:
-        """Let the writer finish within ``timeout``; True if it is stuck in a write."""
+        """Let the writer finish within ``timeout``; True if it is stuck in a write.
+
+        A write still going on near the end (a slow server, or one that never answers)
+        is cancelled with time to spare, so that what is left goes to disk (when there is
+        a spill directory) and close() ends within ``timeout``."""
         self._intake.wake()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return False
-        thread.join(timeout)
-        if thread.is_alive():  # in a write that does not return: a lock, a stalled network
-            self._sink.cancel(timeout=1.0)
-            thread.join(1.0)
+        ends = time.monotonic() + timeout
+        reserve = min(_CLOSE_RESERVE, timeout / 4)
+        thread.join(timeout - reserve)
+        if thread.is_alive():
+            self._deadline.set(time.monotonic())  # no new write: the rest goes to disk
+            # Again until it ends: a cancel that came between two writes cancels nothing.
+            while thread.is_alive() and (left := ends - time.monotonic()) > 0:
+                self._sink.cancel(timeout=min(reserve / 2, left))
+                thread.join(min(_CANCEL_AGAIN, max(0.0, ends - time.monotonic())))
         return thread.is_alive()
 
     def _deliver_leftover(self, leftover: Sequence[Record], stuck: bool) -> Outcome:
@@ -171,7 +188,7 @@ class Writer:
         self._step_backlog()
         while batch := intake.take():
             try:
-                outcome = self._delivery.deliver(batch, time.time_ns())
+                outcome = self._deliver(batch)
             except BaseException as exc:
                 self._unexpected(exc)
                 outcome = Outcome(dropped=len(batch))
@@ -183,6 +200,12 @@ class Writer:
             self._step_backlog(final=True)
             return True
         return False
+
+    def _deliver(self, batch: Sequence[Record]) -> Outcome:
+        if self._deadline.passed() and self._backlog.enabled:
+            # close() has no time left for the database: no new write, straight to disk.
+            return self._delivery.set_aside(batch, time.time_ns())
+        return self._delivery.deliver(batch, time.time_ns())
 
     def _step_backlog(self, *, final: bool = False) -> None:
         outcome, self._replay_due_at = self._backlog.step(final=final)
