@@ -226,6 +226,11 @@ class Intake:
             reason,
         )
 
+    def progress(self) -> int:
+        """A number that changes whenever events move (see ``_wait_for_room``)."""
+        with self._lock:
+            return self._progress()
+
     def flush(self, timeout: float | None) -> bool:
         """Wait until every event queued before this call has its final place."""
         with self._lock:

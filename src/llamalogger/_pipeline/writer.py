@@ -24,11 +24,15 @@ from .spill import SpillDir
 
 __all__ = ["Writer"]
 
-# What close() keeps of its timeout (a quarter of it at most) to cancel a write still in
-# progress and put what is left on disk: writing 100,000 events to disk takes well under
-# a second.
-_CLOSE_RESERVE = 2.0
+# What close() keeps of its timeout (half of it at most) to cancel a write still in
+# progress and put what is left on disk: a full queue of 100,000 events takes 3-4 s to
+# write to disk on a loaded 2-core machine. Without a spill directory only the cancel.
+_SPILL_RESERVE = 5.0
+_CANCEL_RESERVE = 1.0
 _CANCEL_AGAIN = 0.1
+# After close()'s timeout, how long a writer may show no progress before it is taken for
+# stuck in a write: longer than putting one batch on disk takes on a loaded machine.
+_STILL_AFTER_TIMEOUT = 1.5
 
 
 class Writer:
@@ -128,13 +132,17 @@ class Writer:
 
         A write still going on near the end (a slow server, or one that never answers)
         is cancelled with time to spare, so that what is left goes to disk (when there is
-        a spill directory) and close() ends within ``timeout``."""
+        a spill directory) and close() ends within ``timeout``: half of it is kept for
+        that, 5 s at most (without a spill directory, a quarter, 1 s at most)."""
         self._intake.wake()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return False
         ends = time.monotonic() + timeout
-        reserve = min(_CLOSE_RESERVE, timeout / 4)
+        if self._backlog.enabled:
+            reserve = min(_SPILL_RESERVE, timeout / 2)
+        else:
+            reserve = min(_CANCEL_RESERVE, timeout / 4)
         thread.join(timeout - reserve)
         if thread.is_alive():
             self._deadline.set(time.monotonic())  # no new write: the rest goes to disk
@@ -142,6 +150,14 @@ class Writer:
             while thread.is_alive() and (left := ends - time.monotonic()) > 0:
                 self._sink.cancel(timeout=min(reserve / 2, left))
                 thread.join(min(_CANCEL_AGAIN, max(0.0, ends - time.monotonic())))
+        # Past the time, a writer still putting batches on disk (a loaded machine) is let
+        # finish while it moves: giving up on it would count events lost that are not.
+        seen = self._intake.progress()
+        while thread.is_alive():
+            thread.join(_STILL_AFTER_TIMEOUT)
+            if (now_seen := self._intake.progress()) == seen:
+                break
+            seen = now_seen
         return thread.is_alive()
 
     def _deliver_leftover(self, leftover: Sequence[Record], stuck: bool) -> Outcome:
