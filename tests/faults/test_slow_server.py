@@ -22,9 +22,9 @@ from fixtures.database import run_counts
 from llamalogger import LlamaLogger
 
 # Small enough for a flood to fill the queue at once; one batch takes the slow server
-# 500 x 1 ms = 0.5 s at least, more than the 0.2 s that half of block_timeout allows.
-SETTINGS = {"queue_size": 1000, "batch_size": 500, "block_timeout": 0.4, "flush_interval": 0.05}
-EVENTS = 4000
+# 1000 x 1 ms = 1 s at least, twice the 0.5 s that half of the default block_timeout allows.
+SETTINGS = {"queue_size": 2000, "batch_size": 1000, "block_timeout": 1.0, "flush_interval": 0.05}
+EVENTS = 5000
 
 
 def slow_down(dsn: str, schema: str, every: int, sleep: float) -> None:
@@ -80,7 +80,7 @@ def test_a_flood_into_a_slow_server_is_slowed_to_its_pace_and_written(
         stats = logger.stats()
     assert_all_written_once(dsn, schema, run, stats)
     # Slowed to the server's pace: the last 3000 events could not be queued before the
-    # server had taken at least 3000 rows at 1 ms each.
+    # server had taken at least 3000 rows at 1 ms each (queue_size 2000 of 5000).
     assert logged >= (EVENTS - SETTINGS["queue_size"]) * 0.001
 
 
@@ -95,7 +95,7 @@ def test_a_writer_starved_by_busy_threads_still_writes_everything(dsn: str, sche
     """Three threads of pure Python keep the writer short of the interpreter while four
     callers flood a slow server: the writer is slow, never stuck, so nothing is cancelled,
     spilled or dropped."""
-    slow_down(dsn, schema, every=4, sleep=0.001)
+    slow_down(dsn, schema, every=1, sleep=0.001)
     run = uuid.uuid4().hex
     stop = threading.Event()
     busy = [threading.Thread(target=spin, args=(stop,), daemon=True) for _ in range(3)]

@@ -27,10 +27,15 @@ __all__ = ["ServerProgress"]
 # How often the server is asked while someone watches: a few times per hang interval
 # (half of block_timeout, 0.5 s by default), so that a moving write is seen as moving.
 _POLL_INTERVAL = 0.1
-# The thread (and its connection) ends once nobody has asked for this long.
-_IDLE_AFTER = 2.0
+# The thread (and its connection) ends once nobody has asked for this long: kept a while,
+# so that the next wait for room finds it connected (connecting on a busy machine can
+# take longer than the hang interval itself).
+_IDLE_AFTER = 10.0
 # libpq's smallest connect_timeout: a server that does not answer shows no progress.
 _CONNECT_TIMEOUT = 2.0
+# After a failed watch (a server out of connection slots, a stalled network), the next
+# try waits this long: callers ask twenty times a second, the server must not pay for it.
+_RETRY_AFTER = 5.0
 
 _QUERY = (
     "SELECT tuples_processed, bytes_processed FROM pg_catalog.pg_stat_progress_copy WHERE pid = %s"
@@ -56,13 +61,14 @@ class ServerProgress:
         self._asked_at = 0.0
         self._changes = 0
         self._closed = False
+        self._retry_at = 0.0  # no new watch before this moment (time.monotonic())
         self._reported = False  # why the server cannot be watched: said once
 
     def seen(self, pid: int | None) -> int:
         """How often the server was seen to move on ``pid``'s ``COPY`` (any backend's,
         counted together); watches ``pid`` from now on. Never waits for the server."""
-        self._asked_at = time.monotonic()
-        if pid is not None and not self._closed:
+        self._asked_at = now = time.monotonic()
+        if pid is not None and not self._closed and now >= self._retry_at:
             self._pid = pid
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
@@ -90,7 +96,9 @@ class ServerProgress:
                         row = conn.execute(_QUERY, (pid,), prepare=False).fetchone()
                         conn.commit()  # the statistics are read anew in each transaction
                         state = (pid, row)
-                        if last is not None and state != last:
+                        # A first look counts only a COPY the server has taken rows of.
+                        first = last is None and row is not None and any(row)
+                        if first or (last is not None and state != last):
                             self._changes += 1
                         last = state
                         time.sleep(_POLL_INTERVAL)
@@ -102,6 +110,7 @@ class ServerProgress:
             self._report("the server has no pg_stat_progress_copy (PostgreSQL 13 or older)")
         except Exception as exc:
             # No answer is no sign of progress: a write that really hangs is still cancelled.
+            self._retry_at = time.monotonic() + _RETRY_AFTER
             self._report(type(exc).__name__)  # its text might name the server's address
 
     def _report(self, why: str) -> None:
