@@ -112,11 +112,13 @@ def _pg_ctlcluster(action: str) -> None:
 
 
 @contextlib.contextmanager
-def fault_server(kind: str, *, allow_restart: bool = False) -> Iterator[Server]:
-    """The server named by ``--server``; a machine server stopped by the bench is always
-    started again before this returns."""
+def fault_server(
+    kind: str, *, allow_restart: bool = False, dsn: str = MACHINE_DSN
+) -> Iterator[Server]:
+    """The server named by ``--server`` (``machine``: the one at ``dsn``); a machine server
+    stopped by the bench is always started again before this returns."""
     if kind == "machine":
-        server = Server("machine", MACHINE_DSN, can_restart=allow_restart)
+        server = Server("machine", dsn, can_restart=allow_restart)
         try:
             server.version = _version(server)
             yield server

@@ -4,6 +4,7 @@
     python benchmarks/bench_faults.py --only outage            # one row
     python benchmarks/bench_faults.py --server machine         # 127.0.0.1:5432, no restart
     python benchmarks/bench_faults.py --server machine --allow-restart   # every row there too
+    python benchmarks/bench_faults.py --server machine --dsn DSN --only slow-server   # elsewhere
 
 Each row of the table runs in processes of its own (a crash, a fork or a dead writer thread
 must not spoil the next row) against a freshly migrated schema. The table is the ground truth:
@@ -35,7 +36,16 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _support import ADMIN_APP, CommitWatch, Server, fault_server, migrated_schema, stored_rows
+from _support import (
+    ADMIN_APP,
+    MACHINE_DSN,
+    CommitWatch,
+    Server,
+    fault_server,
+    migrated_schema,
+    stored_rows,
+)
+from bench_writer import log_events
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -489,6 +499,59 @@ def child_refused(
     stats = logger.stats()
     logger.close(10)
     return {"flushed": flushed, "flush_seconds": seconds, "stats": stats}
+
+
+def spin(stop: threading.Event) -> None:
+    """Keep the interpreter busy, as CPU-bound work in the same process does."""
+    while not stop.is_set():
+        sum(range(2000))
+
+
+def child_slow_flood(
+    probe: Probe, dsn: str, schema: str, count: int, busy_threads: int, flush: bool
+) -> dict[str, Any]:
+    """``count`` realistic events as fast as one thread can, defaults, while
+    ``busy_threads`` threads of pure Python compete for the interpreter, then ``flush()``
+    (or, without ``flush``, ``close()`` at once); counts the writes that another thread
+    cancelled (a caller judging one hung, or close())."""
+    from llamalogger._pipeline.sink import BatchSink
+
+    cancelled = [0]
+    cancel = BatchSink.cancel
+
+    def counting_cancel(self: BatchSink, timeout: float = 2.0) -> None:
+        cancelled[0] += self._active is not None  # a write was in progress
+        cancel(self, timeout)
+
+    BatchSink.cancel = counting_cancel  # type: ignore[method-assign]
+    stop = threading.Event()
+    busy = [threading.Thread(target=spin, args=(stop,), daemon=True) for _ in range(busy_threads)]
+    for thread in busy:
+        thread.start()
+    try:
+        logger = LlamaLogger(dsn, schema=schema)
+        begun = time.perf_counter()
+        log_events(logger, 0, count)
+        log_seconds = time.perf_counter() - begun
+        flushed = logger.flush(600) if flush else None
+        total_seconds = time.perf_counter() - begun
+        stats = logger.stats()
+        closing = time.perf_counter()
+        closed = logger.close()
+        close_seconds = time.perf_counter() - closing
+    finally:
+        stop.set()
+    return {
+        "log_seconds": log_seconds,
+        "total_seconds": total_seconds,
+        "flushed": flushed,
+        "stats": stats,
+        "closed": closed,
+        "close_seconds": close_seconds,
+        "final": logger.stats(),
+        "cancelled": cancelled[0],
+        "lines": probe.lines,
+    }
 
 
 # --- the bench's side: scenarios, measurements, verdicts --------------------------------------
@@ -1072,6 +1135,127 @@ class Bench:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    # slow is not down ---------------------------------------------------------------------
+
+    def slow_server(self) -> None:
+        """A healthy server that takes rows slowly: a trigger sleeps 1 ms every 10th row."""
+        self._slow_flood(
+            "slow-server",
+            "300,000 realistic events at full speed, defaults; the server sleeps 1 ms every "
+            "10th row (a trigger)",
+            slow_every=10,
+            busy_threads=0,
+        )
+
+    def slow_close(self) -> None:
+        """The same slow server, and close() (exit_timeout 10 s) as soon as all is logged."""
+        name = "slow-close"
+        count = 300_000
+        title = (
+            f"{count:,} realistic events at full speed into the slow server of slow-server, "
+            "then close() at once (exit_timeout 10 s)"
+        )
+        with self.row(f"{name}: {title}") as (schema, _run):
+            self.slow_down(schema, 10)
+            result = Child(child_slow_flood, self.server.dsn, schema, count, 0, False).report(900)
+            if self.failed_child(name, result):
+                return
+            stored, distinct = self.stored_events(schema)
+            final = result["final"]
+            print(
+                f"  logged {count:,} in {result['log_seconds']:.1f} s; close() {result['closed']} "
+                f"in {result['close_seconds']:.2f} s, writes cancelled {result['cancelled']}"
+            )
+            print(f"  stored {stored:,} rows, {distinct:,} distinct events  {counters(final)}")
+            self.print_lines(result)
+            said = any(
+                level == "WARNING" and f"closed with {final['on_disk']} events" in text
+                for level, text in result.get("first_lines", []) + result.get("lines", [])
+            )
+            measured = (
+                f"close() {result['close_seconds']:.2f} s, written {final['written']:,}, on disk "
+                f"{final['on_disk']:,}, dropped {final['dropped']:,}, warned with the count: {said}"
+            )
+            holds = (
+                result["close_seconds"] < 10.0 and final["dropped"] == 0 and stored == distinct
+            ) and (said or final["on_disk"] == 0)
+            self.verdict(name, holds, measured, "within exit_timeout, nothing dropped, said")
+
+    def starved_writer(self) -> None:
+        """A healthy server; the writer is short of the interpreter: four busy threads."""
+        self._slow_flood(
+            "starved-writer",
+            "300,000 realistic events at full speed, defaults; 4 threads of pure Python "
+            "busy in the same process",
+            slow_every=0,
+            busy_threads=4,
+        )
+
+    def _slow_flood(self, name: str, title: str, *, slow_every: int, busy_threads: int) -> None:
+        count = 300_000
+        with self.row(f"{name}: {title}") as (schema, _run):
+            if slow_every:
+                self.slow_down(schema, slow_every)
+            result = Child(
+                child_slow_flood, self.server.dsn, schema, count, busy_threads, True
+            ).report(900)
+            if self.failed_child(name, result):
+                return
+            stored, distinct = self.stored_events(schema)
+            stats, final = result["stats"], result["final"]
+            print(
+                f"  logged {count:,} in {result['log_seconds']:.1f} s, all settled after "
+                f"{result['total_seconds']:.1f} s ({count / result['total_seconds']:,.0f}/s), "
+                f"flush() {result['flushed']}"
+            )
+            print(
+                f"  written {stats['written']:,}  spilled {stats['spilled']:,}  dropped "
+                f"{stats['dropped']:,}  writes cancelled {result['cancelled']}  retried "
+                f"{stats['retried']:,}"
+            )
+            print(
+                f"  close() {result['closed']} in {result['close_seconds']:.2f} s, on disk "
+                f"after it {final['on_disk']:,}; stored {stored:,} rows, {distinct:,} distinct "
+                f"events  {counters(final)}"
+            )
+            self.print_lines(result)
+            lost = count - distinct
+            measured = (
+                f"written {stats['written']:,}, spilled {stats['spilled']:,}, dropped "
+                f"{stats['dropped']:,}, cancelled {result['cancelled']}"
+            )
+            holds = (stats["dropped"], stats["spilled"], lost, stored - distinct) == (0, 0, 0, 0)
+            self.verdict(name, holds, measured, "nothing spilled or dropped, all stored once")
+
+    def slow_down(self, schema: str, every: int) -> None:
+        """A ``BEFORE INSERT`` trigger on ``schema``'s ``llama_log`` that sleeps 1 ms for
+        every ``every``-th row."""
+        with self.server.admin() as admin:
+            admin.execute(
+                sql.SQL(
+                    "CREATE SEQUENCE {schema}.slow_rows;"
+                    " CREATE FUNCTION {schema}.slow_row() RETURNS trigger LANGUAGE plpgsql AS $$"
+                    " BEGIN IF nextval({sequence}) % {every} = 0 THEN PERFORM pg_sleep(0.001);"
+                    " END IF; RETURN NEW; END $$;"
+                    " CREATE TRIGGER slow_row BEFORE INSERT ON {schema}.llama_log"
+                    " FOR EACH ROW EXECUTE FUNCTION {schema}.slow_row();"
+                ).format(
+                    schema=sql.Identifier(schema),
+                    sequence=sql.Literal(f"{schema}.slow_rows"),
+                    every=sql.Literal(every),
+                )
+            )
+
+    def stored_events(self, schema: str) -> tuple[int, int]:
+        """Rows of ``llama_log`` and the distinct events among them: ``log_events`` gives
+        event n the id n as its entity's (or, for a link, its related entity's)."""
+        query = sql.SQL(
+            "SELECT count(*), count(DISTINCT coalesce(related_id, entity_id)) FROM {}.llama_log"
+        ).format(sql.Identifier(schema))
+        with self.server.admin() as admin:
+            row = admin.execute(query).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def can_restart(self, name: str, title: str) -> bool:
         if self.server.can_restart:
             return True
@@ -1134,6 +1318,9 @@ SCENARIOS = {
     "spill-files": Bench.spill_files,
     "batch-size-0": Bench.bad_option,
     "refused-rows": Bench.refused,
+    "slow-server": Bench.slow_server,
+    "slow-close": Bench.slow_close,
+    "starved-writer": Bench.starved_writer,
 }
 
 
@@ -1145,10 +1332,17 @@ def main() -> None:
         action="store_true",
         help="with --server machine: stop and start the machine's cluster (pg_ctlcluster)",
     )
+    parser.add_argument(
+        "--dsn",
+        default=MACHINE_DSN,
+        help="with --server machine: the server to use (--allow-restart only for the default)",
+    )
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
     args = parser.parse_args()
+    if args.allow_restart and args.dsn != MACHINE_DSN:
+        parser.error("--allow-restart restarts the machine's cluster: only with the default --dsn")
     command = " ".join(shlex.quote(part) for part in ["python", *sys.argv])
-    with fault_server(args.server, allow_restart=args.allow_restart) as server:
+    with fault_server(args.server, allow_restart=args.allow_restart, dsn=args.dsn) as server:
         print(f"PostgreSQL {server.version} ({server.kind}), llamalogger {llamalogger.__version__}")
         print(f"command: {command}")
         print("default settings unless a row names an option; XDG_STATE_HOME is a new temporary")

@@ -214,6 +214,10 @@ class _MemorySink:
     def cancel(self, timeout: float = 0.0) -> None:
         """Nothing to cancel: a write in memory never hangs."""
 
+    def progress(self) -> int:
+        """Nothing to watch: a write in memory never waits for anyone."""
+        return 0
+
     def target(self) -> dict[str, str]:
         return {"host": "memory", "port": "", "dbname": "", "schema": self._schema}
 

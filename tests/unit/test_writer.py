@@ -45,6 +45,9 @@ class MemorySink:
         self.on_write: Callable[[], None] | None = None
         self.written = threading.Event()  # set after each write that stored its rows
         self.hanging = threading.Event()  # set once a write is held by ``hang``
+        self.handed = 0  # rows the sink took in, the way BatchSink counts its progress
+        self.pace = 0.0  # seconds per row: a slow server, whose progress shows row by row
+        self.stall_at: int | None = None  # after this many rows handed, the write hangs
 
     def _check(self, rows: Sequence[tuple[object, ...]]) -> None:
         self.writes += 1
@@ -54,6 +57,16 @@ class MemorySink:
             raise self.explode
         if self.down:
             raise psycopg.OperationalError("connection refused")
+        if self.pace:
+            for _ in rows:
+                if self.stall_at is not None and self.handed >= self.stall_at:
+                    self.hang.set()
+                    break
+                if self.cancelled.is_set():
+                    self.cancelled.clear()
+                    raise psycopg.errors.QueryCanceled("canceling statement due to user request")
+                time.sleep(self.pace)
+                self.handed += 1
         if self.hang.is_set():
             self.cancelled.clear()
             self.hanging.set()
@@ -66,6 +79,7 @@ class MemorySink:
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None:
         self._check(rows)
+        self.handed += 0 if self.pace else len(rows)
         self.rows.extend(rows)
         self.written.set()
 
@@ -86,6 +100,9 @@ class MemorySink:
 
     def cancel(self, timeout: float = 2.0) -> None:
         self.cancelled.set()
+
+    def progress(self) -> int:
+        return self.handed
 
     def target(self) -> dict[str, str]:
         return dict(TARGET)
@@ -257,6 +274,81 @@ class TestOutage:
         assert stats["dropped"] == 0
         assert stats["on_disk"] == 500
         assert_adds_up(stats)
+
+    def test_a_slow_write_that_moves_is_never_cancelled_and_nothing_is_dropped(
+        self, make_writer
+    ) -> None:
+        """Each write takes three times block_timeout, but rows move all the while: callers
+        wait at its pace, no write is cancelled, nothing goes to disk or is dropped."""
+        writer, sink = make_writer(queue_size=20, batch_size=20, block_timeout=0.2)
+        sink.pace = 0.03  # 20 rows: 0.6 s a write
+        for number in range(100):
+            put(writer, record(number))
+        assert writer.flush(timeout=10)
+        assert not sink.cancelled.is_set()
+        stats = writer.stats()
+        assert (stats["dropped"], stats["spilled"], stats["retried"]) == (0, 0, 0)
+        assert numbers(sink.rows) == list(range(100))
+        assert_adds_up(stats)
+
+    def test_a_write_that_stops_moving_is_cancelled_once_still_for_half_block_timeout(
+        self, make_writer
+    ) -> None:
+        """A write that moved, then hangs, is cancelled half of block_timeout after its
+        last progress (not after the caller began to wait); its batch goes to disk and no
+        caller drops anything."""
+        writer, sink = make_writer(queue_size=20, batch_size=20, block_timeout=0.4)
+        sink.pace = 0.02
+        sink.stall_at = 30  # the second write hangs after 10 of its rows
+        for number in range(100):
+            put(writer, record(number))
+            if sink.cancelled.is_set():
+                sink.pace, sink.stall_at = 0.0, None
+        assert writer.flush(timeout=10)
+        assert sink.cancelled.is_set()
+        stats = writer.stats()
+        assert stats["dropped"] == 0
+        assert stats["spilled"] >= 20  # the cancelled batch, and those behind it
+        assert_adds_up(stats)
+
+    def test_without_any_progress_callers_drop_after_block_timeout(self, make_writer) -> None:
+        """No spill directory and a write that never moves: the first caller waits
+        block_timeout, then drops; later ones drop at once until the writer moves."""
+        writer, sink = make_writer(spill=False, queue_size=10, batch_size=10, block_timeout=0.3)
+        sink.hang.set()
+        started = time.monotonic()
+        for number in range(30):
+            put(writer, record(number))
+        waited = time.monotonic() - started
+        assert 0.3 <= waited < 0.3 + 1.0
+        assert writer.stats()["dropped"] == 10
+        sink.hang.clear()
+        sink.cancel()
+
+    def test_close_cancels_a_slow_write_in_time_and_says_what_waits_on_disk(
+        self, make_writer, caplog
+    ) -> None:
+        """A slow server at close(): what it has not taken when the time is nearly up goes
+        to disk; close() ends within its timeout and says how many events wait there."""
+        writer, sink = make_writer(queue_size=1000, batch_size=100)
+        sink.pace = 0.01  # 1 s a batch
+        for number in range(1000):
+            put(writer, record(number))
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="llamalogger"):
+            closed = writer.close(timeout=2.0)
+        elapsed = time.monotonic() - started
+        stats = writer.stats()
+        assert elapsed < 2.0
+        assert closed  # nothing lost: what was not written waits on disk
+        assert stats["dropped"] == 0
+        assert stats["on_disk"] > 0
+        assert stats["written"] + stats["on_disk"] == 1000
+        assert_adds_up(stats)
+        assert any(
+            f"closed with {stats['on_disk']} events in spill files" in r.getMessage()
+            for r in caplog.records
+        )
 
     def test_close_with_a_write_that_never_returns_reports_it_and_does_not_count_twice(
         self, make_writer

@@ -29,6 +29,10 @@ Details = Mapping[str, Any]
 
 _category = itemgetter(1)  # an event's category, or JOB for a job record
 
+# How often a caller waiting for room looks at the writer's progress: a few times within
+# the hang interval (half of block_timeout), however block_timeout is set.
+_LOOK_AGAIN = 0.05
+
 
 class _Batch(Sequence[Record]):
     """Events taken off the queue, still apart (see ``Intake.put_apart``): each record is
@@ -76,17 +80,23 @@ class Intake:
     """Where callers put events and the writer takes them, counted in one ``Ledger``."""
 
     def __init__(
-        self, settings: Settings, reporter: Reporter, cancel_write: Callable[[], None] | None
+        self,
+        settings: Settings,
+        reporter: Reporter,
+        cancel_write: Callable[[], None] | None,
+        progress: Callable[[], int],
     ) -> None:
-        """``cancel_write``: cancels a hanging write half way through ``block_timeout``,
-        so that its batch can go to disk and make room (None: no spill directory, so
-        cancelling would not help)."""
+        """``cancel_write``: cancels a write that made no progress for half of
+        ``block_timeout``, so that its batch can go to disk and make room (None: no spill
+        directory, so cancelling would not help). ``progress``: the sink's number that
+        changes while its write moves (``Sink.progress``); it must never wait."""
         self._maxsize = settings.queue_size
         self._batch_size = settings.batch_size
         self._block = settings.on_full == "block"
         self._block_timeout = settings.block_timeout
         self._reporter = reporter
         self._cancel_write = cancel_write
+        self._sink_progress = progress
         self._closing = False
         # The queue holds each event as two items, its fields and its details (see
         # put_apart), so its length is twice the events it holds.
@@ -105,6 +115,9 @@ class Intake:
         # on for room in a full queue.
         self._lock = threading.Condition(threading.Lock())
         self._ledger = Ledger()
+        # Grows whenever the writer takes, settles or replays events: with the sink's own
+        # progress, how callers waiting for room tell a slow writer from a stuck one.
+        self._moves = 0
         # Set when a caller waited block_timeout for room in vain; until the writer takes
         # its next batch, callers drop at once instead of each waiting that long again.
         self._stuck = False
@@ -163,28 +176,42 @@ class Intake:
             )
 
     def _wait_for_room(self, event: tuple[tuple[object, ...], Details | None]) -> bool:
-        """Queue ``event`` once the writer makes room; False if it made none within
-        ``block_timeout`` (or the logger is closing)."""
+        """Queue ``event`` once the writer makes room. While events move (rows reach the
+        server or the disk), however slowly, this waits: a flood is slowed to their pace.
+        False once nothing moved for ``block_timeout`` (or the logger is closing)."""
         with self._lock:
             if self._stuck:
                 return False
             self._wake.set()
-            now = time.monotonic()
-            deadline = now + self._block_timeout
-            cancel_at = deadline if self._cancel_write is None else now + self._block_timeout / 2
+            seen = self._progress()
+            still_since = time.monotonic()
+            may_cancel = self._cancel_write is not None
             while len(self._queue) >= self._room and not self._closing:
                 now = time.monotonic()
-                if now >= deadline:
+                progress = self._progress()
+                if progress != seen:  # a slow write is no hanging one
+                    seen, still_since = progress, now
+                    may_cancel = self._cancel_write is not None
+                still = now - still_since
+                if still >= self._block_timeout:
                     self._stuck = True
                     return False
-                if now >= cancel_at and self._cancel_write is not None:
-                    cancel_at = deadline
+                if may_cancel and still >= self._block_timeout / 2:
+                    # Hung (a lock, a stalled network): its batch goes to disk instead.
+                    may_cancel = False
                     threading.Thread(target=self._cancel_write, daemon=True).start()
-                self._lock.wait(min(cancel_at, deadline) - now)
+                # Woken when the writer takes or settles a batch; between those, only the
+                # sink's progress says that a write moves, so look at it again soon.
+                self._lock.wait(_LOOK_AGAIN)
             if self._closing:
                 return False
             self._queue.extend(event)
             return True
+
+    def _progress(self) -> int:
+        """Changes whenever events move: taken, settled, replayed, or rows of a write
+        reaching the server (called under the lock: the sink's number never waits)."""
+        return self._moves + self._sink_progress()
 
     def _refuse(self, reason: str, event: tuple[tuple[object, ...], Details | None]) -> None:
         """Count a dropped event; report the reason once (never under the lock: a slow
@@ -199,6 +226,11 @@ class Intake:
             "stats()['dropped']",
             reason,
         )
+
+    def progress(self) -> int:
+        """A number that changes whenever events move (see ``_wait_for_room``)."""
+        with self._lock:
+            return self._progress()
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until every event queued before this call has its final place."""
@@ -248,6 +280,7 @@ class Intake:
             batch = _Batch(queue, count)
             self._ledger.take(count, batch.jobs)
             if count:
+                self._moves += 1
                 self._stuck = False
                 self._lock.notify_all()  # room for callers waiting in a full queue
         return batch
@@ -265,9 +298,12 @@ class Intake:
         """Count what settles no taken event: a replay, an error."""
         with self._lock:
             self._ledger.apply(outcome)
+            if outcome.replayed or outcome.written or outcome.on_disk or outcome.rejected:
+                self._moves += 1  # a replay stored something (failed attempts move nothing)
 
     def _settle(self, count: int, outcome: Outcome) -> None:
         self._ledger.settle(count, outcome)
+        self._moves += 1
         self._lock.notify_all()
 
     # --- closing -------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .._conninfo import DEFAULT_SCHEMA, check_conninfo, masked_conninfo, scrub, 
 from .._errors import ConfigurationError
 from .._records import COLUMNS, COPY_TYPES, JOB, JOB_COLUMNS, JOB_COPY_TYPES
 from .connect_options import CONNECT_TIMEOUT, writer_options
+from .progress import ServerProgress
 
 __all__ = [
     "SCHEMA_MISSING",
@@ -66,7 +67,9 @@ class Sink(Protocol):
 
     ``write`` and ``write_replays`` raise what went wrong (see ``classify``);
     ``write_replays`` stores the rows of several spill files (id, rows) all or none, and
-    returns the ids it had stored already (their rows are not stored again). ``target``
+    returns the ids it had stored already (their rows are not stored again). ``progress``
+    is a number that changes while a write moves (called from other threads, it never
+    waits): a write that hangs is told from a slow one by it alone. ``target``
     names where rows go (host, port, dbname, schema; never a password)."""
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None: ...
@@ -74,6 +77,8 @@ class Sink(Protocol):
     def write_replays(self, files: Sequence[SpilledRows]) -> set[str]: ...
 
     def cancel(self, timeout: float = ...) -> None: ...
+
+    def progress(self) -> int: ...
 
     def target(self) -> dict[str, str]: ...
 
@@ -300,6 +305,8 @@ class BatchSink:
         self._cancel_asked = False  # cancel() was called during the write in progress
         self._pool_checked = False  # the pool's schema was checked since its last failure
         self._pid = os.getpid()
+        self._handed = 0  # rows handed to COPY, ever: moves while the network takes them
+        self._server = self._server_progress()
         self.schema = validate_schema(schema)
         self._copy = _copy_statement(schema, "llama_log", COLUMNS)
         self._copy_jobs = _copy_statement(schema, "llama_job", JOB_COLUMNS)
@@ -402,6 +409,7 @@ class BatchSink:
             copy.set_types(COPY_TYPES)
             for row in rows:
                 copy.write_row(row)
+                self._handed += 1
 
     def _copy_mixed(
         self, conn: psycopg.Connection[Any], rows: Iterable[tuple[object, ...]]
@@ -417,6 +425,7 @@ class BatchSink:
                         jobs.append(row)
                     else:
                         copy.write_row(row)
+                    self._handed += 1
             if jobs:
                 with cur.copy(self._copy_jobs) as copy:
                     copy.set_types(JOB_COPY_TYPES)
@@ -516,6 +525,22 @@ class BatchSink:
             with contextlib.suppress(Exception):
                 conn.cancel_safe(timeout=timeout)
 
+    def progress(self) -> int:
+        """A number that changes while the write in progress moves: each row handed to its
+        COPY, and each change the server shows in that COPY's progress (a slow server is
+        still working through rows handed long ago). Never waits."""
+        conn = self._active
+        pid = None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closed under us: no write to watch
+                pid = conn.info.backend_pid
+        return self._handed + self._server.seen(pid)
+
+    def _server_progress(self) -> ServerProgress:
+        # With a pool, each look borrows a connection for a moment only: the pool is the
+        # user's, and a connection held for seconds could be one their own code waits for.
+        return ServerProgress(self.separate_connection, hold=self._pool is None)
+
     def after_fork_in_child(self) -> None:
         """Forget a connection inherited from the parent: its socket is the parent's.
 
@@ -524,9 +549,11 @@ class BatchSink:
         if self._pid != os.getpid():
             self._own = None
             self._active = None
+            self._server = self._server_progress()  # its thread is the parent's
         self._pid = os.getpid()
 
     def close(self) -> None:
+        self._server.close()
         conn, self._own = self._own, None
         if conn is not None and self._pid == os.getpid():
             with contextlib.suppress(Exception):

@@ -24,11 +24,15 @@ from .spill import SpillDir
 
 __all__ = ["Writer"]
 
-# The share of close()'s time (at most 1 s) kept after the writer stops waiting for the
-# database: for it to settle its batch, or for cancelling a write that does not return,
-# and for putting what is left on disk, so that close() returns within its timeout.
-_CLOSE_RESERVE_SHARE = 0.25
-_CLOSE_RESERVE_MAX = 1.0
+# What close() keeps of its timeout once the writer stops waiting for the database: for
+# it to settle its batch, to cancel a write still going (a slow server, or one that never
+# answers) and to put what is left on disk, so that close() returns within its timeout.
+# With a spill directory half of it, 5 s at most (a full queue of 100,000 events takes 3-4 s
+# to write to disk on a loaded 2-core machine); without one a quarter, 1 s at most.
+_SPILL_RESERVE = 5.0
+_CANCEL_RESERVE = 1.0
+# How soon a cancel is sent again: one that came between two writes cancels nothing.
+_CANCEL_AGAIN = 0.1
 # Events put on disk (or written) at a time by close() itself: between two, it looks at
 # its deadline, so a slow disk cannot hold it much past its timeout.
 _LEFTOVER_CHUNK = 5_000
@@ -64,7 +68,9 @@ class Writer:
             outage=self._outage,
             deadline=self._deadline,
         )
-        self._intake = Intake(settings, self._reporter, sink.cancel if spill is not None else None)
+        self._intake = Intake(
+            settings, self._reporter, sink.cancel if spill is not None else None, sink.progress
+        )
         self.put_apart = self._intake.put_apart  # the hot path, with no call in between
         self._close_result = True
         self._thread: threading.Thread | None = None
@@ -108,7 +114,10 @@ class Writer:
             return self._close_result
         # Set before closing begins, so that the writer thread never sees one without it.
         closes_at = time.monotonic() + timeout
-        reserve = min(_CLOSE_RESERVE_MAX, timeout * _CLOSE_RESERVE_SHARE)
+        if self._backlog.enabled:
+            reserve = min(_SPILL_RESERVE, timeout / 2)
+        else:
+            reserve = min(_CANCEL_RESERVE, timeout / 4)
         # The writer stops waiting for the database a reserve before close() must return.
         self._deadline.set(closes_at - reserve)
         dropped_before = self._intake.close()
@@ -145,11 +154,15 @@ class Writer:
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return False
+        ends = time.monotonic() + timeout
         # Half the reserve for the writer to settle its batch once its deadline has passed.
         thread.join(timeout - reserve / 2)
-        if thread.is_alive():  # in a write that does not return: a lock, a stalled network
-            self._sink.cancel(timeout=reserve / 4)
-            thread.join(reserve / 4)
+        # Still in a write (a lock, a stalled network, a slow server): cancel it, again until
+        # it ends, keeping a quarter of the reserve for what is left to go to disk.
+        cancel_until = ends - reserve / 4
+        while thread.is_alive() and (left := cancel_until - time.monotonic()) > 0:
+            self._sink.cancel(timeout=left)
+            thread.join(min(_CANCEL_AGAIN, max(0.0, cancel_until - time.monotonic())))
         return thread.is_alive()
 
     def _deliver_leftover(
@@ -223,7 +236,7 @@ class Writer:
         """Deliver ``batch`` and settle it, but for what the disk refused: that stays in
         hand (``_held``), unsettled. False if close() has counted the batch already."""
         try:
-            outcome = self._delivery.deliver(batch, time.time_ns())
+            outcome = self._deliver(batch)
         except BaseException as exc:
             self._unexpected(exc)
             outcome = Outcome(dropped=len(batch))
@@ -240,6 +253,12 @@ class Writer:
         intake = self._intake
         queued = intake.depth + len(self._held)
         return self._backlog.takes_batch(queued, self._batch_size, asked=intake.asked)
+
+    def _deliver(self, batch: Sequence[Record]) -> Outcome:
+        if self._deadline.passed() and self._backlog.enabled:
+            # close() has no time left for the database: no new write, straight to disk.
+            return self._delivery.set_aside(batch, time.time_ns())
+        return self._delivery.deliver(batch, time.time_ns())
 
     def _step_backlog(self, *, final: bool = False) -> None:
         outcome, self._replay_due_at = self._backlog.step(final=final)
