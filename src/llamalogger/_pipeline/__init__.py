@@ -11,6 +11,8 @@
 - ``backlog``: spill mode: batches to disk, their replay in order, files of others;
 - ``retry``: the schedule both of those share; ``spill``: the files on disk;
 - ``sanitise``: making any event storable; ``sink``: the ``Sink`` protocol and the COPY sink;
+- ``connect_options``: the writer's connection options, the user's checked against them;
+- ``write_size``: how many rows a write may hold while a limit of the server's cuts it short;
 - ``progress``: the server's own word on the sink's write in progress (slow, or hung?);
 - ``process``: exit and fork hooks; ``diagnostics``: rate-limited reports;
 - ``settings``: the one frozen ``Settings``, with every default.
