@@ -10,8 +10,9 @@ headless Chromium (the demo's 7,000 jobs, and 50,000 jobs opened collapsed).
    ``runs()`` query on a read-only connection, JSON), for the first page, the failed
    filter, a name filter, page 50 and a task id; medians of 21 requests.
 2. **Demo-size tree in Chromium.** ``llamalog demo --tracks 2000`` (7,000 jobs, written by the
-   real logger) is served by uvicorn; Chromium opens its run page. Interactive: the tree is
-   drawn and the selected job's panel loaded, in ms from navigation start; medians of 5.
+   real logger) is served by ``llamalog serve`` in its own process; Chromium opens its run
+   page. Interactive: the tree is drawn and the selected job's panel loaded, in ms from
+   navigation start as the page records it (and when the driver sees it); medians of 5.
 3. **50,000 jobs.** A tree of 50,000 job records (a root, 250 children, 199 grandchildren
    each) opens collapsed; then a branch is expanded (199 rows drawn), and "expand all" is
    clicked (children drawn 200 per level at most). The longest main-thread task (Long Tasks
@@ -21,11 +22,13 @@ headless Chromium (the demo's 7,000 jobs, and 50,000 jobs opened collapsed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import random
 import socket
 import statistics
-import threading
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -159,25 +162,38 @@ def time_runs_page(dsn: str, schema: str, roots: int) -> None:
 
 @contextmanager
 def served(dsn: str, schema: str) -> Iterator[str]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(dsn, schema=schema), log_level="warning"))
+    """``llamalog serve`` in its own process, as a user runs it: the browser driver's Python
+    must not share the server's interpreter (and its lock)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    port = sock.getsockname()[1]
+    sock.close()
+    command = [sys.executable, "-m", "llamalogger.cli", "serve", "--dsn", dsn]
+    server = subprocess.Popen([*command, "--schema", schema, "--port", str(port)])
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llamalog serve did not start (exit code {server.poll()})")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join()
-        sock.close()
+        server.terminate()
+        server.wait(timeout=30)
 
 
+# The longest main-thread task, and when the job panel's facts appear (what "interactive"
+# waits for), seen from inside the page: the driver notices it later, by up to hundreds of ms
+# on a loaded machine.
 LONG_TASKS = """
 window.__longest = 0;
+new MutationObserver(() => {
+  if (!window.__ready && document.querySelector(".job-panel dl.facts")) {
+    window.__ready = performance.now();
+  }
+}).observe(document, { subtree: true, childList: true });
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
     window.__longest = Math.max(window.__longest, entry.duration);
@@ -186,15 +202,17 @@ new PerformanceObserver((list) => {
 """
 
 
-def open_tree(browser: Any, url: str) -> tuple[float, float, Any]:
-    """ms from navigation start until the tree and the job panel are drawn; the longest task."""
+def open_tree(browser: Any, url: str) -> tuple[float, float, float, Any]:
+    """ms from navigation start until the tree and the job panel are drawn (in the page,
+    and as the driver sees it); the longest task."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.add_init_script(LONG_TASKS)
     page.goto(url)
     page.wait_for_selector(".job-panel dl.facts", timeout=60_000)
-    ready = page.evaluate("performance.now()")
-    return ready, page.evaluate("window.__longest"), (context, page)
+    seen = page.evaluate("performance.now()")
+    ready = page.evaluate("window.__ready")
+    return ready, seen, page.evaluate("window.__longest"), (context, page)
 
 
 def time_click(page: Any, selector: str, wait_for: str) -> float:
@@ -297,24 +315,25 @@ def time_trees(dsn: str, schema: str, chromium: str) -> None:
     server_times(dsn, schema, {"demo tree": demo.root_job_id, "50,000-job tree": big})
     with served(dsn, schema) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
-        readies, longest = [], []
+        readies, seens, longest = [], [], []
         for _ in range(5):
-            ready, long_task, (context, _page) = open_tree(
+            ready, seen, long_task, (context, _page) = open_tree(
                 browser, f"{url}/jobs/{demo.root_job_id}"
             )
             readies.append(ready)
+            seens.append(seen)
             longest.append(long_task)
             context.close()
         print(
             f"  demo tree interactive: {statistics.median(readies):6.0f} ms from navigation "
-            f"(runs {min(readies):.0f}-{max(readies):.0f}); longest task "
-            f"{statistics.median(longest):.0f} ms"
+            f"(runs {min(readies):.0f}-{max(readies):.0f}; seen by the driver at "
+            f"{statistics.median(seens):.0f}); longest task {statistics.median(longest):.0f} ms"
         )
-        ready, long_task, (context, page) = open_tree(browser, f"{url}/jobs/{big}")
+        ready, seen, long_task, (context, page) = open_tree(browser, f"{url}/jobs/{big}")
         rows = page.locator(".job").count()
         print(
-            f"  50,000-job tree interactive, collapsed: {ready:6.0f} ms ({rows} rows drawn); "
-            f"longest task {long_task:.0f} ms"
+            f"  50,000-job tree interactive, collapsed: {ready:6.0f} ms ({rows} rows drawn; "
+            f"seen by the driver at {seen:.0f}); longest task {long_task:.0f} ms"
         )
         page.evaluate("window.__longest = 0")
         branch = time_click(page, ".job:nth-child(2) .toggle", ".job:nth-child(201)")

@@ -53,6 +53,24 @@ class Album:
     other_root: str  # nightly-sync, later than the album
 
 
+def tree_jobs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The jobs of a tree payload (``/api/tree``, the export) by id, one dict per job with
+    its columns and its parent's id; checks that every column has a value per job and that
+    each parent comes before its children (what the page relies on)."""
+    columns = data["jobs"]
+    count = len(columns["id"])
+    assert {len(values) for values in columns.values()} == {count}
+    jobs: dict[str, dict[str, Any]] = {}
+    for row in range(count):
+        job = {name: values[row] for name, values in columns.items()}
+        parent = job["parent"]
+        assert (parent == -1) == (row == 0)
+        assert parent < row
+        job["parent_id"] = None if row == 0 else columns["id"][parent]
+        jobs[job["id"]] = job
+    return jobs
+
+
 # The failing step runs as code of a relative file name: its traceback, which the docs'
 # screenshot shows, names no directory of the machine the tests ran on.
 _FAILING_STEP = compile(

@@ -15,7 +15,7 @@ import pytest
 
 from llamalogger.cli import main
 
-from .conftest import HOSTILE_NAME, PWN, Album
+from .conftest import HOSTILE_NAME, PWN, Album, tree_jobs
 
 
 def _sha256(text: str) -> str:
@@ -59,14 +59,8 @@ def test_the_data_is_inert_json_holding_the_hostile_strings(
     assert data_text is not None
     assert "<" not in data_text.group(1)
     data = json.loads(data_text.group(1))
-    assert (data["asked"], data["root"]["id"]) == (album.failed, album.root)
-    names = []
-    stack = [data["root"]]
-    while stack:
-        job = stack.pop()
-        names.append(job["name"])
-        stack.extend(job["children"])
-    assert HOSTILE_NAME in names
+    assert (data["asked"], data["jobs"]["id"][0]) == (album.failed, album.root)
+    assert HOSTILE_NAME in [job["name"] for job in tree_jobs(data).values()]
 
 
 def test_an_unknown_job_writes_nothing(

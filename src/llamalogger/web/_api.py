@@ -18,7 +18,7 @@ from .. import queries
 from ._database import ReadOnlyDatabase
 from ._json import json_bytes
 from ._params import BadRequest, check_known, integer, moment, text, token_safe
-from ._tree_data import tree_data
+from ._tree_data import no_gc_pauses, tree_data
 
 __all__ = ["STATUSES", "api_routes", "json_response"]
 
@@ -89,12 +89,13 @@ def _tree(request: Request) -> dict[str, Any]:
     check_known(request.query_params, ())
     job_id = _path(request, "job_id")
     schema = _schema(request)
-    with _database(request).connection() as conn:
-        root = queries.root_of(conn, job_id, schema=schema)
-        tree = None if root is None else queries.job_tree(conn, root, schema=schema)
-    if tree is None:
-        raise NotFound(f"no job {job_id!r}: no event, record or tree names it")
-    return tree_data(tree, asked=job_id)
+    with no_gc_pauses():
+        with _database(request).connection() as conn:
+            root = queries.root_of(conn, job_id, schema=schema)
+            tree = None if root is None else queries.job_tree(conn, root, schema=schema)
+        if tree is None:
+            raise NotFound(f"no job {job_id!r}: no event, record or tree names it")
+        return tree_data(tree, asked=job_id)
 
 
 def _traceback(failed: list[dict[str, Any]]) -> str | None:

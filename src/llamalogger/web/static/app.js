@@ -178,6 +178,29 @@
   }
 
   // ---- a run: tree beside its timeline --------------------------------------------------
+  // The tree arrives as columns, one row per job, a parent before its children: one object
+  // per job is built here, children nested, with what the server leaves to the page (a
+  // subtree's failed jobs, a job's events, a finished job's duration).
+  function unpack(data) {
+    const c = data.jobs;
+    const jobs = new Array(c.id.length);
+    for (let i = 0; i < jobs.length; i++) {
+      let events = 0;
+      for (const key in c.counts[i]) events += c.counts[i][key];
+      const job = {
+        id: c.id[i], name: c.name[i], status: c.status[i], start: c.start[i], end: c.end[i],
+        last: c.last[i], seconds: c.seconds[i], attempts: c.attempts[i], retried: c.retried[i],
+        failed: c.failed[i], failures: c.failed[i] ? 1 : 0, events: events, counts: c.counts[i],
+        error_type: c.error_type[i], error_message: c.error_message[i], children: [],
+      };
+      if (job.seconds === null) job.seconds = Math.max(0, (job.end - job.start) / 1000);
+      jobs[i] = job;
+      if (c.parent[i] >= 0) jobs[c.parent[i]].children.push(job);
+    }
+    for (let i = jobs.length - 1; i > 0; i--) jobs[c.parent[i]].failures += jobs[i].failures;
+    return { root: jobs[0], asked: data.asked };
+  }
+
   function drawRun(data, options) {
     const opts = options || {};
     const root = data.root;
@@ -401,7 +424,7 @@
     // The named job's panel is asked for beside its tree, not after it.
     let first = getJSON(jobUrl(id));
     first.catch(() => {}); // its error is shown where it is used
-    getJSON("/api/tree/" + encodeURIComponent(id)).then((data) => {
+    getJSON("/api/tree/" + encodeURIComponent(id)).then(unpack).then((data) => {
       document.title = (data.root.name || "run") + " · llamalog";
       drawRun(data, {
         loadJob: (jobId) => {
@@ -416,8 +439,7 @@
   }
 
   function exportPage() {
-    const data = JSON.parse(document.getElementById("tree-data").textContent);
-    drawRun(data, {});
+    drawRun(unpack(JSON.parse(document.getElementById("tree-data").textContent)), {});
   }
 
   // ---- an entity -----------------------------------------------------------------------
