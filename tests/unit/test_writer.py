@@ -350,6 +350,25 @@ class TestOutage:
             for r in caplog.records
         )
 
+    def test_a_write_close_cancels_is_no_outage_and_its_batch_goes_to_disk(
+        self, make_writer, caplog
+    ) -> None:
+        """A write still going when close() must end is cancelled by close() itself: its
+        batch goes to disk, and no warning says the database cannot be written."""
+        writer, sink = make_writer(queue_size=1000, batch_size=1000)
+        sink.pace = 0.005  # 5 s for the batch: still going when close() cancels it
+        for number in range(1000):
+            put(writer, record(number))
+        deadline = time.monotonic() + 5
+        while sink.handed == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with caplog.at_level(logging.WARNING, logger="llamalogger"):
+            assert writer.close(timeout=1.0)
+        stats = writer.stats()
+        assert (stats["dropped"], stats["on_disk"], stats["written"]) == (0, 1000, 0), stats
+        messages = [r.getMessage() for r in caplog.records]
+        assert not any("cannot write to the database" in m for m in messages), messages
+
     def test_close_with_a_write_that_never_returns_reports_it_and_does_not_count_twice(
         self, make_writer
     ) -> None:

@@ -238,8 +238,12 @@ class Delivery:
                     return _Attempt.TOO_BIG
                 attempts += 1
                 outcome.retried += 1
+                cancelled = isinstance(exc, psycopg.errors.QueryCanceled)
+                if cancelled and self._deadline.passed() and self._backlog.enabled:
+                    # close() cancelled a write still going: no outage, the rest to disk.
+                    return _Attempt.UNREACHABLE
                 self._outage.failed(exc)
-                if attempts == 1 and not isinstance(exc, psycopg.errors.QueryCanceled):
+                if attempts == 1 and not cancelled:
                     continue  # a new connection may be all it takes; a cancelled write hangs
                 if self._backlog.enabled:
                     return _Attempt.UNREACHABLE
