@@ -570,7 +570,7 @@ def runs(
             found = conn.execute(_FAILING_ROOTS.format(jobs=jobs, log=log)).fetchall()
             params["failing"] = [root for (root,) in found]
         recorded = conn.execute(_RECORDED_RUNS.format(jobs=jobs), params).fetchall()
-        horizon = recorded[-1][1] if len(recorded) >= limit + offset else None
+        horizon = recorded[-1][1] if recorded and len(recorded) >= limit + offset else None
         unrecorded = []
         if status in (None, UNFINISHED):  # a run without a record is unfinished
             if root is not None:

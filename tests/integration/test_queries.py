@@ -423,6 +423,7 @@ class TestRunsPicksTheNewest:
         assert ids(limit=2, offset=1) == ["C", "B"]
         assert ids(limit=5, offset=3) == ["A", "Z"]
         assert ids(limit=2, offset=5) == []
+        assert ids(limit=0) == []
 
     def test_many_runs_come_newest_first_whatever_the_limit(
         self, conn: psycopg.Connection, schema: str
