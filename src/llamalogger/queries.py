@@ -568,7 +568,7 @@ def runs(
         conn.execute("SET LOCAL jit = off")
         if failed:
             found = conn.execute(_FAILING_ROOTS.format(jobs=jobs, log=log)).fetchall()
-            params["failing"] = [root for (root,) in found]
+            params["failing"] = [failing for (failing,) in found]
         recorded = conn.execute(_RECORDED_RUNS.format(jobs=jobs), params).fetchall()
         horizon = recorded[-1][1] if recorded and len(recorded) >= limit + offset else None
         unrecorded = []
@@ -589,7 +589,7 @@ def runs(
             return []
         totals = conn.execute(
             _RUN_TOTALS.format(jobs=jobs, log=log),
-            {"roots": [root for root, _ in picked], "starts": [start for _, start in picked]},
+            {"roots": [run[0] for run in picked], "starts": [run[1] for run in picked]},
         ).fetchall()
     return [_run(*row) for row in totals]
 
