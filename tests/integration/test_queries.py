@@ -200,16 +200,25 @@ class TestStatus:
             status(conn, schema=schema_name)
 
 
-def _record(conn: psycopg.Connection, schema: str, **values: object) -> None:
-    """One llama_job record, inserted with parameterised SQL."""
-    values = {"attempt": 1, "pid": 7, "host": "h", "status": "succeeded", **values}
+def _insert(conn: psycopg.Connection, schema: str, table: str, values: dict[str, object]) -> None:
+    """One row of ``table``, inserted with parameterised SQL."""
     conn.execute(
-        sql.SQL("INSERT INTO {}.llama_job ({}) VALUES ({})").format(
-            sql.Identifier(schema),
+        sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            sql.Identifier(schema, table),
             sql.SQL(", ").join(map(sql.Identifier, values)),
             sql.SQL(", ").join(sql.Placeholder() * len(values)),
         ),
         list(values.values()),
+    )
+
+
+def _record(conn: psycopg.Connection, schema: str, **values: object) -> None:
+    """One llama_job record."""
+    _insert(
+        conn,
+        schema,
+        "llama_job",
+        {"attempt": 1, "pid": 7, "host": "h", "status": "succeeded", **values},
     )
 
 
@@ -345,17 +354,10 @@ class TestJobRecords:
 def _event(
     conn: psycopg.Connection, schema: str, at: float, job: str, root: str, **values: object
 ) -> None:
-    """One llama_log row at T0 + ``at`` seconds, inserted with parameterised SQL."""
-    values = {"category": "CREATED", "level": "info", "message": "m", "job_name": job, **values}
-    columns = ["logged_at", "job_id", "root_job_id", *values]
-    conn.execute(
-        sql.SQL("INSERT INTO {}.llama_log ({}) VALUES ({})").format(
-            sql.Identifier(schema),
-            sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-        ),
-        [_at(at), job, root, *values.values()],
-    )
+    """One llama_log row at T0 + ``at`` seconds."""
+    row = {"logged_at": _at(at), "job_id": job, "root_job_id": root, "category": "CREATED",
+           "level": "info", "message": "m", "job_name": job, **values}  # fmt: skip
+    _insert(conn, schema, "llama_log", row)
 
 
 class TestRunsPicksTheNewest:
